@@ -1,0 +1,257 @@
+package gossip
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// DefaultPort is the gossip port used when BindAddr is empty.
+const DefaultPort = 7946
+
+// Config configures a Node. Zero timing fields take memberlist's LAN defaults
+// (DefaultLANConfig); tests cut them to milliseconds.
+type Config struct {
+	// Name identifies the node in the cluster; it must be unique. Required.
+	Name string
+	// BindAddr is the "host:port" the node listens on, TCP and UDP. Port 0
+	// lets the OS pick (see Node.Addr). Empty means all interfaces on
+	// DefaultPort.
+	BindAddr string
+	// AdvertiseAddr is the "ip" or "ip:port" other nodes should use to reach
+	// this one, when it differs from the bound address (NAT, containers).
+	// With port 0 in BindAddr the OS-picked port is advertised.
+	AdvertiseAddr string
+	// Keyring holds the pinned public keys; desired states must verify
+	// against it. Required.
+	Keyring release.Keyring
+	// StatePath is the file where accepted desired states persist, so the
+	// highest accepted sequence per app survives restarts. "" keeps them in
+	// memory only.
+	StatePath string
+	// Role is gossiped to the cluster; default RoleAgent.
+	Role Role
+	// TorrentAddr is gossiped so peers can reach this node's torrent client.
+	TorrentAddr string
+	// SecretKey, when set, encrypts all gossip (AES, 16, 24 or 32 bytes).
+	// Every member must use the same key.
+	SecretKey []byte
+
+	// GossipInterval is how often a node sends queued broadcasts to
+	// GossipNodes random members.
+	GossipInterval time.Duration
+	GossipNodes    int
+	// ProbeInterval and ProbeTimeout drive failure detection.
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	// PushPullInterval is how often a node syncs full state (membership and
+	// desired states) with one random member. memberlist scales it up with
+	// the cluster size.
+	PushPullInterval time.Duration
+	// SuspicionMult scales how long a suspected node has to refute before it
+	// is declared dead.
+	SuspicionMult int
+	// RetransmitMult scales how many times a broadcast is retransmitted:
+	// RetransmitMult × ceil(log10(N+1)).
+	RetransmitMult int
+	// TCPTimeout bounds each push/pull and join connection.
+	TCPTimeout time.Duration
+
+	// UpdateTimeout bounds how long SetApps waits for the new state to be
+	// gossiped; default 1s. The update is queued either way.
+	UpdateTimeout time.Duration
+	// LeaveTimeout bounds how long Close waits for the leave message to go
+	// out; default 5s.
+	LeaveTimeout time.Duration
+	// JoinAttempts bounds how many times Join tries the whole address list;
+	// default 5.
+	JoinAttempts int
+	// JoinBackoff is the wait after the first failed attempt; it doubles up
+	// to 16×. Default 1s.
+	JoinBackoff time.Duration
+}
+
+// Defaults for the fields memberlist does not own.
+const (
+	defaultUpdateTimeout = time.Second
+	defaultLeaveTimeout  = 5 * time.Second
+	defaultJoinAttempts  = 5
+	defaultJoinBackoff   = time.Second
+	// defaultRetransmitMult is memberlist.DefaultLANConfig's.
+	defaultRetransmitMult = 4
+	maxJoinBackoffMult    = 16
+	// deadNodeReclaimTime lets a node that crashed come back under the same
+	// name from another address (a rescheduled container, a new DHCP lease)
+	// instead of being refused as a conflict for ever.
+	deadNodeReclaimTime = 30 * time.Second
+)
+
+// Validate reports the first field that is missing or malformed.
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		return errors.New("gossip config: name is required")
+	}
+	if len(c.Name) > 128 {
+		return fmt.Errorf("gossip config: name %q is longer than 128 bytes", c.Name)
+	}
+	if c.BindAddr != "" {
+		if _, _, err := splitAddr(c.BindAddr, true); err != nil {
+			return fmt.Errorf("gossip config: bind address: %w", err)
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		host, _, err := splitAddr(c.AdvertiseAddr, false)
+		if err != nil {
+			return fmt.Errorf("gossip config: advertise address: %w", err)
+		}
+		if net.ParseIP(host) == nil {
+			return fmt.Errorf("gossip config: advertise address %q: host must be an IP address", c.AdvertiseAddr)
+		}
+	}
+	if len(c.Keyring) == 0 {
+		return errors.New("gossip config: keyring is empty; pin at least the rollout key")
+	}
+	switch c.Role {
+	case "", RoleAgent, RoleSeeder:
+	default:
+		return fmt.Errorf("gossip config: unknown role %q; use %q or %q", c.Role, RoleAgent, RoleSeeder)
+	}
+	switch len(c.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		return fmt.Errorf("gossip config: secret key is %d bytes; it must be 16, 24 or 32", len(c.SecretKey))
+	}
+	for name, d := range map[string]time.Duration{
+		"gossip interval": c.GossipInterval, "probe interval": c.ProbeInterval,
+		"probe timeout": c.ProbeTimeout, "push/pull interval": c.PushPullInterval,
+		"tcp timeout": c.TCPTimeout, "update timeout": c.UpdateTimeout,
+		"leave timeout": c.LeaveTimeout, "join backoff": c.JoinBackoff,
+	} {
+		if d < 0 {
+			return fmt.Errorf("gossip config: %s is negative (%v)", name, d)
+		}
+	}
+	if c.GossipNodes < 0 || c.SuspicionMult < 0 || c.RetransmitMult < 0 || c.JoinAttempts < 0 {
+		return errors.New("gossip config: gossip nodes, suspicion mult, retransmit mult and join attempts must not be negative")
+	}
+	return nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Role == "" {
+		c.Role = RoleAgent
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultPort))
+	}
+	if c.RetransmitMult == 0 {
+		// memberlist's LAN default, needed before memberlist exists: the
+		// desired-state queue is built by New.
+		c.RetransmitMult = defaultRetransmitMult
+	}
+	if c.UpdateTimeout == 0 {
+		c.UpdateTimeout = defaultUpdateTimeout
+	}
+	if c.LeaveTimeout == 0 {
+		c.LeaveTimeout = defaultLeaveTimeout
+	}
+	if c.JoinAttempts == 0 {
+		c.JoinAttempts = defaultJoinAttempts
+	}
+	if c.JoinBackoff == 0 {
+		c.JoinBackoff = defaultJoinBackoff
+	}
+}
+
+// memberlistConfig translates c into memberlist's configuration. bindIP is
+// the resolved bind host.
+func (c *Config) memberlistConfig(bindIP string, bindPort int) *memberlist.Config {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.Name
+	mc.BindAddr = bindIP
+	mc.BindPort = bindPort
+	mc.AdvertisePort = bindPort
+	if c.AdvertiseAddr != "" {
+		host, port, _ := splitAddr(c.AdvertiseAddr, false)
+		mc.AdvertiseAddr = host
+		if port != 0 {
+			mc.AdvertisePort = port
+		}
+	}
+	if len(c.SecretKey) > 0 {
+		mc.SecretKey = append([]byte(nil), c.SecretKey...)
+	}
+	// memberlist's compression allocates a 64 KiB compressor per packet.
+	mc.EnableCompression = false
+	mc.UDPBufferSize = udpBufferSize
+	mc.DeadNodeReclaimTime = deadNodeReclaimTime
+	setDur(&mc.GossipInterval, c.GossipInterval)
+	setDur(&mc.ProbeInterval, c.ProbeInterval)
+	setDur(&mc.ProbeTimeout, c.ProbeTimeout)
+	setDur(&mc.PushPullInterval, c.PushPullInterval)
+	setDur(&mc.TCPTimeout, c.TCPTimeout)
+	setInt(&mc.GossipNodes, c.GossipNodes)
+	setInt(&mc.SuspicionMult, c.SuspicionMult)
+	setInt(&mc.RetransmitMult, c.RetransmitMult)
+	// Dead nodes stay gossiped for as long as a push/pull takes to spread.
+	if c.PushPullInterval > 0 {
+		mc.GossipToTheDeadTime = c.PushPullInterval
+	}
+	return mc
+}
+
+func setDur(dst *time.Duration, v time.Duration) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+func setInt(dst *int, v int) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+// splitAddr parses "host:port". With portRequired false a bare host is
+// accepted and port 0 returned. Port 0 is allowed only when portRequired is
+// true (a bind address), where it means "let the OS pick".
+func splitAddr(addr string, portRequired bool) (string, int, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		if !portRequired && net.ParseIP(addr) != nil {
+			return addr, 0, nil
+		}
+		return "", 0, fmt.Errorf("%w %q: want host:port (%v)", ErrBadAddress, addr, err)
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w %q: port %q is not a number from 0 to 65535", ErrBadAddress, addr, ps)
+	}
+	if port == 0 && !portRequired {
+		return "", 0, fmt.Errorf("%w %q: port must not be 0", ErrBadAddress, addr)
+	}
+	return host, int(port), nil
+}
+
+// checkJoinAddr accepts "host:port" with a non-empty host and a port in
+// 1–65535.
+func checkJoinAddr(addr string) error {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w %q: want host:port (%v)", ErrBadAddress, addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%w %q: host is empty; want host:port", ErrBadAddress, addr)
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || port == 0 {
+		return fmt.Errorf("%w %q: port %q is not a number from 1 to 65535; want host:port", ErrBadAddress, addr, ps)
+	}
+	return nil
+}

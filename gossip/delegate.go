@@ -1,0 +1,151 @@
+package gossip
+
+import (
+	"bytes"
+
+	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+)
+
+// delegate is memberlist's view of a Node: node meta, user messages,
+// broadcasts and push/pull state. memberlist calls it from its own
+// goroutines; every call but NodeMeta passes the node's gate, so none runs
+// after Close.
+type delegate struct{ n *Node }
+
+var _ memberlist.Delegate = (*delegate)(nil)
+
+// NodeMeta is called while memberlist holds no lock of ours and must not be
+// refused: the state it returns is the node's alive message.
+func (d *delegate) NodeMeta(limit int) []byte {
+	m := d.n.currentMeta()
+	if len(m) > limit {
+		return nil // cannot happen: encodeMeta keeps it within metaLimit
+	}
+	return m
+}
+
+func (d *delegate) NotifyMsg(msg []byte) {
+	if !d.n.enter() {
+		return
+	}
+	defer d.n.exit()
+	d.n.handleMsg(msg)
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	if !d.n.enter() {
+		return nil
+	}
+	defer d.n.exit()
+	return d.n.queue.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) LocalState(join bool) []byte {
+	if !d.n.enter() {
+		return nil
+	}
+	defer d.n.exit()
+	return d.n.localState()
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	if !d.n.enter() {
+		return
+	}
+	defer d.n.exit()
+	d.n.mergeRemote(buf)
+}
+
+// eventDelegate keeps the node's copy of the member list and turns
+// membership events into Changes notifications. memberlist calls it one
+// event at a time with its node lock held, the only time the *Node it passes
+// may be read: it must copy what it keeps and not call back into memberlist.
+type eventDelegate struct{ n *Node }
+
+var _ memberlist.EventDelegate = (*eventDelegate)(nil)
+
+func (e *eventDelegate) NotifyJoin(node *memberlist.Node) {
+	e.n.setMember(node)
+	if !e.n.enter() {
+		return
+	}
+	defer e.n.exit()
+	e.n.log.Debug("member joined", zap.String("member", node.Name), zap.String("addr", node.Address()))
+	e.n.notify()
+}
+
+func (e *eventDelegate) NotifyLeave(node *memberlist.Node) {
+	e.n.removeMember(node.Name)
+	if !e.n.enter() {
+		return
+	}
+	defer e.n.exit()
+	e.n.log.Debug("member left", zap.String("member", node.Name), zap.String("addr", node.Address()))
+	e.n.notify()
+}
+
+func (e *eventDelegate) NotifyUpdate(node *memberlist.Node) {
+	e.n.setMember(node)
+	if !e.n.enter() {
+		return
+	}
+	defer e.n.exit()
+	e.n.notify()
+}
+
+// desiredBroadcast is one app's desired state in memberlist's broadcast
+// queue. Its name makes a newer state for the app replace an older one
+// still queued.
+type desiredBroadcast struct {
+	name string
+	msg  []byte
+}
+
+var _ memberlist.NamedBroadcast = (*desiredBroadcast)(nil)
+
+func (b *desiredBroadcast) Name() string    { return b.name }
+func (b *desiredBroadcast) Message() []byte { return b.msg }
+func (b *desiredBroadcast) Finished()       {}
+
+// Invalidates matches by name, as memberlist asks of a NamedBroadcast; only
+// accepted (newer) states are ever queued, so the newcomer always wins.
+func (b *desiredBroadcast) Invalidates(other memberlist.Broadcast) bool {
+	o, ok := other.(memberlist.NamedBroadcast)
+	return ok && o.Name() == b.name
+}
+
+// logWriter routes memberlist's log.Logger into zap by the level tag at the
+// start of each line.
+type logWriter struct {
+	n   *Node
+	log *zap.Logger
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	if !w.n.enter() {
+		return len(p), nil
+	}
+	defer w.n.exit()
+	line := bytes.TrimSpace(p)
+	level, msg := zap.DebugLevel, line
+	switch {
+	case bytes.HasPrefix(line, []byte("[DEBUG]")):
+		msg = line[len("[DEBUG]"):]
+	case bytes.HasPrefix(line, []byte("[INFO]")):
+		level, msg = zap.InfoLevel, line[len("[INFO]"):]
+	case bytes.HasPrefix(line, []byte("[WARN]")):
+		level, msg = zap.WarnLevel, line[len("[WARN]"):]
+	case bytes.HasPrefix(line, []byte("[ERR]")):
+		level, msg = zap.ErrorLevel, line[len("[ERR]"):]
+	}
+	if w.n.stopping.Load() {
+		level = zap.DebugLevel // sends failing on a closed socket, and the like
+	}
+	msg = bytes.TrimSpace(msg)
+	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	if ce := w.log.Check(level, string(msg)); ce != nil {
+		ce.Write()
+	}
+	return len(p), nil
+}

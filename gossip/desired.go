@@ -1,0 +1,345 @@
+package gossip
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// source says where a desired state came from, for logs.
+type source string
+
+const (
+	fromLocal    source = "publish"
+	fromGossip   source = "gossip"
+	fromPushPull source = "push_pull"
+)
+
+// Refusal reasons, as logged.
+const (
+	reasonUntrusted = "untrusted"
+	reasonInvalid   = "invalid"
+	reasonStale     = "stale"
+)
+
+// load reads StatePath: the verified states become the held ones and every
+// recorded sequence becomes a floor that older states cannot pass.
+func (n *Node) load() error {
+	if n.cfg.StatePath == "" {
+		return nil
+	}
+	f, err := readStateFile(n.cfg.StatePath)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for app, seq := range f.Highest {
+		n.highest[app] = max(n.highest[app], seq)
+	}
+	for _, sd := range f.Desired {
+		d, err := sd.Verify(n.cfg.Keyring)
+		if err != nil {
+			// The keyring changed since it was accepted. Its sequence stays
+			// a floor, but it is no longer served.
+			u, uerr := sd.Unverified()
+			if uerr == nil && u.App != "" {
+				n.highest[u.App] = max(n.highest[u.App], u.Sequence)
+			}
+			n.log.Warn("persisted desired state no longer verifies; keeping only its sequence",
+				zap.String("path", n.cfg.StatePath), zap.String("app", u.App), zap.Uint64("seq", u.Sequence),
+				zap.String("key_id", sd.KeyID), zap.Error(err))
+			continue
+		}
+		if cur, ok := n.desired[d.App]; ok && cur.state.Sequence >= d.Sequence {
+			continue
+		}
+		n.desired[d.App] = entry{signed: sd, state: d}
+		n.highest[d.App] = max(n.highest[d.App], d.Sequence)
+	}
+	return nil
+}
+
+// Publish injects a desired state from this node (the seeder). It is checked
+// exactly like one received from the cluster: it must verify against the
+// keyring and its sequence must be higher than the highest held for its app.
+// It is then persisted and broadcast. Publishing the state already held is a
+// no-op; anything else not newer fails with ErrStale.
+func (n *Node) Publish(sd release.SignedDesiredState) error {
+	n.life.Lock()
+	started, closing := n.started, n.closing
+	n.life.Unlock()
+	switch {
+	case closing:
+		return fmt.Errorf("publish: %w", ErrClosed)
+	case !started:
+		return fmt.Errorf("publish: %w", ErrNotStarted)
+	}
+	if err := n.accept(sd, fromLocal); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	return nil
+}
+
+// Desired returns the accepted desired state for app, decoded and as signed.
+func (n *Node) Desired(app string) (release.DesiredState, release.SignedDesiredState, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.desired[app]
+	return e.state, cloneSigned(e.signed), ok
+}
+
+// cloneSigned copies the envelope's byte slices, so that neither the caller
+// nor the node can change the other's copy.
+func cloneSigned(sd release.SignedDesiredState) release.SignedDesiredState {
+	sd.Payload = bytes.Clone(sd.Payload)
+	sd.Sig = bytes.Clone(sd.Sig)
+	return sd
+}
+
+// DesiredAll returns every accepted desired state, sorted by app.
+func (n *Node) DesiredAll() []release.SignedDesiredState {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.allLocked()
+}
+
+func (n *Node) allLocked() []release.SignedDesiredState {
+	apps := make([]string, 0, len(n.desired))
+	for app := range n.desired {
+		apps = append(apps, app)
+	}
+	slices.Sort(apps)
+	out := make([]release.SignedDesiredState, len(apps))
+	for i, app := range apps {
+		out[i] = cloneSigned(n.desired[app].signed)
+	}
+	return out
+}
+
+// HighestSeq is the highest sequence accepted for app, persisted ones
+// included; 0 if none.
+func (n *Node) HighestSeq(app string) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.highest[app]
+}
+
+// accept is the one path every desired state takes, wherever it came from:
+// verify, compare with the highest sequence, persist, then broadcast. A
+// refused state changes nothing but a counter.
+func (n *Node) accept(sd release.SignedDesiredState, src source) error {
+	if n.heldAlready(sd) {
+		return nil
+	}
+	d, err := sd.Verify(n.cfg.Keyring)
+	if err != nil {
+		reason := reasonInvalid
+		if errors.Is(err, release.ErrUnknownKey) {
+			reason = reasonUntrusted
+		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if reason == reasonUntrusted {
+			n.stats.RefusedUntrusted++
+		} else {
+			n.stats.RefusedInvalid++
+		}
+		u, _ := sd.Unverified() // best effort, for the log only
+		n.logRefusalLocked(src, reason, u.App, u.Sequence, sd.KeyID, err)
+		return err
+	}
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	high := n.highest[d.App]
+	switch {
+	case d.Sequence == high:
+		n.stats.Duplicates++
+		if cur, ok := n.desired[d.App]; ok && sameEnvelope(cur.signed, sd) {
+			return nil
+		}
+		return fmt.Errorf("%w: sequence %d for app %s is already held with other contents", ErrStale, d.Sequence, d.App)
+	case d.Sequence < high:
+		n.stats.RefusedStale++
+		n.logRefusalLocked(src, reasonStale, d.App, d.Sequence, sd.KeyID, nil)
+		return fmt.Errorf("%w: sequence %d for app %s is below the %d held", ErrStale, d.Sequence, d.App, high)
+	}
+
+	sd = cloneSigned(sd)
+	// Persist first: a state gossiped on but lost in a crash could be
+	// followed by an older one after restart.
+	if n.cfg.StatePath != "" {
+		if err := n.persistLocked(d.App, sd, d.Sequence); err != nil {
+			n.logOnceLocked("persist/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
+				l.Error("cannot persist desired state; not accepting it", zap.String("app", d.App), zap.Uint64("seq", d.Sequence), zap.Error(err))
+			})
+			return err
+		}
+	}
+	n.desired[d.App] = entry{signed: sd, state: d}
+	n.highest[d.App] = d.Sequence
+	n.stats.Accepted++
+	n.broadcastLocked(d, sd)
+	n.notify()
+	tm, _ := d.Target.Unverified() // verified above
+	n.log.Info("accepted desired state", zap.String("app", d.App), zap.Uint64("seq", d.Sequence),
+		zap.String("version", tm.Version), zap.String("release_id", string(tm.ReleaseID)),
+		zap.String("source", string(src)))
+	return nil
+}
+
+// heldAlready reports, and counts as a duplicate, an envelope identical to
+// one already accepted: gossip delivers each state many times, and this
+// spares verifying the copies.
+func (n *Node) heldAlready(sd release.SignedDesiredState) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, e := range n.desired {
+		if sameEnvelope(e.signed, sd) {
+			n.stats.Duplicates++
+			return true
+		}
+	}
+	return false
+}
+
+func sameEnvelope(a, b release.SignedDesiredState) bool {
+	return a.KeyID == b.KeyID && bytes.Equal(a.Sig, b.Sig) && bytes.Equal(a.Payload, b.Payload)
+}
+
+// persistLocked writes the held states with sd in place of app's.
+func (n *Node) persistLocked(app string, sd release.SignedDesiredState, seq uint64) error {
+	f := stateFile{Highest: make(map[string]uint64, len(n.highest)+1)}
+	for a, s := range n.highest {
+		f.Highest[a] = s
+	}
+	f.Highest[app] = seq
+	for a, e := range n.desired {
+		if a != app {
+			f.Desired = append(f.Desired, e.signed)
+		}
+	}
+	f.Desired = append(f.Desired, sd)
+	return writeStateFile(n.cfg.StatePath, f)
+}
+
+// broadcastLocked queues the state for gossip under the name
+// "desired/<app>", replacing any older one still queued for the app. A state
+// that does not fit one packet even deflated is left to push/pull.
+func (n *Node) broadcastLocked(d release.DesiredState, sd release.SignedDesiredState) {
+	limit := maxBroadcast(len(n.cfg.SecretKey) > 0)
+	msg, err := encodeDesired(sd, limit)
+	if err == nil && len(msg) > limit {
+		err = fmt.Errorf("%d bytes encoded, one packet holds %d", len(msg), limit)
+	}
+	if err != nil {
+		n.logOnceLocked("broadcast/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
+			l.Error("desired state too large to broadcast; it will spread by push/pull only, which is much slower",
+				zap.String("app", d.App), zap.Uint64("seq", d.Sequence), zap.Error(err))
+		})
+		return
+	}
+	n.queue.QueueBroadcast(&desiredBroadcast{name: "desired/" + d.App, msg: msg})
+}
+
+// logRefusalLocked logs a refused state once per (reason, app, seq, key).
+// Stale states are routine (a peer that has not caught up yet pushes its
+// older state) and go to debug; untrusted and invalid ones to warn. States
+// published locally are not logged: Publish returns the error.
+func (n *Node) logRefusalLocked(src source, reason, app string, seq uint64, keyID string, err error) {
+	if src == fromLocal {
+		return
+	}
+	key := strings.Join([]string{reason, app, strconv.FormatUint(seq, 10), keyID}, "/")
+	n.logOnceLocked(key, func(l *zap.Logger) {
+		fields := []zap.Field{zap.String("reason", reason), zap.String("app", app), zap.Uint64("seq", seq),
+			zap.String("key_id", keyID), zap.String("source", string(src))}
+		if err != nil {
+			fields = append(fields, zap.Error(err))
+		}
+		if reason == reasonStale {
+			l.Debug("refused desired state", fields...)
+			return
+		}
+		l.Warn("refused desired state", fields...)
+	})
+}
+
+func (n *Node) logOnceLocked(key string, log func(*zap.Logger)) {
+	if _, ok := n.logged[key]; ok {
+		return
+	}
+	if len(n.logged) >= maxLogged {
+		clear(n.logged)
+	}
+	n.logged[key] = struct{}{}
+	log(n.log)
+}
+
+// handleMsg takes a user message memberlist received.
+func (n *Node) handleMsg(msg []byte) {
+	if len(msg) == 0 {
+		return
+	}
+	switch msg[0] {
+	case msgDesired, msgDesiredFlate:
+		sd, err := decodeDesired(msg)
+		if err != nil {
+			n.refuseUndecodable(fromGossip, err)
+			return
+		}
+		_ = n.accept(sd, fromGossip) // counted and logged inside
+	default:
+		n.mu.Lock()
+		n.logOnceLocked("type/"+strconv.Itoa(int(msg[0])), func(l *zap.Logger) {
+			l.Debug("ignoring message of unknown type; is a newer version in the cluster?", zap.Int("type", int(msg[0])))
+		})
+		n.mu.Unlock()
+	}
+}
+
+// mergeRemote takes the desired states a peer sent in a push/pull.
+func (n *Node) mergeRemote(buf []byte) {
+	if len(buf) == 0 {
+		return
+	}
+	states, err := decodePushPull(buf)
+	if err != nil {
+		n.refuseUndecodable(fromPushPull, err)
+		return
+	}
+	for _, sd := range states {
+		_ = n.accept(sd, fromPushPull)
+	}
+}
+
+func (n *Node) refuseUndecodable(src source, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.stats.RefusedInvalid++
+	n.logRefusalLocked(src, reasonInvalid, "", 0, "", err)
+}
+
+// localState is what this node sends in a push/pull.
+func (n *Node) localState() []byte {
+	n.mu.Lock()
+	all := n.allLocked()
+	n.mu.Unlock()
+	if len(all) == 0 {
+		return nil
+	}
+	b, err := encodePushPull(all)
+	if err != nil {
+		n.log.Error("cannot encode push/pull state", zap.Error(err))
+		return nil
+	}
+	return b
+}

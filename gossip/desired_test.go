@@ -1,0 +1,259 @@
+package gossip
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// signRaw signs payload as a desired state exactly as given, so tests can
+// build envelopes that release.SignDesired would refuse to make.
+func signRaw(t *testing.T, k *release.PrivateKey, payload []byte) release.SignedDesiredState {
+	t.Helper()
+	pemBytes, err := k.MarshalPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemBytes)
+	priv, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const domain = "swarm/desired-state/v1\n" // release.domainDesired
+	sig := ed25519.Sign(priv.(ed25519.PrivateKey), append([]byte(domain), payload...))
+	return release.SignedDesiredState{Envelope: release.Envelope{Payload: payload, KeyID: k.ID(), Sig: sig}}
+}
+
+func mustMsg(t *testing.T, sd release.SignedDesiredState) []byte {
+	t.Helper()
+	msg, err := encodeDesired(sd, maxBroadcast(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+func TestRefusedStatesChangeNothing(t *testing.T) {
+	k, stranger := newKey(t), newKey(t)
+	good := desired(t, k, "web", 2)
+
+	tampered := desired(t, k, "web", 5)
+	tampered.Sig = bytes.Clone(tampered.Sig)
+	tampered.Sig[0] ^= 1
+
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, desired(t, k, "web", 6).Payload, "", " "); err != nil {
+		t.Fatal(err)
+	}
+	nonCanonical := signRaw(t, k, indented.Bytes())
+
+	d, err := desired(t, k, "web", 7).Unverified()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Plan.Steps = []float64{0.5, 0.2} // decreasing: invalid
+	bad, _ := json.Marshal(d)
+	invalidFields := signRaw(t, k, bad)
+
+	// Target manifest signed by a stranger inside a state signed by k.
+	d2, _ := desired(t, k, "web", 8).Unverified()
+	d2.Target = manifest(t, stranger, "web", "9.9.9")
+	b2, _ := json.Marshal(d2)
+	strangeTarget := signRaw(t, k, b2)
+
+	otherApp, _ := desired(t, k, "web", 9).Unverified()
+	otherApp.Target = manifest(t, k, "api", "1.0.0")
+	b3, _ := json.Marshal(otherApp)
+	mismatched := signRaw(t, k, b3)
+
+	tests := []struct {
+		name string
+		msg  []byte
+		want func(Stats) uint64
+	}{
+		{"unknown key", mustMsg(t, desired(t, stranger, "web", 5)), func(s Stats) uint64 { return s.RefusedUntrusted }},
+		{"manifest by unknown key", mustMsg(t, strangeTarget), func(s Stats) uint64 { return s.RefusedUntrusted }},
+		{"tampered signature", mustMsg(t, tampered), func(s Stats) uint64 { return s.RefusedInvalid }},
+		{"non-canonical payload", mustMsg(t, nonCanonical), func(s Stats) uint64 { return s.RefusedInvalid }},
+		{"invalid fields", mustMsg(t, invalidFields), func(s Stats) uint64 { return s.RefusedInvalid }},
+		{"manifest of another app", mustMsg(t, mismatched), func(s Stats) uint64 { return s.RefusedInvalid }},
+		{"garbage json", append([]byte{msgDesired}, "{not json"...), func(s Stats) uint64 { return s.RefusedInvalid }},
+		{"garbage deflate", []byte{msgDesiredFlate, 0xff, 0x00, 0x13}, func(s Stats) uint64 { return s.RefusedInvalid }},
+		{"stale", mustMsg(t, desired(t, k, "web", 1)), func(s Stats) uint64 { return s.RefusedStale }},
+		{"duplicate", mustMsg(t, good), func(s Stats) uint64 { return s.Duplicates }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := startNode(t, testConfig("rx", release.NewKeyring(k.Public())))
+			if err := n.Publish(good); err != nil {
+				t.Fatal(err)
+			}
+			before := n.Stats()
+			queued := n.queue.NumQueued()
+
+			n.handleMsg(tt.msg)
+
+			after := n.Stats()
+			if got := tt.want(after) - tt.want(before); got != 1 {
+				t.Fatalf("counter moved by %d, want 1 (stats %+v)", got, after)
+			}
+			if after.Accepted != before.Accepted {
+				t.Fatalf("Accepted moved: %+v", after)
+			}
+			if d, sd, ok := n.Desired("web"); !ok || d.Sequence != 2 || !sameEnvelope(sd, good) {
+				t.Fatalf("held state changed to seq %d", d.Sequence)
+			}
+			if n.HighestSeq("web") != 2 || len(n.DesiredAll()) != 1 {
+				t.Fatalf("highest %d, %d states held", n.HighestSeq("web"), len(n.DesiredAll()))
+			}
+			if q := n.queue.NumQueued(); q != queued {
+				t.Fatalf("broadcast queue went from %d to %d", queued, q)
+			}
+		})
+	}
+}
+
+func TestPublishRefusals(t *testing.T) {
+	k, stranger := newKey(t), newKey(t)
+	n := startNode(t, testConfig("seeder", release.NewKeyring(k.Public())))
+	tampered := desired(t, k, "web", 3)
+	tampered.Sig = bytes.Clone(tampered.Sig)
+	tampered.Sig[10] ^= 0x80
+
+	tests := []struct {
+		name string
+		sd   release.SignedDesiredState
+		want error
+	}{
+		{"unknown key", desired(t, stranger, "web", 3), release.ErrUnknownKey},
+		{"tampered", tampered, release.ErrBadSignature},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := n.Publish(tt.sd); !errors.Is(err, tt.want) {
+				t.Fatalf("Publish = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if st := n.Stats(); st.RefusedUntrusted != 1 || st.RefusedInvalid != 1 || st.Accepted != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, _, ok := n.Desired("web"); ok {
+		t.Fatal("a refused state is held")
+	}
+
+	unstarted, err := New(testConfig("x", release.NewKeyring(k.Public())), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unstarted.Publish(desired(t, k, "web", 1)); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("Publish before Start = %v", err)
+	}
+}
+
+func TestRefusalLoggedOnce(t *testing.T) {
+	k, stranger := newKey(t), newKey(t)
+	core, logs := observer.New(zapcore.DebugLevel)
+	n := startNodeLogger(t, testConfig("rx", release.NewKeyring(k.Public())), zap.New(core))
+	if err := n.Publish(desired(t, k, "web", 5)); err != nil {
+		t.Fatal(err)
+	}
+	untrusted := mustMsg(t, desired(t, stranger, "web", 9))
+	stale := mustMsg(t, desired(t, k, "web", 4))
+	for range 3 {
+		n.handleMsg(untrusted)
+		n.handleMsg(stale)
+		n.handleMsg(mustMsg(t, desired(t, k, "web", 5))) // duplicate: never logged
+	}
+	if st := n.Stats(); st.RefusedUntrusted != 3 || st.RefusedStale != 3 || st.Duplicates != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	refusals := logs.FilterMessage("refused desired state")
+	if got := refusals.FilterField(zap.String("reason", reasonUntrusted)).Len(); got != 1 {
+		t.Errorf("untrusted logged %d times, want 1", got)
+	}
+	if got := refusals.FilterField(zap.String("reason", reasonStale)).Len(); got != 1 {
+		t.Errorf("stale logged %d times, want 1", got)
+	}
+	if got := refusals.Len(); got != 2 {
+		t.Errorf("%d refusal lines, want 2", got)
+	}
+	for _, e := range refusals.All() {
+		if e.ContextMap()["key_id"] == "" || e.ContextMap()["app"] != "web" {
+			t.Errorf("refusal log lacks app or key_id: %v", e.ContextMap())
+		}
+	}
+}
+
+func TestNewerStateReplacesQueuedBroadcast(t *testing.T) {
+	k := newKey(t)
+	// Alone, the node has nobody to gossip to, so its queue keeps what it
+	// holds.
+	n := startNode(t, testConfig("solo", release.NewKeyring(k.Public())))
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := n.Publish(desired(t, k, "web", seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Publish(desired(t, k, "api", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if q := n.queue.NumQueued(); q != 2 {
+		t.Fatalf("%d broadcasts queued, want one per app", q)
+	}
+	msgs := n.queue.GetBroadcasts(0, 1<<20)
+	var seen []uint64
+	for _, m := range msgs {
+		sd, err := decodeDesired(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _ := sd.Unverified()
+		if d.App == "web" {
+			seen = append(seen, d.Sequence)
+		}
+	}
+	if len(seen) != 1 || seen[0] != 3 {
+		t.Fatalf("queued web sequences %v, want [3]", seen)
+	}
+
+	a := &desiredBroadcast{name: "desired/web"}
+	if !a.Invalidates(&desiredBroadcast{name: "desired/web"}) || a.Invalidates(&desiredBroadcast{name: "desired/api"}) {
+		t.Fatal("Invalidates does not match by name")
+	}
+}
+
+func TestPushPullCarriesAllStates(t *testing.T) {
+	k := newKey(t)
+	ring := release.NewKeyring(k.Public())
+	src := startNode(t, testConfig("src", ring))
+	dst := startNode(t, testConfig("dst", ring))
+	for _, app := range []string{"web", "api", "worker"} {
+		if err := src.Publish(desired(t, k, app, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst.mergeRemote(src.localState())
+	if got, want := len(dst.DesiredAll()), 3; got != want {
+		t.Fatalf("merged %d states, want %d", got, want)
+	}
+	// Merging again: all duplicates.
+	dst.mergeRemote(src.localState())
+	if st := dst.Stats(); st.Accepted != 3 || st.Duplicates != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	dst.mergeRemote([]byte{msgPushPull, '{'})
+	if st := dst.Stats(); st.RefusedInvalid != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}

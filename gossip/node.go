@@ -1,0 +1,413 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// Node is one member of the gossip cluster. Create it with New, then Start,
+// Join and, when done, Close. Its methods are safe for concurrent use.
+type Node struct {
+	cfg Config
+	log *zap.Logger
+
+	// queue holds this node's desired-state broadcasts; memberlist pulls
+	// from it through the delegate to fill its packets.
+	queue   *memberlist.TransmitLimitedQueue
+	changes chan struct{}
+	ml      atomic.Pointer[memberlist.Memberlist]
+	addr    atomic.Pointer[string] // advertised address, set by Start
+
+	// members mirrors memberlist's alive members, kept by the event
+	// delegate. memberlist's own Members returns pointers into structs it
+	// keeps writing, so reading them is a data race.
+	memMu   sync.Mutex
+	members map[string]NodeState
+
+	// life serialises Start and Close and guards joins being added to wg.
+	life      sync.Mutex
+	started   bool
+	closing   bool
+	stopping  atomic.Bool // Close has begun: memberlist's errors are expected
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup // Join attempts still inside memberlist
+
+	// gate lets memberlist's goroutines into our delegates and logger only
+	// until Close has shut memberlist down; Close waits for those inside.
+	gate struct {
+		sync.Mutex
+		cond   *sync.Cond
+		inside int
+		closed bool
+	}
+
+	metaMu sync.Mutex
+	meta   []byte
+
+	mu      sync.Mutex // guards what follows
+	desired map[string]entry
+	highest map[string]uint64
+	stats   Stats
+	logged  map[string]struct{}
+}
+
+// entry is an accepted desired state with its verified contents.
+type entry struct {
+	signed release.SignedDesiredState
+	state  release.DesiredState
+}
+
+// maxLogged bounds the set of refusals already logged; past it the set is
+// cleared, so a flood of distinct bad states costs memory only up to here.
+const maxLogged = 1024
+
+// New checks cfg and prepares a node. It does no I/O.
+func New(cfg Config, logger *zap.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	cfg.applyDefaults()
+	cfg.SecretKey = append([]byte(nil), cfg.SecretKey...)
+	meta, err := encodeMeta(cfg.Role, cfg.TorrentAddr, nil)
+	if err != nil {
+		return nil, fmt.Errorf("gossip config: %w", err)
+	}
+	n := &Node{
+		cfg:     cfg,
+		log:     logger.Named("gossip").With(zap.String("node", cfg.Name)),
+		changes: make(chan struct{}, 1),
+		meta:    meta,
+		desired: make(map[string]entry),
+		highest: make(map[string]uint64),
+		logged:  make(map[string]struct{}),
+		members: make(map[string]NodeState),
+	}
+	n.gate.cond = sync.NewCond(&n.gate.Mutex)
+	n.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       n.numMembers,
+		RetransmitMult: cfg.RetransmitMult,
+	}
+	return n, nil
+}
+
+// Start loads the persisted desired states, binds the gossip port and starts
+// memberlist. The node is then a cluster of one until Join.
+func (n *Node) Start() error {
+	n.life.Lock()
+	defer n.life.Unlock()
+	if n.closing {
+		return ErrClosed
+	}
+	if n.started {
+		return errors.New("gossip: node already started")
+	}
+	if err := n.load(); err != nil {
+		return err
+	}
+	host, port, _ := splitAddr(n.cfg.BindAddr, true)
+	ip, err := resolveBindHost(host)
+	if err != nil {
+		return fmt.Errorf("gossip listen %s: %w", n.cfg.BindAddr, err)
+	}
+	mc := n.cfg.memberlistConfig(ip, port)
+	mc.Delegate = &delegate{n: n}
+	mc.Events = &eventDelegate{n: n}
+	mc.Logger = log.New(&logWriter{n: n, log: n.log.Named("memberlist")}, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		// memberlist flattens the bind error into text.
+		if strings.Contains(err.Error(), "address already in use") {
+			return fmt.Errorf("gossip listen %s: %w; choose another --gossip port", n.cfg.BindAddr, syscall.EADDRINUSE)
+		}
+		return fmt.Errorf("gossip listen %s: %w", n.cfg.BindAddr, err)
+	}
+	// The advertised address is fixed once memberlist is up; reading it
+	// later through LocalNode would race with memberlist's own updates.
+	addr := net.JoinHostPort(mc.AdvertiseAddr, strconv.Itoa(mc.AdvertisePort))
+	if self, ok := n.member(n.cfg.Name); ok {
+		addr = self.Addr
+	}
+	n.addr.Store(&addr)
+	n.ml.Store(ml)
+	n.started = true
+	n.log.Info("gossip started", zap.String("addr", n.Addr()))
+	return nil
+}
+
+func resolveBindHost(host string) (string, error) {
+	if host == "" {
+		return "0.0.0.0", nil
+	}
+	if net.ParseIP(host) != nil {
+		return host, nil
+	}
+	a, err := net.ResolveIPAddr("ip", host)
+	if err != nil {
+		return "", err
+	}
+	return a.IP.String(), nil
+}
+
+// Join contacts the given "host:port" addresses until at least one answers,
+// retrying the whole list up to Config.JoinAttempts times with a doubling
+// backoff, or until ctx ends. A malformed address fails at once.
+func (n *Node) Join(ctx context.Context, addrs []string) error {
+	if len(addrs) == 0 {
+		return errors.New("gossip join: no address given")
+	}
+	for _, a := range addrs {
+		if err := checkJoinAddr(a); err != nil {
+			return fmt.Errorf("gossip join: %w", err)
+		}
+	}
+	list := strings.Join(addrs, ",")
+	backoff := n.cfg.JoinBackoff
+	for attempt := 1; ; attempt++ {
+		k, err := n.joinOnce(ctx, addrs)
+		if err == nil {
+			n.log.Info("joined cluster", zap.String("peers", list), zap.Int("contacted", k))
+			return nil
+		}
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrNotStarted) {
+			return fmt.Errorf("gossip join: %w", err)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("gossip join %s: %w (last error: %v)", list, ctx.Err(), err)
+		}
+		if attempt >= n.cfg.JoinAttempts {
+			return fmt.Errorf("gossip join %s: none answered after %d attempts: %w", list, attempt, err)
+		}
+		n.log.Debug("join failed; retrying", zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
+		// ±20% jitter, so nodes restarted together do not retry in step.
+		wait := backoff - backoff/5 + rand.N(backoff*2/5+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("gossip join %s: %w (last error: %v)", list, ctx.Err(), err)
+		case <-t.C:
+		}
+		backoff = min(backoff*2, n.cfg.JoinBackoff*maxJoinBackoffMult)
+	}
+}
+
+// joinOnce runs one memberlist Join, which does not take a context, in a
+// goroutine that Close waits for, and returns early if ctx ends.
+func (n *Node) joinOnce(ctx context.Context, addrs []string) (int, error) {
+	n.life.Lock()
+	ml := n.ml.Load()
+	switch {
+	case n.closing:
+		n.life.Unlock()
+		return 0, ErrClosed
+	case ml == nil:
+		n.life.Unlock()
+		return 0, ErrNotStarted
+	}
+	type result struct {
+		k   int
+		err error
+	}
+	done := make(chan result, 1)
+	n.wg.Add(1)
+	n.life.Unlock()
+	go func() {
+		defer n.wg.Done()
+		k, err := ml.Join(addrs)
+		done <- result{k, err}
+	}()
+	select {
+	case r := <-done:
+		return r.k, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Addr is the address other nodes reach this one at, with the real port when
+// BindAddr asked for port 0. It is "" before Start.
+func (n *Node) Addr() string {
+	if a := n.addr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// Close leaves the cluster (waiting up to LeaveTimeout for the leave message
+// to go out), shuts memberlist down and waits for the node's goroutines. It
+// is safe to call more than once; Changes is not closed.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.life.Lock()
+		n.closing = true
+		n.stopping.Store(true)
+		ml := n.ml.Load()
+		n.life.Unlock()
+		if ml != nil {
+			if err := ml.Leave(n.cfg.LeaveTimeout); err != nil {
+				n.log.Debug("leave not acknowledged", zap.Error(err))
+			}
+			if err := ml.Shutdown(); err != nil {
+				n.closeErr = fmt.Errorf("gossip close: %w", err)
+			}
+		}
+		n.wg.Wait()
+		n.closeGate()
+	})
+	return n.closeErr
+}
+
+// enter admits a memberlist callback unless the node is closed; every true
+// return must be paired with exit.
+func (n *Node) enter() bool {
+	n.gate.Lock()
+	defer n.gate.Unlock()
+	if n.gate.closed {
+		return false
+	}
+	n.gate.inside++
+	return true
+}
+
+func (n *Node) exit() {
+	n.gate.Lock()
+	n.gate.inside--
+	if n.gate.inside == 0 {
+		n.gate.cond.Broadcast()
+	}
+	n.gate.Unlock()
+}
+
+// closeGate turns memberlist callbacks away from now on and waits for those
+// already inside, so nothing logs after Close returns.
+func (n *Node) closeGate() {
+	n.gate.Lock()
+	n.gate.closed = true
+	for n.gate.inside > 0 {
+		n.gate.cond.Wait()
+	}
+	n.gate.Unlock()
+}
+
+// SetApps replaces this node's app states and gossips them, waiting up to
+// UpdateTimeout for the update to go out. It fails with ErrMetaTooLarge if
+// they do not fit the 512 bytes a node may advertise, error strings
+// truncated; the previous state then stays.
+func (n *Node) SetApps(apps []AppState) error {
+	if err := checkApps(apps); err != nil {
+		return fmt.Errorf("gossip set apps: %w", err)
+	}
+	meta, err := encodeMeta(n.cfg.Role, n.cfg.TorrentAddr, apps)
+	if err != nil {
+		return fmt.Errorf("gossip set apps: %w", err)
+	}
+	n.life.Lock()
+	closing := n.closing
+	n.life.Unlock()
+	if closing {
+		return fmt.Errorf("gossip set apps: %w", ErrClosed)
+	}
+	n.metaMu.Lock()
+	n.meta = meta
+	n.metaMu.Unlock()
+	ml := n.ml.Load()
+	if ml == nil {
+		return nil // advertised at Start
+	}
+	if err := ml.UpdateNode(n.cfg.UpdateTimeout); err != nil {
+		// The update is queued and push/pull carries it too.
+		n.log.Debug("node state update still spreading", zap.Error(err))
+	}
+	return nil
+}
+
+func (n *Node) currentMeta() []byte {
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
+	return n.meta
+}
+
+// Members lists the alive (and suspected) members, this node included,
+// sorted by name. A member whose state cannot be decoded is listed with its
+// name and address only.
+func (n *Node) Members() []NodeState {
+	n.memMu.Lock()
+	out := make([]NodeState, 0, len(n.members))
+	for _, m := range n.members {
+		m.Apps = slices.Clone(m.Apps)
+		out = append(out, m)
+	}
+	n.memMu.Unlock()
+	slices.SortFunc(out, func(a, b NodeState) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (n *Node) member(name string) (NodeState, bool) {
+	n.memMu.Lock()
+	defer n.memMu.Unlock()
+	m, ok := n.members[name]
+	return m, ok
+}
+
+func (n *Node) numMembers() int {
+	n.memMu.Lock()
+	defer n.memMu.Unlock()
+	return max(len(n.members), 1)
+}
+
+// setMember records a member from a memberlist event.
+func (n *Node) setMember(m *memberlist.Node) {
+	ns := NodeState{Name: m.Name, Addr: m.Address()}
+	if w, apps, err := decodeMeta(m.Meta); err == nil {
+		ns.Role, ns.TorrentAddr, ns.Apps = w.Role, w.Torrent, apps
+	}
+	n.memMu.Lock()
+	n.members[m.Name] = ns
+	n.memMu.Unlock()
+}
+
+func (n *Node) removeMember(name string) {
+	n.memMu.Lock()
+	delete(n.members, name)
+	n.memMu.Unlock()
+}
+
+// Changes delivers a notification whenever a desired state is accepted or
+// membership or a member's state changes. Notifications coalesce: the
+// channel holds one, so a slow reader sees one for many changes and should
+// then read the current state.
+func (n *Node) Changes() <-chan struct{} { return n.changes }
+
+func (n *Node) notify() {
+	select {
+	case n.changes <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the desired-state counters.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stats
+}

@@ -1,0 +1,88 @@
+package gossip
+
+import (
+	"errors"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// Role says what a member does in the cluster.
+type Role string
+
+// Roles a node can gossip.
+const (
+	RoleSeeder Role = "seeder"
+	RoleAgent  Role = "agent"
+)
+
+// Phase is where an app on a node stands in a rollout.
+type Phase string
+
+// Phases a node can gossip for an app.
+const (
+	PhaseDownloading Phase = "downloading"
+	PhaseStaged      Phase = "staged"
+	PhaseInstalling  Phase = "installing"
+	PhaseActive      Phase = "active"
+	PhaseFailed      Phase = "failed"
+	PhaseRolledBack  Phase = "rolled-back"
+)
+
+func (p Phase) known() bool {
+	switch p {
+	case "", PhaseDownloading, PhaseStaged, PhaseInstalling, PhaseActive, PhaseFailed, PhaseRolledBack:
+		return true
+	}
+	return false
+}
+
+// AppState is one app on one node, as gossiped.
+type AppState struct {
+	App string
+	// Version of the release this phase is about.
+	Version string
+	// ReleaseID is the release this phase is about: the target being
+	// downloaded or installed, or the active one.
+	ReleaseID release.ID
+	Phase     Phase
+	Healthy   bool
+	// Progress is the download progress in [0,1]; it travels in steps of 0.001.
+	Progress float64
+	// Error is a short reason when the phase is failed. It is truncated as
+	// needed to keep the node's state within the gossip limit.
+	Error string
+}
+
+// NodeState is what a node tells the cluster about itself.
+type NodeState struct {
+	Name        string
+	Addr        string // gossip address, host:port
+	Role        Role
+	TorrentAddr string
+	Apps        []AppState
+}
+
+// Stats counts what happened to the desired states this node has seen, so an
+// operator can tell a quiet cluster from one that refuses what it is sent.
+type Stats struct {
+	Accepted         uint64 // newer, verified states taken and re-gossiped
+	Duplicates       uint64 // states with the sequence already held
+	RefusedUntrusted uint64 // signed by a key (or carrying a manifest signed by a key) not in the keyring
+	RefusedStale     uint64 // verified but older than the state held
+	RefusedInvalid   uint64 // bad signature, non-canonical payload, invalid fields or undecodable message
+}
+
+// Sentinel errors; match them with errors.Is.
+var (
+	// ErrMetaTooLarge: the node's encoded state exceeds the 512 bytes
+	// memberlist lets a node advertise about itself.
+	ErrMetaTooLarge = errors.New("node state too large to gossip")
+	// ErrStale: a published desired state is not newer than the one held.
+	ErrStale = errors.New("desired state is not newer than the one held")
+	// ErrBadAddress: a join address is not host:port.
+	ErrBadAddress = errors.New("malformed address")
+	// ErrNotStarted: the node must be started first.
+	ErrNotStarted = errors.New("gossip node not started")
+	// ErrClosed: the node has been closed.
+	ErrClosed = errors.New("gossip node closed")
+)
