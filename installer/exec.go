@@ -1,0 +1,115 @@
+package installer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// Sentinel errors; match them with errors.Is. Each is wrapped with the exit
+// status (errors.As finds the *exec.ExitError) and the log file's path.
+var (
+	// ErrHookFailed: the hook could not start or exited non-zero.
+	ErrHookFailed = errors.New("hook failed")
+	// ErrHookTimeout: the hook ran past Config.HookTimeout and was killed.
+	ErrHookTimeout = errors.New("hook timed out")
+	// ErrHealthFailed: the health check failed or timed out after the
+	// switch; the previous release was put back.
+	ErrHealthFailed = errors.New("health check failed")
+	// ErrNoPrevious: there is no previous release to roll back to.
+	ErrNoPrevious = errors.New("no previous release")
+)
+
+// run is one execution of the hook or the health check.
+type run struct {
+	path    string // executable
+	verb    string // argv[1]: install, rollback or health
+	m       release.Manifest
+	dir     string // the release dir: working directory and SWARM_RELEASE_DIR
+	prevDir string // SWARM_PREVIOUS_DIR
+	timeout time.Duration
+	logPath string
+}
+
+// errTimeout reports a run killed at its timeout; callers turn it into
+// ErrHookTimeout or ErrHealthFailed.
+var errTimeout = errors.New("killed at its timeout")
+
+// exec runs r with its output appended to r.logPath. It returns nil on exit
+// status 0, an error wrapping errTimeout when the timeout killed it, ctx's
+// error when ctx ended first, or the exit error.
+//
+// The command gets its own process group. On timeout or cancellation the
+// group gets SIGTERM, and cmd.WaitDelay turns that into SIGKILL after
+// KillGrace; once the command has failed in any way, whatever is left of the
+// group is killed too, so a failed hook leaves no processes behind. A hook
+// that succeeds may leave processes running on purpose (it may start the
+// service). Output goes straight to the log file, not through a pipe, so a
+// child that keeps stdout open cannot hold up Wait.
+func (i *Installer) exec(ctx context.Context, r run) (err error) {
+	if err := mkdirSync(filepath.Dir(r.logPath)); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(r.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer logf.Close()
+	start := i.now()
+	fmt.Fprintf(logf, "==== %s %s %s: app=%s version=%s release_id=%s dir=%s\n",
+		start.UTC().Format(time.RFC3339), r.path, r.verb, r.m.App, r.m.Version, r.m.ReleaseID, r.dir)
+
+	runCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, r.path, r.verb)
+	cmd.Dir = r.dir
+	cmd.Env = append(os.Environ(),
+		"SWARM_APP="+r.m.App,
+		"SWARM_VERSION="+r.m.Version,
+		"SWARM_RELEASE_ID="+string(r.m.ReleaseID),
+		"SWARM_RELEASE_DIR="+r.dir,
+		"SWARM_PREVIOUS_DIR="+r.prevDir,
+	)
+	cmd.Stdin = nil // /dev/null
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = i.cfg.KillGrace
+
+	err = cmd.Run()
+	if err != nil && cmd.Process != nil {
+		// The leader is gone; its group may not be.
+		_ = killGroup(cmd.Process.Pid, syscall.SIGKILL)
+	}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+	case errors.Is(runCtx.Err(), context.DeadlineExceeded):
+		err = fmt.Errorf("%w of %v (%v)", errTimeout, r.timeout, err)
+	}
+	status := "ok"
+	if err != nil {
+		status = err.Error()
+	}
+	fmt.Fprintf(logf, "==== %s %s: %s after %v\n", r.path, r.verb, status, i.now().Sub(start).Round(time.Millisecond))
+	return err
+}
+
+// killGroup signals the process group led by pid. It returns
+// os.ErrProcessDone when the group is already gone, which tells exec.Cmd that
+// there was nothing left to cancel.
+func killGroup(pid int, sig syscall.Signal) error {
+	err := syscall.Kill(-pid, sig)
+	if errors.Is(err, syscall.ESRCH) {
+		return os.ErrProcessDone
+	}
+	return err
+}
