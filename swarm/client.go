@@ -1,0 +1,325 @@
+package swarm
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/storage"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+var (
+	// ErrClosed reports a call on a Client after Close.
+	ErrClosed = errors.New("swarm client closed")
+	// ErrNotStarted reports a call that needs the network before Start.
+	ErrNotStarted = errors.New("swarm client not started")
+)
+
+// Peer ids start with one of these, so that any client can tell origin bytes
+// from peer bytes whichever side dialed. A peer can claim either; it only
+// changes how its bytes are counted.
+const (
+	originPeerIDPrefix = "-SWO001-"
+	agentPeerIDPrefix  = "-SWA001-"
+)
+
+const (
+	// rateBurst is every rate limiter's burst. anacrolix would otherwise take
+	// the per-connection request buffer (16 MiB here) as the burst.
+	rateBurst = 256 << 10
+	// maxPeerRequestData is per-connection buffer for peers' requests.
+	// anacrolix/torrent v1.59.1 stalls uploads for good after about 2 MiB
+	// with its 1 MiB default.
+	maxPeerRequestData = 16 << 20
+	// maxHalfOpenConnsPerTorrent caps concurrent dials per release.
+	maxHalfOpenConnsPerTorrent = 25
+	// writerWakeInterval bounds how long a connection's writer sleeps.
+	// anacrolix/torrent v1.59.1 loses wake-ups in peerConnMsgWriter.run (a
+	// Broadcast between fillWriteBuffer and writeCond.Signaled is dropped),
+	// which stalled about one loopback fetch in 75 until the next keepalive,
+	// a minute by default, with requests or data queued on both sides. The
+	// keepalive timer is the writer's only other wake-up; on a useful
+	// connection it fires every interval for the cost of a 4-byte message.
+	writerWakeInterval = time.Second
+)
+
+// Client seeds and fetches release bundles over BitTorrent. Create it with
+// New, bind it with Start, and Close it when done.
+type Client struct {
+	cfg     Config
+	log     *zap.Logger
+	slogger *slog.Logger
+
+	fromOrigin atomic.Int64
+	fromPeers  atomic.Int64
+
+	mu      sync.Mutex
+	cl      *torrent.Client
+	store   storage.ClientImplCloser // default storage; never used for data
+	addr    string
+	started bool
+	closed  bool
+	closing chan struct{} // closed by Close
+	entries map[release.ID]*entry
+	final   Stats // counters as Close left them
+	wg      sync.WaitGroup
+}
+
+// Stats are a client's byte counters since Start.
+type Stats struct {
+	BytesFromOrigin int64 // useful payload received from origin clients
+	BytesFromPeers  int64 // useful payload received from non-origin clients
+	BytesSent       int64 // payload uploaded
+	BytesWasted     int64 // payload received that was not needed (duplicates)
+	BadPieces       int64 // pieces that failed hash checks
+}
+
+// New returns a Client for cfg. It does no I/O; Start binds the listener.
+func New(cfg Config, log *zap.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log = log.Named("swarm")
+	return &Client{
+		cfg:     cfg,
+		log:     log,
+		slogger: newSlogger(log.Named("torrent")),
+		closing: make(chan struct{}),
+		entries: make(map[release.ID]*entry),
+	}, nil
+}
+
+// listenError reports a listen address that is taken.
+type listenError struct {
+	addr string
+	err  error
+}
+
+func (e *listenError) Error() string {
+	return "listen " + e.addr + ": address already in use; choose another --torrent port"
+}
+
+func (e *listenError) Unwrap() error { return e.err }
+
+// Start creates the BitTorrent client and binds Config.ListenAddr.
+func (c *Client) Start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if c.started {
+		return errors.New("swarm client already started")
+	}
+	if err := os.MkdirAll(c.cfg.Dir, 0o755); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	cc, err := c.clientConfig()
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	cl, err := torrent.NewClient(cc)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return &listenError{addr: c.cfg.ListenAddr, err: err}
+		}
+		return fmt.Errorf("start: listen %s: %w", c.cfg.ListenAddr, err)
+	}
+	addrs := cl.ListenAddrs()
+	if len(addrs) == 0 {
+		cl.Close()
+		return fmt.Errorf("start: listen %s: no listener", c.cfg.ListenAddr)
+	}
+	c.cl, c.store, c.addr, c.started = cl, cc.DefaultStorage.(storage.ClientImplCloser), addrs[0].String(), true
+	c.log.Debug("started", zap.String("addr", c.addr), zap.Bool("origin", c.cfg.Origin))
+	return nil
+}
+
+func (c *Client) clientConfig() (*torrent.ClientConfig, error) {
+	host, port, err := splitListenAddr(c.cfg.ListenAddr)
+	if err != nil {
+		return nil, err
+	}
+	id, err := newPeerID(c.cfg.Origin)
+	if err != nil {
+		return nil, err
+	}
+	cc := torrent.NewDefaultClientConfig()
+	cc.ListenHost = func(string) string { return host }
+	cc.ListenPort = port
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Unmap().Is4() {
+			cc.DisableIPv6 = true
+		} else {
+			cc.DisableIPv4 = true
+		}
+	}
+	cc.PeerID = id
+	// A datacenter fleet needs none of these; peers come from gossip.
+	cc.NoDHT = true
+	cc.DisableTrackers = true
+	cc.DisableUTP = true
+	cc.NoDefaultPortForwarding = true
+	cc.DisableWebtorrent = true
+	cc.DisableWebseeds = true
+	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
+	cc.DisablePEX = c.cfg.DisablePEX
+	// Upload to anyone who asks, not only tit-for-tat.
+	cc.Seed = true
+	cc.MaxAllocPeerRequestDataPerConn = maxPeerRequestData
+	cc.UploadRateLimiter = newLimiter(c.cfg.UploadRate)
+	if c.cfg.DownloadRate > 0 {
+		cc.DownloadRateLimiter = newLimiter(c.cfg.DownloadRate)
+	}
+	cc.EstablishedConnsPerTorrent = c.cfg.MaxConnsPerTorrent
+	cc.HalfOpenConnsPerTorrent = min(maxHalfOpenConnsPerTorrent, c.cfg.MaxConnsPerTorrent)
+	cc.Slogger = c.slogger
+	cc.KeepAliveTimeout = writerWakeInterval
+	// Every torrent gets its own storage (see newStorage); this default only
+	// keeps anacrolix from opening a sqlite database in the working directory.
+	cc.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir:   c.cfg.Dir,
+		PieceCompletion: storage.NewMapPieceCompletion(),
+		Logger:          c.slogger,
+	})
+	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, c.countReceived)
+	return cc, nil
+}
+
+// countReceived runs under anacrolix's client lock: atomics only.
+func (c *Client) countReceived(ev torrent.ReceivedUsefulDataEvent) {
+	n := int64(len(ev.Message.Piece))
+	if pc, ok := ev.Peer.TryAsPeerConn(); ok && string(pc.PeerID[:len(originPeerIDPrefix)]) == originPeerIDPrefix {
+		c.fromOrigin.Add(n)
+		return
+	}
+	c.fromPeers.Add(n)
+}
+
+func newLimiter(bytesPerSec int64) *rate.Limiter {
+	if bytesPerSec <= 0 {
+		return rate.NewLimiter(rate.Inf, rateBurst)
+	}
+	return rate.NewLimiter(rate.Limit(bytesPerSec), rateBurst)
+}
+
+func newPeerID(origin bool) (string, error) {
+	prefix := agentPeerIDPrefix
+	if origin {
+		prefix = originPeerIDPrefix
+	}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("peer id: %w", err)
+	}
+	return prefix + hex.EncodeToString(b[:]), nil
+}
+
+// Addr is the "host:port" the client listens on after Start, with the real
+// port when port 0 was asked for; "" before Start. With an empty listen host
+// it is a wildcard address ("0.0.0.0:port"): peers need a routable host,
+// which is the caller's to advertise.
+func (c *Client) Addr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addr
+}
+
+// Close stops serving and fetching everything, waits for the client's
+// goroutines and releases the listener. Files stay on disk. It is safe to
+// call before Start and more than once.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.closing)
+	for _, e := range c.entries {
+		c.removeLocked(e, ErrClosed)
+	}
+	cl, store := c.cl, c.store
+	c.mu.Unlock()
+
+	c.wg.Wait()
+	if cl == nil {
+		return nil
+	}
+	errs := cl.Close()
+	if store != nil {
+		errs = append(errs, store.Close())
+	}
+	s := c.statsFrom(cl)
+	c.mu.Lock()
+	c.final = s
+	c.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+// Stats returns the client's byte counters since Start; after Close, the
+// final ones.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	cl, closed, final := c.cl, c.closed, c.final
+	c.mu.Unlock()
+	if closed || cl == nil {
+		return final
+	}
+	return c.statsFrom(cl)
+}
+
+func (c *Client) statsFrom(cl *torrent.Client) Stats {
+	cs := cl.ConnStats()
+	return Stats{
+		BytesFromOrigin: c.fromOrigin.Load(),
+		BytesFromPeers:  c.fromPeers.Load(),
+		BytesSent:       cs.BytesWrittenData.Int64(),
+		BytesWasted:     cs.BytesReadData.Int64() - cs.BytesReadUsefulData.Int64(),
+		BadPieces:       cs.PiecesDirtiedBad.Int64(),
+	}
+}
+
+// peerInfos turns sources into anacrolix peers, skipping malformed addresses
+// and this client's own.
+func (c *Client) peerInfos(self string, src Sources) []torrent.PeerInfo {
+	var out []torrent.PeerInfo
+	add := func(addr string, trusted bool) {
+		if addr == "" || addr == self {
+			return
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			c.log.Debug("skip malformed peer address", zap.String("peer", addr), zap.Error(err))
+			return
+		}
+		out = append(out, torrent.PeerInfo{
+			Addr:    torrent.StringAddr(addr),
+			Source:  torrent.PeerSourceDirect,
+			Trusted: trusted,
+		})
+	}
+	for _, a := range src.Origins {
+		add(a, true)
+	}
+	for _, a := range src.Peers {
+		add(a, false)
+	}
+	return out
+}

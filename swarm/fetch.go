@@ -1,0 +1,553 @@
+package swarm
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// ErrDropped reports a fetch ended by Drop.
+var ErrDropped = errors.New("release dropped")
+
+// partSuffix marks a bundle that is still downloading. anacrolix renames it
+// to the bundle's name once every piece has passed its hash check.
+const partSuffix = ".part"
+
+// Sources are where to fetch a release from, as "host:port" BitTorrent
+// addresses: the origins, whose bytes count as origin bytes, and other nodes.
+type Sources struct {
+	Origins []string
+	Peers   []string
+}
+
+// entry is one release this client seeds or fetches. Fields other than m,
+// cancel, done and writeErr are guarded by Client.mu.
+type entry struct {
+	m        release.Manifest
+	started  time.Time
+	cancel   context.CancelFunc // stops the fetch goroutine
+	done     chan struct{}      // closed once finished is set
+	writeErr chan error         // storage write failures reported by anacrolix
+
+	finished bool  // the fetch is over: verified (err nil) or failed
+	err      error // why it failed
+	waiters  int   // Fetch calls waiting on done
+	t        *torrent.Torrent
+	store    storage.ClientImplCloser
+	pending  []torrent.PeerInfo // sources given before t exists
+}
+
+func newEntry(m release.Manifest, cancel context.CancelFunc) *entry {
+	return &entry{
+		m:        m,
+		started:  time.Now(),
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		writeErr: make(chan error, 1),
+	}
+}
+
+// usableLocked reports why the client cannot serve releases right now.
+func (c *Client) usableLocked() error {
+	if c.closed {
+		return ErrClosed
+	}
+	if !c.started {
+		return ErrNotStarted
+	}
+	return nil
+}
+
+// Seed serves the complete bundle already stored at BundlePath(Config.Dir,
+// m.ReleaseID). It rebuilds the info dictionary from the file and m
+// (InfoName(m.App, m.Version), m.PieceLength), which hash-checks every piece,
+// and refuses the file unless its infohash equals m.InfoHash
+// (ErrInfoHashMismatch) and its sha256 equals m.ReleaseID
+// (release.ErrIDMismatch). Seeding a release already served is a no-op.
+func (c *Client) Seed(m release.Manifest) error {
+	short := m.ReleaseID.Short()
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("seed %s: %w", short, err)
+	}
+	c.mu.Lock()
+	served, err := c.servedLocked(m)
+	closing := c.closing
+	c.mu.Unlock()
+	if err != nil || served {
+		return wrapOp("seed", short, err)
+	}
+
+	path := BundlePath(c.cfg.Dir, m.ReleaseID)
+	d, err := verifyBundle(path, m, closing)
+	if errors.Is(err, errStopped) {
+		err = ErrClosed
+	}
+	if err != nil {
+		return fmt.Errorf("seed %s: %w", short, err)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if served, err := c.servedLocked(m); err != nil || served {
+		return wrapOp("seed", short, err)
+	}
+	e := newEntry(m, func() {})
+	if err := c.addTorrentLocked(e, d.infoBytes); err != nil {
+		return fmt.Errorf("seed %s: %w", short, err)
+	}
+	e.finished = true
+	close(e.done)
+	c.entries[m.ReleaseID] = e
+	c.log.Debug("seeding", zap.String("release_id", string(m.ReleaseID)), zap.String("app", m.App), zap.String("version", m.Version))
+	return nil
+}
+
+// servedLocked reports whether m is already seeded, or an error if the client
+// is unusable or a fetch of m is under way.
+func (c *Client) servedLocked(m release.Manifest) (bool, error) {
+	if err := c.usableLocked(); err != nil {
+		return false, err
+	}
+	e := c.entries[m.ReleaseID]
+	switch {
+	case e == nil:
+		return false, nil
+	case e.m.InfoHash != m.InfoHash:
+		return false, fmt.Errorf("already served with infohash %s, not %s", e.m.InfoHash, m.InfoHash)
+	case !e.finished:
+		return false, errors.New("a fetch of this release is in progress")
+	}
+	return true, nil
+}
+
+func wrapOp(op, short string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s %s: %w", op, short, err)
+}
+
+// Fetch downloads the bundle for m into BundlePath(Config.Dir, m.ReleaseID)
+// from src and the peers they lead to. It learns the info dictionary from
+// peers (BEP 9; the infohash is in the signed manifest), checks every piece
+// against it, then checks the whole file's sha256 against m.ReleaseID. On a
+// mismatch it removes the file and its directory and returns an error
+// wrapping release.ErrIDMismatch.
+//
+// A bundle already complete and valid on disk is seeded at once; a partial
+// one (a ".part" file) is resumed after its pieces are re-checked. After
+// success the client keeps seeding the bundle until Drop or Close.
+//
+// Fetch returns when the bundle is verified, when the fetch fails, or when ctx
+// ends (with ctx.Err() wrapped). Concurrent calls for one release share one
+// download; when the last of them gives up on its ctx, the download stops and
+// its partial file stays for a later Fetch to resume.
+func (c *Client) Fetch(ctx context.Context, m release.Manifest, src Sources) error {
+	short := m.ReleaseID.Short()
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("fetch %s: %w", short, err)
+	}
+	c.mu.Lock()
+	if err := c.usableLocked(); err != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("fetch %s: %w", short, err)
+	}
+	e := c.entries[m.ReleaseID]
+	if e == nil {
+		e = c.startFetchLocked(m)
+	} else if e.m.InfoHash != m.InfoHash {
+		c.mu.Unlock()
+		return fmt.Errorf("fetch %s: already served with infohash %s, not %s", short, e.m.InfoHash, m.InfoHash)
+	}
+	e.waiters++
+	c.addSourcesLocked(e, src)
+	c.mu.Unlock()
+
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.waiters--
+	if e.finished {
+		return wrapOp("fetch", short, e.err)
+	}
+	if e.waiters == 0 {
+		c.removeLocked(e, ctx.Err())
+	}
+	return fmt.Errorf("fetch %s: %w", short, ctx.Err())
+}
+
+// startFetchLocked registers an entry for m and starts the goroutine that
+// fetches it.
+func (c *Client) startFetchLocked(m release.Manifest) *entry {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := newEntry(m, cancel)
+	c.entries[m.ReleaseID] = e
+	c.log.Info("fetch started",
+		zap.String("release_id", string(m.ReleaseID)),
+		zap.String("app", m.App),
+		zap.String("version", m.Version),
+		zap.Int64("size", m.BundleSize))
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.finish(e, c.fetch(ctx, e))
+	}()
+	return e
+}
+
+// fetch does the work of one Fetch; ctx ends when the entry is removed.
+func (c *Client) fetch(ctx context.Context, e *entry) error {
+	m := e.m
+	path := BundlePath(c.cfg.Dir, m.ReleaseID)
+	d, err := verifyBundle(path, m, ctx.Done())
+	switch {
+	case err == nil:
+		c.log.Debug("bundle already on disk", zap.String("release_id", string(m.ReleaseID)))
+		return c.attach(ctx, e, d.infoBytes)
+	case errors.Is(err, errStopped):
+		return ctx.Err()
+	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, release.ErrIDMismatch):
+		return err
+	default:
+		// Corrupt or cut short: keep it as a partial download so the
+		// initial piece check keeps whatever pieces are still good.
+		c.log.Warn("stored bundle failed verification; downloading again",
+			zap.String("release_id", string(m.ReleaseID)), zap.Error(err))
+		if err := demote(path, m.BundleSize); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := c.attach(ctx, e, nil); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	t := e.t
+	c.mu.Unlock()
+	if t == nil {
+		return ctx.Err()
+	}
+
+	select {
+	case <-t.GotInfo():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := c.download(ctx, t, m); err != nil {
+		return err
+	}
+	select {
+	case <-t.Complete().On():
+	case err := <-e.writeErr:
+		return fmt.Errorf("write bundle: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	id, err := fileID(path, ctx.Done())
+	if errors.Is(err, errStopped) {
+		return ctx.Err()
+	}
+	if err != nil {
+		return err
+	}
+	if id != m.ReleaseID {
+		return fmt.Errorf("%w: got %s, want %s", release.ErrIDMismatch, id, m.ReleaseID)
+	}
+	return nil
+}
+
+// download checks the info dictionary peers sent against m and asks for
+// every piece. It holds c.mu so that the torrent is not dropped meanwhile.
+func (c *Client) download(ctx context.Context, t *torrent.Torrent, m release.Manifest) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if info := t.Info(); info.Length != m.BundleSize || info.PieceLength != m.PieceLength || len(info.Files) != 0 {
+		return fmt.Errorf("%w: peers' info has length %d, piece length %d, %d files; manifest says %d, %d, one file",
+			ErrInfoHashMismatch, info.Length, info.PieceLength, len(info.Files), m.BundleSize, m.PieceLength)
+	}
+	t.DownloadAll()
+	return nil
+}
+
+// finish records how a fetch ended, unless the entry was removed meanwhile.
+// A failed fetch stops serving; one whose bytes are not the release (or not
+// the manifest's torrent) also loses its files.
+func (c *Client) finish(e *entry, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e.finished {
+		return
+	}
+	id := string(e.m.ReleaseID)
+	took := zap.Duration("took", time.Since(e.started))
+	if err == nil {
+		e.finished = true
+		close(e.done)
+		c.log.Info("fetch done", zap.String("release_id", id), took)
+		return
+	}
+	c.removeLocked(e, err)
+	if errors.Is(err, release.ErrIDMismatch) || errors.Is(err, ErrInfoHashMismatch) {
+		dir := filepath.Dir(BundlePath(c.cfg.Dir, e.m.ReleaseID))
+		if rmErr := os.RemoveAll(dir); rmErr != nil {
+			c.log.Warn("remove bad bundle", zap.String("release_id", id), zap.Error(rmErr))
+		}
+	}
+	c.log.Warn("fetch failed", zap.String("release_id", id), took, zap.Error(err))
+}
+
+// attach adds e's torrent unless ctx has ended (the entry was removed).
+// infoBytes, when set, mean the bundle is complete and verified on disk.
+func (c *Client) attach(ctx context.Context, e *entry, infoBytes []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.addTorrentLocked(e, infoBytes)
+}
+
+// addTorrentLocked adds e's torrent to anacrolix with its own file storage in
+// the release's directory. With infoBytes the torrent starts complete: the
+// bundle was verified, so anacrolix trusts the full-size file without
+// re-hashing it.
+func (c *Client) addTorrentLocked(e *entry, infoBytes []byte) error {
+	var ih metainfo.Hash
+	if err := ih.FromHexString(e.m.InfoHash); err != nil {
+		return fmt.Errorf("infohash %q: %w", e.m.InfoHash, err)
+	}
+	path := BundlePath(c.cfg.Dir, e.m.ReleaseID)
+	if infoBytes != nil {
+		// anacrolix reads a part file in preference to the bundle.
+		if err := os.Remove(path + partSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	store := storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir: filepath.Dir(path),
+		FilePathMaker: func(o storage.FilePathMakerOpts) string {
+			if len(o.File.Path) == 0 {
+				return bundleFile
+			}
+			// Not a swarm bundle; the info check will reject it. Keep its
+			// files away from the bundle's name.
+			return filepath.Join(append([]string{"unexpected"}, o.File.BestPath()...)...)
+		},
+		PieceCompletion: storage.NewMapPieceCompletion(),
+		Logger:          c.slogger,
+	})
+	t, isNew := c.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: ih, Storage: store})
+	if !isNew {
+		store.Close()
+		return fmt.Errorf("infohash %s is already served for another release", e.m.InfoHash)
+	}
+	if infoBytes != nil {
+		if err := t.SetInfoBytes(infoBytes); err != nil {
+			t.Drop()
+			store.Close()
+			return fmt.Errorf("set info: %w", err)
+		}
+	}
+	writeErr := e.writeErr
+	t.SetOnWriteChunkError(func(err error) {
+		select {
+		case writeErr <- err:
+		default:
+		}
+	})
+	e.t, e.store = t, store
+	if len(e.pending) > 0 {
+		t.AddPeers(e.pending)
+		e.pending = nil
+	}
+	return nil
+}
+
+// removeLocked stops serving e and wakes its waiters with err if it had not
+// finished.
+func (c *Client) removeLocked(e *entry, err error) {
+	e.cancel()
+	if c.entries[e.m.ReleaseID] == e {
+		delete(c.entries, e.m.ReleaseID)
+	}
+	if e.t != nil {
+		e.t.Drop()
+		e.t = nil
+	}
+	if e.store != nil {
+		if err := e.store.Close(); err != nil {
+			c.log.Debug("close storage", zap.String("release_id", string(e.m.ReleaseID)), zap.Error(err))
+		}
+		e.store = nil
+	}
+	if !e.finished {
+		e.finished = true
+		e.err = err
+		close(e.done)
+	}
+}
+
+// AddSources adds peers to a release being fetched or seeded, as gossip
+// learns of them. It does nothing for a release this client does not know.
+func (c *Client) AddSources(id release.ID, src Sources) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[id]; e != nil {
+		c.addSourcesLocked(e, src)
+	}
+}
+
+func (c *Client) addSourcesLocked(e *entry, src Sources) {
+	ps := c.peerInfos(c.addr, src)
+	if len(ps) == 0 {
+		return
+	}
+	if e.t == nil {
+		e.pending = append(e.pending, ps...)
+		return
+	}
+	e.t.AddPeers(ps)
+}
+
+// Progress reports how many bytes of release id have passed their piece
+// check, and the bundle's size; ok is false if this client does not know id.
+func (c *Client) Progress(id release.ID) (have, total int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[id]
+	if e == nil {
+		return 0, 0, false
+	}
+	total = e.m.BundleSize
+	switch {
+	case e.finished:
+		return total, total, true
+	case e.t == nil:
+		return 0, total, true
+	}
+	return verifiedBytes(e.t), total, true
+}
+
+// verifiedBytes sums the lengths of t's pieces that passed their hash check.
+func verifiedBytes(t *torrent.Torrent) int64 {
+	info := t.Info()
+	if info == nil {
+		return 0
+	}
+	pl, length := info.PieceLength, info.Length
+	var have int64
+	begin := int64(0)
+	for _, r := range t.PieceStateRuns() {
+		end := begin + int64(r.Length)
+		if r.Complete {
+			have += min(end*pl, length) - begin*pl
+		}
+		begin = end
+	}
+	return have
+}
+
+// Drop stops serving (or fetching) release id. Files stay on disk; a Fetch
+// waiting on it returns ErrDropped.
+func (c *Client) Drop(id release.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[id]; e != nil {
+		c.removeLocked(e, ErrDropped)
+	}
+}
+
+// verifyBundle hashes the stored bundle at path and checks it against m: its
+// size, its infohash (ErrInfoHashMismatch) and its release id
+// (release.ErrIDMismatch). A missing file yields an fs.ErrNotExist error.
+func verifyBundle(path string, m release.Manifest, stop <-chan struct{}) (digest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return digest{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return digest{}, err
+	}
+	if fi.Size() != m.BundleSize {
+		return digest{}, fmt.Errorf("%w: %s is %d bytes, manifest says %d", ErrInfoHashMismatch, path, fi.Size(), m.BundleSize)
+	}
+	d, err := digestBundle(f, m.BundleSize, m.PieceLength, InfoName(m.App, m.Version), true, stop)
+	if err != nil {
+		return digest{}, err
+	}
+	if d.infoHash != m.InfoHash {
+		return digest{}, fmt.Errorf("%w: %s hashes to %s, manifest says %s", ErrInfoHashMismatch, path, d.infoHash, m.InfoHash)
+	}
+	if d.id != m.ReleaseID {
+		return digest{}, fmt.Errorf("%w: got %s, want %s", release.ErrIDMismatch, d.id, m.ReleaseID)
+	}
+	return d, nil
+}
+
+// demote turns a stored bundle that failed verification into a partial
+// download, or removes it if its size is wrong or a partial one exists.
+func demote(path string, size int64) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(path + partSuffix); err == nil || fi.Size() != size {
+		return os.Remove(path)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(path, path+partSuffix)
+}
+
+// fileID is the release id of the file at path.
+func fileID(path string, stop <-chan struct{}) (release.ID, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for {
+		select {
+		case <-stop:
+			return "", errStopped
+		default:
+		}
+		n, err := f.Read(buf)
+		h.Write(buf[:n])
+		if errors.Is(err, io.EOF) {
+			return release.IDFromHash(h), nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+}
