@@ -8,13 +8,14 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
 
-// ErrEmpty reports a pack source that holds no regular file.
+// ErrEmpty reports a pack source, or a bundle, that holds no regular file.
 var ErrEmpty = errors.New("nothing to pack")
 
 // ErrUnsafeEntry reports a tree entry that a bundle may not carry: a device,
@@ -63,7 +64,7 @@ func Pack(w io.Writer, fsys fs.FS, opts PackOptions) (PackResult, error) {
 		return PackResult{}, fmt.Errorf("zstd: %w", err)
 	}
 	tw := tar.NewWriter(enc)
-	p := packer{fsys: fsys, tw: tw, progress: opts.Progress}
+	p := packer{fsys: fsys, tw: tw, progress: opts.Progress, links: linkSet{}}
 	root := "."
 	if opts.Only != "" {
 		if !fs.ValidPath(opts.Only) || strings.Contains(opts.Only, "/") {
@@ -79,6 +80,10 @@ func Pack(w io.Writer, fsys fs.FS, opts PackOptions) (PackResult, error) {
 		enc.Close()
 		return PackResult{}, fmt.Errorf("pack: %w: no regular files", ErrEmpty)
 	}
+	if err := p.links.check(); err != nil {
+		enc.Close()
+		return PackResult{}, fmt.Errorf("pack: %w", err)
+	}
 	if err := tw.Close(); err != nil {
 		enc.Close()
 		return PackResult{}, fmt.Errorf("pack: tar: %w", err)
@@ -93,6 +98,7 @@ type packer struct {
 	fsys     fs.FS
 	tw       *tar.Writer
 	progress func(int64)
+	links    linkSet
 	files    int
 	unpacked int64
 	read     int64
@@ -136,6 +142,7 @@ func (p *packer) visit(name string, d fs.DirEntry, err error) error {
 		if err := checkLink(name, target); err != nil {
 			return err
 		}
+		p.links[name] = target
 		hdr.Typeflag, hdr.Linkname, hdr.Mode = tar.TypeSymlink, target, 0o777
 		return p.tw.WriteHeader(hdr)
 	default:
@@ -176,6 +183,75 @@ func checkLink(name, target string) error {
 	resolved := path.Join(path.Dir(name), target)
 	if resolved == ".." || strings.HasPrefix(resolved, "../") {
 		return fmt.Errorf("%w %s: symlink target %q leaves the tree", ErrUnsafeEntry, name, target)
+	}
+	return nil
+}
+
+// maxLinkHops bounds how many symlinks one resolution may follow; Linux gives
+// up (ELOOP) after 40, so a chain this long can never be followed anywhere.
+const maxLinkHops = 40
+
+// linkSet holds a tree's symlinks, by path, with their targets. Checking each
+// target on its own (checkLink) is not enough: "a/b" -> ".." and
+// "a/c" -> "b/.." both look inside the tree, yet a/c resolves to the tree's
+// parent. check resolves every target through the other links.
+type linkSet map[string]string
+
+// check refuses a link that resolves outside the tree or through a loop. It
+// assumes no entry's parent path goes through a link (true of a walked tree,
+// and enforced by Unpack).
+func (s linkSet) check() error {
+	names := make([]string, 0, len(s))
+	for name := range s {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the same tree always reports the same link
+	for _, name := range names {
+		if err := s.resolve(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolve follows name's target component by component, as the kernel would,
+// and fails if it climbs above the root. Components that do not exist are
+// taken as directories, which only makes the check stricter.
+func (s linkSet) resolve(name string) error {
+	var cur []string
+	if dir := path.Dir(name); dir != "." {
+		cur = strings.Split(dir, "/")
+	}
+	if path.IsAbs(s[name]) {
+		return fmt.Errorf("%w %s: symlink target %q is absolute", ErrUnsafeEntry, name, s[name])
+	}
+	todo := strings.Split(s[name], "/")
+	for hops := 0; len(todo) > 0; {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(cur) == 0 {
+				return fmt.Errorf("%w %s: symlink target %q leaves the tree", ErrUnsafeEntry, name, s[name])
+			}
+			cur = cur[:len(cur)-1]
+			continue
+		}
+		cur = append(cur, c)
+		target, ok := s[strings.Join(cur, "/")]
+		if !ok {
+			continue
+		}
+		if hops++; hops > maxLinkHops {
+			return fmt.Errorf("%w %s: symlink target %q loops or chains through more than %d links", ErrUnsafeEntry, name, s[name], maxLinkHops)
+		}
+		if path.IsAbs(target) {
+			return fmt.Errorf("%w %s: symlink target %q goes through an absolute link", ErrUnsafeEntry, name, s[name])
+		}
+		cur = cur[:len(cur)-1]
+		todo = append(strings.Split(target, "/"), todo...)
 	}
 	return nil
 }

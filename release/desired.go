@@ -15,7 +15,7 @@ type Plan struct {
 func (p Plan) Validate() error {
 	prev := 0.0
 	for i, s := range p.Steps {
-		if s <= prev || s > 1 {
+		if !(s > prev && s <= 1) { // written so that NaN fails too
 			return fmt.Errorf("%w plan: step %d is %v; steps must increase within (0,1]", ErrInvalid, i, s)
 		}
 		prev = s

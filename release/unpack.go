@@ -32,8 +32,11 @@ type UnpackOptions struct {
 
 // Unpack extracts a bundle into dir, which must exist and be empty. It accepts
 // only directories, regular files and symlinks whose targets stay inside dir;
-// it refuses absolute paths, "..", hard links, devices, pipes, duplicate
-// entries and more than opts.MaxBytes of file content. All writes go through
+// it refuses (with ErrUnsafeEntry) absolute paths, "..", hard links, devices,
+// pipes, duplicate entries and entries placed through a symlink, and refuses
+// more than opts.MaxBytes of file content (ErrTooLarge) and a bundle without
+// a regular file (ErrEmpty). Modes are 0755 for directories and executables
+// and 0644 for other files, whatever the umask. All writes go through
 // an os.Root, so no entry can escape dir whatever the checks miss. On error,
 // dir holds a partial tree that the caller must remove.
 func Unpack(r io.Reader, dir string, opts UnpackOptions) error {
@@ -52,6 +55,9 @@ func Unpack(r io.Reader, dir string, opts UnpackOptions) error {
 
 	tr := tar.NewReader(dec)
 	var written int64
+	files := 0
+	seen := map[string]bool{}
+	links := linkSet{}
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -64,9 +70,27 @@ func Unpack(r io.Reader, dir string, opts UnpackOptions) error {
 		if err != nil {
 			return err
 		}
+		if seen[name] {
+			return fmt.Errorf("%w %s: duplicate entry", ErrUnsafeEntry, name)
+		}
+		seen[name] = true
+		// Nothing is placed through a symlink: it would land somewhere other
+		// than its name says, and linkSet.check relies on names being real.
+		for i := range len(name) {
+			if name[i] != '/' {
+				continue
+			}
+			if _, ok := links[name[:i]]; ok {
+				return fmt.Errorf("%w %s: path goes through symlink %s", ErrUnsafeEntry, name, name[:i])
+			}
+		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if err := root.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			if err := root.Mkdir(name, 0o755); err != nil {
+				return fmt.Errorf("unpack %s: %w", name, err)
+			}
+			// Mkdir honours the umask; a release's tree must not depend on it.
+			if err := root.Chmod(name, 0o755); err != nil {
 				return fmt.Errorf("unpack %s: %w", name, err)
 			}
 		case tar.TypeReg:
@@ -82,6 +106,7 @@ func Unpack(r io.Reader, dir string, opts UnpackOptions) error {
 			if err != nil {
 				return err
 			}
+			files++
 		case tar.TypeSymlink:
 			if err := checkLink(name, hdr.Linkname); err != nil {
 				return err
@@ -89,6 +114,7 @@ func Unpack(r io.Reader, dir string, opts UnpackOptions) error {
 			if err := root.Symlink(hdr.Linkname, name); err != nil {
 				return fmt.Errorf("unpack %s: %w", name, err)
 			}
+			links[name] = hdr.Linkname
 		default:
 			return fmt.Errorf("%w %s: tar type %q is not a file, directory or symlink", ErrUnsafeEntry, name, hdr.Typeflag)
 		}
@@ -101,6 +127,12 @@ func Unpack(r io.Reader, dir string, opts UnpackOptions) error {
 		if got := IDFromHash(h); got != opts.ExpectID {
 			return fmt.Errorf("unpack: %w: got %s, want %s", ErrIDMismatch, got, opts.ExpectID)
 		}
+	}
+	if err := links.check(); err != nil {
+		return fmt.Errorf("unpack: %w", err)
+	}
+	if files == 0 {
+		return fmt.Errorf("unpack: %w: bundle holds no regular file", ErrEmpty)
 	}
 	return nil
 }
@@ -120,6 +152,9 @@ func writeEntry(root *os.Root, name string, mode os.FileMode, r io.Reader, size 
 		return 0, fmt.Errorf("unpack %s: %w", name, err)
 	}
 	n, err := io.CopyN(f, r, size)
+	if err == nil {
+		err = f.Chmod(mode) // as for directories: not the umask's choice
+	}
 	if err != nil {
 		f.Close()
 		return n, fmt.Errorf("unpack %s: %w", name, err)

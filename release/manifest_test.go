@@ -1,0 +1,421 @@
+package release
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"flag"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+func TestValidateApp(t *testing.T) {
+	tests := []struct {
+		app string
+		ok  bool
+	}{
+		{"web", true},
+		{"billing-worker", true},
+		{"a", true},
+		{"0", true},
+		{"a.b_c-d", true},
+		{"9lives", true},
+		{"x" + strings.Repeat("y", 62), true}, // 63
+		{"", false},
+		{"Web", false},
+		{"wEb", false},
+		{"-x", false},
+		{".x", false},
+		{"_x", false},
+		{"a/b", false},
+		{"..", false},
+		{".", false},
+		{"a b", false},
+		{" web", false},
+		{"web\n", false},
+		{"web\x00", false},
+		{"a+b", false},
+		{`a\b`, false},
+		{strings.Repeat("a", 64), false},
+		{"wéb", false},
+		{"ウェブ", false},
+		{"ｗｅｂ", false}, // full-width letters
+	}
+	for _, tt := range tests {
+		t.Run(tt.app, func(t *testing.T) {
+			err := ValidateApp(tt.app)
+			if tt.ok != (err == nil) {
+				t.Errorf("ValidateApp(%q) = %v, want ok=%v", tt.app, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v is not ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestValidateVersion(t *testing.T) {
+	tests := []struct {
+		v  string
+		ok bool
+	}{
+		{"1", true},
+		{"1.2.3", true},
+		{"v1.0.0-rc.1+build.5", true},
+		{"2025_03_14", true},
+		{"RC1", true},
+		{"1" + strings.Repeat(".", 47), true}, // 48
+		{"", false},
+		{"-1", false},
+		{"+1", false},
+		{".1", false},
+		{"_1", false},
+		{"1/2", false},
+		{"..", false},
+		{"1.0 ", false},
+		{"1:2", false},
+		{"1.0\x00", false},
+		{"1.0\n", false},
+		{strings.Repeat("1", 49), false},
+		{"ü1", false},
+		{"1.0-ß", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.v, func(t *testing.T) {
+			err := ValidateVersion(tt.v)
+			if tt.ok != (err == nil) {
+				t.Errorf("ValidateVersion(%q) = %v, want ok=%v", tt.v, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v is not ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestManifestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(m *Manifest)
+		ok     bool
+	}{
+		{"valid", func(*Manifest) {}, true},
+		{"zero unpacked size", func(m *Manifest) { m.UnpackedSize = 0 }, true},
+		{"largest piece", func(m *Manifest) { m.PieceLength = 16 << 20 }, true},
+		{"zero created", func(m *Manifest) { m.Created = time.Time{} }, true},
+		{"bad app", func(m *Manifest) { m.App = "Web" }, false},
+		{"no app", func(m *Manifest) { m.App = "" }, false},
+		{"bad version", func(m *Manifest) { m.Version = "../1" }, false},
+		{"no release id", func(m *Manifest) { m.ReleaseID = "" }, false},
+		{"upper-case release id", func(m *Manifest) { m.ReleaseID = ID(strings.ToUpper(string(m.ReleaseID))) }, false},
+		{"release id without prefix", func(m *Manifest) { m.ReleaseID = ID(m.ReleaseID.Hex()) }, false},
+		{"zero bundle size", func(m *Manifest) { m.BundleSize = 0 }, false},
+		{"negative bundle size", func(m *Manifest) { m.BundleSize = -1 }, false},
+		{"negative unpacked size", func(m *Manifest) { m.UnpackedSize = -1 }, false},
+		{"no infohash", func(m *Manifest) { m.InfoHash = "" }, false},
+		{"short infohash", func(m *Manifest) { m.InfoHash = m.InfoHash[:39] }, false},
+		{"long infohash", func(m *Manifest) { m.InfoHash += "00" }, false},
+		{"non-hex infohash", func(m *Manifest) { m.InfoHash = strings.Repeat("g", 40) }, false},
+		{"sha256 infohash", func(m *Manifest) { m.InfoHash = m.ReleaseID.Hex() }, false},
+		{"zero piece length", func(m *Manifest) { m.PieceLength = 0 }, false},
+		{"negative piece length", func(m *Manifest) { m.PieceLength = -(256 << 10) }, false},
+		{"piece length not a power of two", func(m *Manifest) { m.PieceLength = 3 << 18 }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := testManifest("web", "1.2.3")
+			tt.mutate(&m)
+			err := m.Validate()
+			if tt.ok != (err == nil) {
+				t.Errorf("Validate = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v is not ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestManifestDir(t *testing.T) {
+	m := testManifest("web", "1.2.3")
+	if got, want := m.Dir(), "1.2.3-"+m.ReleaseID.Hex()[:12]; got != want {
+		t.Errorf("Dir = %q, want %q", got, want)
+	}
+}
+
+func TestPlan(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps []float64
+		ok    bool
+	}{
+		{"zero plan", nil, true},
+		{"empty plan", []float64{}, true},
+		{"all at once", []float64{1}, true},
+		{"waves", []float64{0.01, 0.1, 0.5, 1}, true},
+		{"starts at zero", []float64{0, 1}, false},
+		{"does not reach one", []float64{0.5}, false},
+		{"repeats", []float64{0.5, 0.5, 1}, false},
+		{"decreases", []float64{0.6, 0.5, 1}, false},
+		{"ends twice", []float64{1, 1}, false},
+		{"above one", []float64{0.5, 1.5}, false},
+		{"negative", []float64{-0.1, 1}, false},
+		{"NaN", []float64{math.NaN(), 1}, false},
+		{"NaN last", []float64{0.5, math.NaN()}, false},
+		{"infinity", []float64{math.Inf(1)}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Plan{Steps: tt.steps}.Validate()
+			if tt.ok != (err == nil) {
+				t.Errorf("Validate = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v is not ErrInvalid", err)
+			}
+		})
+	}
+
+	fractions := []struct {
+		plan Plan
+		step int
+		want float64
+	}{
+		{Plan{}, -1, 1},
+		{Plan{}, 0, 1},
+		{Plan{}, 7, 1},
+		{Plan{Steps: []float64{0.1, 0.5, 1}}, -1, 0},
+		{Plan{Steps: []float64{0.1, 0.5, 1}}, 0, 0.1},
+		{Plan{Steps: []float64{0.1, 0.5, 1}}, 1, 0.5},
+		{Plan{Steps: []float64{0.1, 0.5, 1}}, 2, 1},
+		{Plan{Steps: []float64{0.1, 0.5, 1}}, 3, 1},
+	}
+	for _, tt := range fractions {
+		if got := tt.plan.Fraction(tt.step); got != tt.want {
+			t.Errorf("%v.Fraction(%d) = %v, want %v", tt.plan.Steps, tt.step, got, tt.want)
+		}
+	}
+}
+
+func TestDesiredStateValidate(t *testing.T) {
+	k := testKey(1)
+	tests := []struct {
+		name   string
+		mutate func(d *DesiredState)
+		ok     bool
+	}{
+		{"valid", func(*DesiredState) {}, true},
+		{"first step", func(d *DesiredState) { d.Step = 0 }, true},
+		{"last step", func(d *DesiredState) { d.Step = 3 }, true},
+		{"zero plan", func(d *DesiredState) { d.Plan, d.Step = Plan{}, 0 }, true},
+		{"no previous", func(d *DesiredState) { d.Previous = nil }, true},
+		{"paused", func(d *DesiredState) { d.Paused = true }, true},
+		{"bad app", func(d *DesiredState) { d.App = "Web" }, false},
+		{"sequence zero", func(d *DesiredState) { d.Sequence = 0 }, false},
+		{"bad plan", func(d *DesiredState) { d.Plan = Plan{Steps: []float64{0.5}} }, false},
+		{"negative step", func(d *DesiredState) { d.Step = -1 }, false},
+		{"step past plan", func(d *DesiredState) { d.Step = 4 }, false},
+		{"negative step, zero plan", func(d *DesiredState) { d.Plan, d.Step = Plan{}, -1 }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := testDesired(t, k)
+			tt.mutate(&d)
+			err := d.Validate()
+			if tt.ok != (err == nil) {
+				t.Errorf("Validate = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v is not ErrInvalid", err)
+			}
+		})
+	}
+
+	d := testDesired(t, k)
+	if got := d.AdmittedFraction(); got != 0.1 {
+		t.Errorf("AdmittedFraction = %v, want 0.1", got)
+	}
+	expiry := []struct {
+		expires, now time.Time
+		want         bool
+	}{
+		{time.Time{}, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), false},
+		{d.Expires, d.Expires.Add(-time.Second), false},
+		{d.Expires, d.Expires, false},
+		{d.Expires, d.Expires.Add(time.Nanosecond), true},
+	}
+	for _, tt := range expiry {
+		d.Expires = tt.expires
+		if got := d.Expired(tt.now); got != tt.want {
+			t.Errorf("Expires %v, Expired(%v) = %v, want %v", tt.expires, tt.now, got, tt.want)
+		}
+	}
+}
+
+func TestParseID(t *testing.T) {
+	good := IDOf([]byte("bundle"))
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{string(good), true},
+		{IDPrefix + strings.Repeat("0", 64), true},
+		{"", false},
+		{IDPrefix, false},
+		{good.Hex(), false},
+		{"sha512:" + good.Hex(), false},
+		{"SHA256:" + good.Hex(), false},
+		{IDPrefix + strings.ToUpper(good.Hex()), false},
+		{string(good)[:len(good)-1], false},
+		{string(good) + "0", false},
+		{IDPrefix + strings.Repeat("g", 64), false},
+		{IDPrefix + " " + good.Hex()[1:], false},
+		{" " + string(good), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			id, err := ParseID(tt.in)
+			if tt.ok != (err == nil) {
+				t.Fatalf("ParseID(%q) = %v, want ok=%v", tt.in, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrBadID) {
+				t.Errorf("error %v is not ErrBadID", err)
+			}
+			if err == nil && string(id) != tt.in {
+				t.Errorf("ParseID(%q) = %q", tt.in, id)
+			}
+		})
+	}
+
+	h := sha256.New()
+	h.Write([]byte("bundle"))
+	if got := IDFromHash(h); got != good {
+		t.Errorf("IDFromHash = %s, IDOf = %s", got, good)
+	}
+	if good.Short() != good.Hex()[:12] || good.String() != string(good) || IDPrefix+good.Hex() != string(good) {
+		t.Errorf("Hex %q Short %q String %q disagree", good.Hex(), good.Short(), good.String())
+	}
+	if ID("sha256:abc").Short() != "abc" {
+		t.Errorf("Short of a short id = %q", ID("sha256:abc").Short())
+	}
+}
+
+func TestPieceLengthFor(t *testing.T) {
+	const (
+		KiB = 1 << 10
+		MiB = 1 << 20
+		GiB = 1 << 30
+	)
+	tests := []struct {
+		size int64
+		want int64
+	}{
+		{-1, 256 * KiB},
+		{0, 256 * KiB},
+		{1, 256 * KiB},
+		{100 * MiB, 256 * KiB},
+		{512 * MiB, 256 * KiB}, // exactly 2048 pieces of 256 KiB
+		{512*MiB + 1, 512 * KiB},
+		{1 * GiB, 512 * KiB},
+		{1*GiB + 1, 1 * MiB},
+		{2 * GiB, 1 * MiB},
+		{3 * GiB, 2 * MiB},
+		{10 * GiB, 8 * MiB},
+		{32 * GiB, 16 * MiB},
+		{32*GiB + 1, 16 * MiB}, // the cap: more than 2048 pieces from here on
+		{1 << 40, 16 * MiB},
+		{math.MaxInt64, 16 * MiB},
+	}
+	for _, tt := range tests {
+		if got := PieceLengthFor(tt.size); got != tt.want {
+			t.Errorf("PieceLengthFor(%d) = %d, want %d", tt.size, got, tt.want)
+		}
+	}
+
+	// The documented rule, checked on random sizes: the smallest power of
+	// two in [256 KiB, 16 MiB] that keeps the bundle to 2048 pieces.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 10_000 {
+		size := rng.Int64N(64 * GiB)
+		l := PieceLengthFor(size)
+		if l < 256*KiB || l > 16*MiB || l&(l-1) != 0 {
+			t.Fatalf("PieceLengthFor(%d) = %d: not a power of two in range", size, l)
+		}
+		pieces := (size + l - 1) / l
+		if l < 16*MiB && pieces > 2048 {
+			t.Fatalf("PieceLengthFor(%d) = %d: %d pieces", size, l, pieces)
+		}
+		if half := l / 2; l > 256*KiB && (size+half-1)/half <= 2048 {
+			t.Fatalf("PieceLengthFor(%d) = %d: %d would do", size, l, half)
+		}
+	}
+}
+
+// goldenManifest is the fixed manifest behind testdata/manifest.golden.json.
+func goldenManifest() Manifest {
+	return Manifest{
+		App:          "billing-worker",
+		Version:      "2.7.1+build.42",
+		ReleaseID:    "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		BundleSize:   734003200,
+		UnpackedSize: 2147483648,
+		InfoHash:     "d41d8cd98f00b204e9800998ecf8427e00112233",
+		PieceLength:  PieceLengthFor(734003200),
+		Created:      time.Date(2025, 6, 1, 12, 30, 45, 123456789, time.UTC),
+	}
+}
+
+// TestGolden pins the encodings every node depends on: a change in the
+// manifest's canonical JSON or in what is signed breaks every signature
+// already issued. Run with -update only for a deliberate format change.
+func TestGolden(t *testing.T) {
+	m := goldenManifest()
+	signed := mustSignManifest(t, m, testKey(42))
+	tests := []struct {
+		file string
+		v    any
+	}{
+		{"manifest.golden.json", m},
+		{"manifest.signed.golden.json", signed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			got := mustJSON(t, tt.v)
+			path := filepath.Join("testdata", tt.file)
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("encoding changed:\n got %s\nwant %s\n(run go test -update if this is deliberate)", got, want)
+			}
+		})
+	}
+
+	// The golden bytes are what a node receives: they must verify as they are.
+	b, err := os.ReadFile(filepath.Join("testdata", "manifest.signed.golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s SignedManifest
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Verify(NewKeyring(testKey(42).Public()))
+	if err != nil || got != m {
+		t.Errorf("golden signed manifest: Verify = %+v, %v", got, err)
+	}
+}
