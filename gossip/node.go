@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,6 +62,13 @@ type Node struct {
 	metaMu sync.Mutex
 	meta   []byte
 
+	// updates wakes the updater goroutine, the only caller of memberlist's
+	// UpdateNode (which is not safe to call concurrently, and blocks while
+	// the update spreads). updStop ends it; updDone closes when it has.
+	updates chan struct{}
+	updStop chan struct{}
+	updDone chan struct{}
+
 	mu      sync.Mutex // guards what follows
 	desired map[string]entry
 	highest map[string]uint64
@@ -96,6 +104,7 @@ func New(cfg Config, logger *zap.Logger) (*Node, error) {
 		cfg:     cfg,
 		log:     logger.Named("gossip").With(zap.String("node", cfg.Name)),
 		changes: make(chan struct{}, 1),
+		updates: make(chan struct{}, 1),
 		meta:    meta,
 		desired: make(map[string]entry),
 		highest: make(map[string]uint64),
@@ -150,6 +159,8 @@ func (n *Node) Start() error {
 	n.addr.Store(&addr)
 	n.ml.Store(ml)
 	n.started = true
+	n.updStop, n.updDone = make(chan struct{}), make(chan struct{})
+	go n.updater(ml, n.currentMeta())
 	n.log.Info("gossip started", zap.String("addr", n.Addr()))
 	return nil
 }
@@ -264,6 +275,8 @@ func (n *Node) Close() error {
 		ml := n.ml.Load()
 		n.life.Unlock()
 		if ml != nil {
+			close(n.updStop)
+			<-n.updDone
 			if err := ml.Leave(n.cfg.LeaveTimeout); err != nil {
 				n.log.Debug("leave not acknowledged", zap.Error(err))
 			}
@@ -330,13 +343,18 @@ func (n *Node) SetApps(apps []AppState) error {
 	n.metaMu.Lock()
 	n.meta = meta
 	n.metaMu.Unlock()
-	ml := n.ml.Load()
-	if ml == nil {
-		return nil // advertised at Start
+	// Our own entry shows the new state at once, as others will see it.
+	if _, decoded, err := decodeMeta(meta); err == nil {
+		n.memMu.Lock()
+		if self, ok := n.members[n.cfg.Name]; ok {
+			self.Apps = decoded
+			n.members[n.cfg.Name] = self
+		}
+		n.memMu.Unlock()
 	}
-	if err := ml.UpdateNode(n.cfg.UpdateTimeout); err != nil {
-		// The update is queued and push/pull carries it too.
-		n.log.Debug("node state update still spreading", zap.Error(err))
+	select {
+	case n.updates <- struct{}{}:
+	default: // an update is already due; it will carry this state
 	}
 	return nil
 }
@@ -410,4 +428,26 @@ func (n *Node) Stats() Stats {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.stats
+}
+
+// updater gossips this node's state whenever SetApps changed it, one
+// UpdateNode at a time, skipping states already advertised.
+func (n *Node) updater(ml *memberlist.Memberlist, sent []byte) {
+	defer close(n.updDone)
+	for {
+		select {
+		case <-n.updStop:
+			return
+		case <-n.updates:
+		}
+		meta := n.currentMeta()
+		if bytes.Equal(meta, sent) {
+			continue
+		}
+		if err := ml.UpdateNode(n.cfg.UpdateTimeout); err != nil {
+			// The update is queued; gossip and push/pull still carry it.
+			n.log.Debug("node state update still spreading", zap.Error(err))
+		}
+		sent = meta
+	}
 }
