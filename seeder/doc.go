@@ -1,0 +1,6 @@
+// Package seeder is the origin daemon. It keeps the release store (bundles
+// and their signed manifests, keyed by release id), accepts publishes over
+// its HTTP API, seeds every stored release through package swarm, signs and
+// issues desired states through package gossip, and assembles cluster status
+// from what the nodes gossip.
+package seeder

@@ -1,0 +1,317 @@
+package seeder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/swarm"
+)
+
+// Config configures a Seeder. Zero values take the documented defaults.
+type Config struct {
+	// StoreDir holds the release store; required.
+	StoreDir string
+	// Key signs desired states; required. Its public half is always trusted
+	// for manifests too.
+	Key *release.PrivateKey
+	// Trust lists more release keys whose manifests the seeder accepts.
+	Trust []release.PublicKey
+	// Name is the seeder's gossip node name. Default "seeder-<hostname>".
+	Name string
+	// GossipAddr, TorrentAddr and APIAddr are listen addresses ("host:port";
+	// port 0 lets the OS pick). Defaults: 0.0.0.0:7946, 0.0.0.0:6881,
+	// 127.0.0.1:7700.
+	GossipAddr  string
+	TorrentAddr string
+	APIAddr     string
+	// Join lists gossip addresses of other members (other seeders), optional.
+	Join []string
+	// UploadRate caps the origin's upload in bytes/s; 0 means no cap.
+	UploadRate int64
+	// Gossip adjusts gossip timing (tests and benchmarks cut it to
+	// milliseconds); its identity and address fields are ignored.
+	Gossip gossip.Config
+	// DesiredTTL is how long an issued desired state stays valid; 0 = no expiry.
+	DesiredTTL time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Validate checks the config and fills defaults.
+func (c *Config) Validate() error {
+	if c.StoreDir == "" {
+		return errors.New("seeder: store dir is required (--store)")
+	}
+	if c.Key == nil {
+		return errors.New("seeder: signing key is required (--key)")
+	}
+	if c.Name == "" {
+		h, _ := os.Hostname()
+		c.Name = "seeder-" + h
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = "0.0.0.0:7946"
+	}
+	if c.TorrentAddr == "" {
+		c.TorrentAddr = "0.0.0.0:6881"
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = "127.0.0.1:7700"
+	}
+	for flag, a := range map[string]string{"--gossip": c.GossipAddr, "--torrent": c.TorrentAddr, "--api": c.APIAddr} {
+		if err := CheckHostPort(a); err != nil {
+			return fmt.Errorf("seeder: %s: %w", flag, err)
+		}
+	}
+	if c.UploadRate < 0 {
+		return fmt.Errorf("seeder: upload rate %d is negative", c.UploadRate)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// CheckHostPort checks "host:port" with a numeric port in 0..65535.
+func CheckHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("address %q is not host:port: %w", a, err)
+	}
+	_ = host
+	var p int
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p < 0 || p > 65535 || fmt.Sprint(p) != port {
+		return fmt.Errorf("address %q: port %q is not a number from 0 to 65535", a, port)
+	}
+	return nil
+}
+
+// Seeder is the origin daemon.
+type Seeder struct {
+	cfg   Config
+	log   *zap.Logger
+	ring  release.Keyring
+	store *store
+
+	gossip  *gossip.Node
+	torrent *swarm.Client
+	api     *http.Server
+	apiLn   net.Listener
+
+	publishMu sync.Mutex // one desired state issued at a time
+
+	startOnce sync.Once
+	startErr  error
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// New builds a seeder; it does no I/O.
+func New(cfg Config, log *zap.Logger) (*Seeder, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ring := release.NewKeyring(append([]release.PublicKey{cfg.Key.Public()}, cfg.Trust...)...)
+	return &Seeder{cfg: cfg, log: log.Named("seeder"), ring: ring, store: newStore(cfg.StoreDir)}, nil
+}
+
+// Start opens the store, binds gossip, BitTorrent and the API, and starts
+// seeding every stored release. On error everything it opened is closed.
+func (s *Seeder) Start() error {
+	s.startOnce.Do(func() { s.startErr = s.start() })
+	return s.startErr
+}
+
+func (s *Seeder) start() (err error) {
+	defer func() {
+		if err != nil {
+			s.closeParts()
+		}
+	}()
+	if err := s.store.open(s.ring); err != nil {
+		return err
+	}
+
+	tc := swarm.Config{Dir: s.store.releasesDir(), ListenAddr: s.cfg.TorrentAddr, Origin: true, UploadRate: s.cfg.UploadRate}
+	if s.torrent, err = swarm.New(tc, s.log); err != nil {
+		return err
+	}
+	if err := s.torrent.Start(); err != nil {
+		return err
+	}
+
+	gc := s.cfg.Gossip
+	gc.Name, gc.BindAddr, gc.Keyring = s.cfg.Name, s.cfg.GossipAddr, s.ring
+	gc.StatePath, gc.Role, gc.TorrentAddr = s.store.desiredPath(), gossip.RoleSeeder, s.torrent.Addr()
+	if s.gossip, err = gossip.New(gc, s.log); err != nil {
+		return err
+	}
+	if err := s.gossip.Start(); err != nil {
+		return err
+	}
+
+	if s.apiLn, err = net.Listen("tcp", s.cfg.APIAddr); err != nil {
+		return fmt.Errorf("api listen %s: %w; choose another --api port", s.cfg.APIAddr, err)
+	}
+	s.api = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+
+	for _, r := range s.store.list() {
+		if err := s.torrent.Seed(r.Manifest); err != nil {
+			return fmt.Errorf("seed stored release %s %s: %w", r.Manifest.App, r.Manifest.Version, err)
+		}
+	}
+	s.log.Info("seeder started", zap.String("api", s.APIURL()), zap.String("gossip", s.gossip.Addr()),
+		zap.String("torrent", s.torrent.Addr()), zap.Int("releases", len(s.store.list())))
+	return nil
+}
+
+// Run starts the seeder if needed, joins Config.Join, serves until ctx ends,
+// then closes everything and waits for it.
+func (s *Seeder) Run(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	if len(s.cfg.Join) > 0 {
+		if err := s.gossip.Join(ctx, s.cfg.Join); err != nil {
+			s.Close()
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.api.Serve(s.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("api: %w", err)
+		}
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.Close()
+	return err
+}
+
+// Close stops the API, leaves the cluster and stops seeding. Safe twice.
+func (s *Seeder) Close() error {
+	s.closeOnce.Do(func() {
+		if s.api != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = s.api.Shutdown(sctx)
+			cancel()
+		} else if s.apiLn != nil {
+			s.apiLn.Close()
+		}
+		s.wg.Wait()
+		s.closeParts()
+	})
+	return nil
+}
+
+func (s *Seeder) closeParts() {
+	if s.apiLn != nil && s.api == nil {
+		s.apiLn.Close()
+	}
+	if s.gossip != nil {
+		s.gossip.Close()
+	}
+	if s.torrent != nil {
+		s.torrent.Close()
+	}
+}
+
+// APIURL is the API's base URL, with the real port.
+func (s *Seeder) APIURL() string {
+	if s.apiLn == nil {
+		return ""
+	}
+	return "http://" + s.apiLn.Addr().String()
+}
+
+// GossipAddr is the gossip address agents join, with the real port.
+func (s *Seeder) GossipAddr() string { return s.gossip.Addr() }
+
+// TorrentAddr is the origin's BitTorrent address, with the real port.
+func (s *Seeder) TorrentAddr() string { return s.torrent.Addr() }
+
+// TorrentStats are the origin's transfer counters; BytesSent is origin egress.
+func (s *Seeder) TorrentStats() swarm.Stats { return s.torrent.Stats() }
+
+// PublishResult says what a publish did.
+type PublishResult struct {
+	App       string     `json:"app"`
+	Version   string     `json:"version"`
+	ReleaseID release.ID `json:"release_id"`
+	InfoHash  string     `json:"infohash"`
+	Magnet    string     `json:"magnet"`
+	Sequence  uint64     `json:"seq"`
+	Existed   bool       `json:"existed"`
+}
+
+// Publish verifies a signed manifest, stores the bundle streamed from body,
+// seeds it and issues a desired state that makes it the app's target.
+// A failed publish leaves the store and the desired state as they were.
+func (s *Seeder) Publish(ctx context.Context, sm release.SignedManifest, body io.Reader) (PublishResult, error) {
+	m, err := sm.Verify(s.ring)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish: %w", err)
+	}
+	existed, err := s.store.put(m, sm, body)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
+	}
+	if err := s.torrent.Seed(m); err != nil {
+		return PublishResult{}, fmt.Errorf("publish %s %s: seed: %w", m.App, m.Version, err)
+	}
+	seq, err := s.issue(m.App, sm, m)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
+	}
+	s.log.Info("published", zap.String("app", m.App), zap.String("version", m.Version),
+		zap.String("release_id", string(m.ReleaseID)), zap.Uint64("seq", seq), zap.Bool("existed", existed))
+	return PublishResult{
+		App: m.App, Version: m.Version, ReleaseID: m.ReleaseID, InfoHash: m.InfoHash,
+		Magnet: swarm.MagnetURI(m, s.torrent.Addr()), Sequence: seq, Existed: existed,
+	}, nil
+}
+
+// issue signs and gossips a desired state making sm the app's target. If
+// the target is already sm, it issues nothing and returns the current seq.
+func (s *Seeder) issue(app string, sm release.SignedManifest, m release.Manifest) (uint64, error) {
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	d := release.DesiredState{App: app, Target: sm, Issued: s.cfg.Now().UTC()}
+	if cur, _, ok := s.gossip.Desired(app); ok {
+		tm, err := cur.Target.Unverified()
+		if err == nil && tm.ReleaseID == m.ReleaseID {
+			return cur.Sequence, nil
+		}
+		prev := cur.Target
+		d.Previous = &prev
+	}
+	d.Sequence = s.gossip.HighestSeq(app) + 1
+	if s.cfg.DesiredTTL > 0 {
+		d.Expires = d.Issued.Add(s.cfg.DesiredTTL)
+	}
+	sd, err := release.SignDesired(d, s.cfg.Key)
+	if err != nil {
+		return 0, fmt.Errorf("sign desired state: %w", err)
+	}
+	if err := s.gossip.Publish(sd); err != nil {
+		return 0, fmt.Errorf("gossip desired state: %w", err)
+	}
+	return d.Sequence, nil
+}

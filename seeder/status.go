@@ -1,0 +1,91 @@
+package seeder
+
+import (
+	"sort"
+
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// Status is the cluster as the seeder sees it through gossip. Its JSON form
+// is what `swarm status --json` prints: scripts depend on these field names.
+type Status struct {
+	Seeders []NodeStatus    `json:"seeders"`
+	Nodes   []NodeStatus    `json:"nodes"`
+	Desired []DesiredStatus `json:"desired"`
+}
+
+// NodeStatus is one member and its apps.
+type NodeStatus struct {
+	Name        string      `json:"name"`
+	Addr        string      `json:"addr"`
+	TorrentAddr string      `json:"torrent_addr,omitempty"`
+	Apps        []AppStatus `json:"apps"`
+}
+
+// AppStatus is one app on one node.
+type AppStatus struct {
+	App       string     `json:"app"`
+	Version   string     `json:"version"`
+	ReleaseID release.ID `json:"release_id"`
+	Phase     string     `json:"phase"`
+	Healthy   bool       `json:"healthy"`
+	Progress  float64    `json:"progress"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// DesiredStatus is the desired state of one app.
+type DesiredStatus struct {
+	App       string     `json:"app"`
+	Sequence  uint64     `json:"seq"`
+	Version   string     `json:"version"`
+	ReleaseID release.ID `json:"release_id"`
+	Step      int        `json:"step"`
+	Admitted  float64    `json:"admitted"`
+	Paused    bool       `json:"paused"`
+	Active    int        `json:"active"`
+	Nodes     int        `json:"nodes"`
+}
+
+// Status assembles cluster status from gossip.
+func (s *Seeder) Status() Status {
+	st := Status{Seeders: []NodeStatus{}, Nodes: []NodeStatus{}, Desired: []DesiredStatus{}}
+	for _, mbr := range s.gossip.Members() {
+		ns := NodeStatus{Name: mbr.Name, Addr: mbr.Addr, TorrentAddr: mbr.TorrentAddr, Apps: []AppStatus{}}
+		for _, a := range mbr.Apps {
+			ns.Apps = append(ns.Apps, AppStatus{
+				App: a.App, Version: a.Version, ReleaseID: a.ReleaseID, Phase: string(a.Phase),
+				Healthy: a.Healthy, Progress: a.Progress, Error: a.Error,
+			})
+		}
+		sort.Slice(ns.Apps, func(i, j int) bool { return ns.Apps[i].App < ns.Apps[j].App })
+		if mbr.Role == gossip.RoleSeeder {
+			st.Seeders = append(st.Seeders, ns)
+		} else {
+			st.Nodes = append(st.Nodes, ns)
+		}
+	}
+	for _, sd := range s.gossip.DesiredAll() {
+		d, err := sd.Unverified()
+		if err != nil {
+			continue
+		}
+		m, err := d.Target.Unverified()
+		if err != nil {
+			continue
+		}
+		ds := DesiredStatus{
+			App: d.App, Sequence: d.Sequence, Version: m.Version, ReleaseID: m.ReleaseID,
+			Step: d.Step, Admitted: d.AdmittedFraction(), Paused: d.Paused, Nodes: len(st.Nodes),
+		}
+		for _, n := range st.Nodes {
+			for _, a := range n.Apps {
+				if a.App == d.App && a.ReleaseID == m.ReleaseID && a.Phase == string(gossip.PhaseActive) {
+					ds.Active++
+				}
+			}
+		}
+		st.Desired = append(st.Desired, ds)
+	}
+	return st
+}

@@ -1,0 +1,267 @@
+package seeder
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/swarm"
+)
+
+// Sentinel errors of the store; the HTTP API maps them to status codes.
+var (
+	// ErrVersionConflict: the app already has this version with other content.
+	ErrVersionConflict = errors.New("version already published with different content")
+	// ErrBundleMismatch: the uploaded bytes do not match the manifest.
+	ErrBundleMismatch = errors.New("bundle does not match its manifest")
+	// ErrNotFound: no such release in the store.
+	ErrNotFound = errors.New("release not found")
+)
+
+// store is the seeder's release store on disk:
+//
+//	<dir>/releases/<hex id>/bundle.tar.zst   the bundle (swarm.BundlePath)
+//	<dir>/releases/<hex id>/manifest.json    its signed manifest
+//	<dir>/tmp/                               uploads in progress
+//	<dir>/desired.json                       accepted desired states (gossip)
+//
+// A release directory appears by one rename, complete, or not at all.
+type store struct {
+	dir string
+
+	mu       sync.Mutex
+	releases map[release.ID]storedRelease
+}
+
+type storedRelease struct {
+	Manifest release.Manifest
+	Signed   release.SignedManifest
+}
+
+func newStore(dir string) *store {
+	return &store{dir: dir, releases: map[release.ID]storedRelease{}}
+}
+
+func (s *store) releasesDir() string { return filepath.Join(s.dir, "releases") }
+func (s *store) tmpDir() string      { return filepath.Join(s.dir, "tmp") }
+func (s *store) desiredPath() string { return filepath.Join(s.dir, "desired.json") }
+
+// open creates the layout, clears abandoned uploads and loads every stored
+// release, re-verifying manifests against ring.
+func (s *store) open(ring release.Keyring) error {
+	for _, d := range []string{s.releasesDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("store %s: %w", s.dir, err)
+		}
+	}
+	if err := probeWritable(s.tmpDir()); err != nil {
+		return fmt.Errorf("store %s is not writable: %w", s.dir, err)
+	}
+	if tmps, err := os.ReadDir(s.tmpDir()); err == nil {
+		for _, e := range tmps {
+			_ = os.RemoveAll(filepath.Join(s.tmpDir(), e.Name()))
+		}
+	}
+	entries, err := os.ReadDir(s.releasesDir())
+	if err != nil {
+		return fmt.Errorf("store %s: %w", s.dir, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.releasesDir(), e.Name(), "manifest.json"))
+		if err != nil {
+			return fmt.Errorf("store: release %s: %w", e.Name(), err)
+		}
+		var sm release.SignedManifest
+		if err := json.Unmarshal(b, &sm); err != nil {
+			return fmt.Errorf("store: release %s: manifest: %w", e.Name(), err)
+		}
+		m, err := sm.Verify(ring)
+		if err != nil {
+			return fmt.Errorf("store: release %s: %w", e.Name(), err)
+		}
+		s.releases[m.ReleaseID] = storedRelease{Manifest: m, Signed: sm}
+	}
+	return nil
+}
+
+func (s *store) get(id release.ID) (storedRelease, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.releases[id]
+	return r, ok
+}
+
+// byVersion finds the stored release of app at version.
+func (s *store) byVersion(app, version string) (storedRelease, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.releases {
+		if r.Manifest.App == app && r.Manifest.Version == version {
+			return r, true
+		}
+	}
+	return storedRelease{}, false
+}
+
+// list returns every stored release, oldest first.
+func (s *store) list() []storedRelease {
+	s.mu.Lock()
+	out := make([]storedRelease, 0, len(s.releases))
+	for _, r := range s.releases {
+		out = append(out, r)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Manifest.Created.Equal(out[j].Manifest.Created) {
+			return out[i].Manifest.Created.Before(out[j].Manifest.Created)
+		}
+		return out[i].Manifest.ReleaseID < out[j].Manifest.ReleaseID
+	})
+	return out
+}
+
+// checkConflict refuses a version that is stored with other content.
+func (s *store) checkConflict(m release.Manifest) error {
+	if old, ok := s.byVersion(m.App, m.Version); ok && old.Manifest.ReleaseID != m.ReleaseID {
+		return fmt.Errorf("%w: %s %s is %s; publish under a new version", ErrVersionConflict, m.App, m.Version, old.Manifest.ReleaseID.Short())
+	}
+	return nil
+}
+
+// put streams a bundle into the store. It checks the size, the sha256 against
+// the release id and the infohash against the manifest before the release
+// appears; on any error nothing is left behind.
+func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reader) (existed bool, err error) {
+	if err := s.checkConflict(m); err != nil {
+		return false, err
+	}
+	if _, ok := s.get(m.ReleaseID); ok {
+		// Same content again: drain nothing, keep what is stored.
+		return true, nil
+	}
+	work, err := os.MkdirTemp(s.tmpDir(), "upload-")
+	if err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	defer os.RemoveAll(work) // a no-op once renamed into place
+
+	bundle := swarm.BundlePath(work, m.ReleaseID)
+	if err := os.MkdirAll(filepath.Dir(bundle), 0o755); err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	if err := receive(bundle, m, body); err != nil {
+		return false, err
+	}
+	mb, err := json.Marshal(sm)
+	if err != nil {
+		return false, fmt.Errorf("store: encode manifest: %w", err)
+	}
+	relDir := filepath.Dir(bundle)
+	if err := writeFileSync(filepath.Join(relDir, "manifest.json"), mb); err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	if err := syncDir(relDir); err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.releases[m.ReleaseID]; ok {
+		return true, nil // a concurrent publish of the same bytes won
+	}
+	final := filepath.Join(s.releasesDir(), m.ReleaseID.Hex())
+	if err := os.Rename(relDir, final); err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	if err := syncDir(s.releasesDir()); err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	s.releases[m.ReleaseID] = storedRelease{Manifest: m, Signed: sm}
+	return false, nil
+}
+
+// receive writes body to path, checking size, release id and infohash.
+func receive(path string, m release.Manifest, body io.Reader) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, m.BundleSize+1))
+	if err != nil {
+		return fmt.Errorf("store: receive bundle after %d bytes: %w", n, err)
+	}
+	if n != m.BundleSize {
+		return fmt.Errorf("%w: received %d bytes, manifest says %d", ErrBundleMismatch, n, m.BundleSize)
+	}
+	if got := release.IDFromHash(h); got != m.ReleaseID {
+		return fmt.Errorf("%w: bytes hash to %s, manifest says %s", ErrBundleMismatch, got, m.ReleaseID)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	ih, err := swarm.Metainfo(f, m.BundleSize, m.PieceLength, swarm.InfoName(m.App, m.Version))
+	if err != nil {
+		return fmt.Errorf("store: hash pieces: %w", err)
+	}
+	if ih != m.InfoHash {
+		return fmt.Errorf("%w: infohash is %s, manifest says %s", ErrBundleMismatch, ih, m.InfoHash)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("store: sync bundle: %w", err)
+	}
+	return f.Close()
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
+		return err
+	}
+	return nil
+}
+
+// probeWritable creates and removes a file in dir.
+func probeWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".probe-")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
