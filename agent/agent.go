@@ -1,0 +1,595 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/installer"
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/rollout"
+	"github.com/swarmdeploy/swarm/swarm"
+)
+
+// Config configures an Agent. Zero values take the documented defaults.
+type Config struct {
+	// DataDir holds everything the agent keeps: bundles, releases, state.
+	DataDir string
+	// Name is the node's unique name in the cluster. Default: the hostname.
+	Name string
+	// Join lists gossip addresses ("host:port") of members to join.
+	Join []string
+	// JoinTimeout bounds the first join. Default 60s.
+	JoinTimeout time.Duration
+	// Trust lists the pinned public keys; manifests and desired states must
+	// be signed by one of them. Required.
+	Trust []release.PublicKey
+	// GossipAddr and TorrentAddr are listen addresses; port 0 lets the OS
+	// pick. Defaults 0.0.0.0:7946 and 0.0.0.0:6881.
+	GossipAddr  string
+	TorrentAddr string
+	// Hook and HealthCheck are the local installer hook and health check
+	// executables, both optional; see package installer.
+	Hook          string
+	HealthCheck   string
+	HookTimeout   time.Duration
+	HealthTimeout time.Duration
+	// Keep is how many releases per app stay on disk. Default 3.
+	Keep int
+	// UploadRate and DownloadRate cap BitTorrent traffic in bytes/s; 0 = none.
+	UploadRate   int64
+	DownloadRate int64
+	// MaxPeers is how many peers one fetch is told of at a time. Default 20.
+	MaxPeers int
+	// Gossip adjusts gossip timing; identity and address fields are ignored.
+	Gossip gossip.Config
+	// Tick is how often the agent re-reads the cluster without being woken
+	// (peers, progress, retries). Default 1s.
+	Tick time.Duration
+	// RetryBackoff is the wait after a failed download before the next try.
+	// Default 2s.
+	RetryBackoff time.Duration
+}
+
+// Validate checks the config and fills defaults.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("agent: data dir is required (--data)")
+	}
+	if len(c.Trust) == 0 {
+		return errors.New("agent: at least one trusted key is required (--trust)")
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return errors.New("agent: no node name and no hostname; set --name")
+		}
+		c.Name = h
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = "0.0.0.0:7946"
+	}
+	if c.TorrentAddr == "" {
+		c.TorrentAddr = "0.0.0.0:6881"
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = 60 * time.Second
+	}
+	if c.Keep <= 0 {
+		c.Keep = 3
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = 20
+	}
+	if c.Tick <= 0 {
+		c.Tick = time.Second
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 2 * time.Second
+	}
+	if c.UploadRate < 0 || c.DownloadRate < 0 {
+		return errors.New("agent: rates must not be negative")
+	}
+	return nil
+}
+
+// Agent is the node daemon.
+type Agent struct {
+	cfg  Config
+	log  *zap.Logger
+	ring release.Keyring
+
+	gossip  *gossip.Node
+	torrent *swarm.Client
+	inst    *installer.Installer
+	state   stateFile
+
+	mu      sync.Mutex
+	apps    map[string]appState
+	workers map[string]*worker // by app
+	wake    chan struct{}
+
+	startOnce sync.Once
+	startErr  error
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// worker drives one app toward one target release.
+type worker struct {
+	id     release.ID
+	seq    uint64
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New builds an agent; it does no I/O.
+func New(cfg Config, log *zap.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Agent{
+		cfg:     cfg,
+		log:     log.Named("agent").With(zap.String("node", cfg.Name)),
+		ring:    release.NewKeyring(cfg.Trust...),
+		state:   stateFile{path: filepath.Join(cfg.DataDir, "agent.json")},
+		workers: map[string]*worker{},
+		wake:    make(chan struct{}, 1),
+	}, nil
+}
+
+func (a *Agent) bundlesDir() string { return filepath.Join(a.cfg.DataDir, "bundles") }
+
+// Start prepares the data dir, loads persisted state and binds gossip and
+// BitTorrent. On error everything it opened is closed.
+func (a *Agent) Start() error {
+	a.startOnce.Do(func() { a.startErr = a.start() })
+	return a.startErr
+}
+
+func (a *Agent) start() (err error) {
+	defer func() {
+		if err != nil {
+			a.closeParts()
+		}
+	}()
+	if err := prepareDataDir(a.cfg.DataDir); err != nil {
+		return err
+	}
+	if a.apps, err = a.state.load(); err != nil {
+		return err
+	}
+	ic := installer.Config{
+		Dir: a.cfg.DataDir, Hook: a.cfg.Hook, HookTimeout: a.cfg.HookTimeout,
+		HealthCheck: a.cfg.HealthCheck, HealthTimeout: a.cfg.HealthTimeout, Keep: a.cfg.Keep,
+	}
+	if err := ic.Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if a.inst, err = installer.New(ic, a.log); err != nil {
+		return err
+	}
+	tc := swarm.Config{Dir: a.bundlesDir(), ListenAddr: a.cfg.TorrentAddr, UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate}
+	if a.torrent, err = swarm.New(tc, a.log); err != nil {
+		return err
+	}
+	if err := a.torrent.Start(); err != nil {
+		return err
+	}
+	gc := a.cfg.Gossip
+	gc.Name, gc.BindAddr, gc.Keyring = a.cfg.Name, a.cfg.GossipAddr, a.ring
+	gc.StatePath, gc.Role, gc.TorrentAddr = filepath.Join(a.cfg.DataDir, "desired.json"), gossip.RoleAgent, a.torrent.Addr()
+	if a.gossip, err = gossip.New(gc, a.log); err != nil {
+		return err
+	}
+	if err := a.gossip.Start(); err != nil {
+		return err
+	}
+	a.reseed()
+	a.report()
+	return nil
+}
+
+// prepareDataDir creates dir and proves it writable with a real file.
+func prepareDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("agent: data dir %s: %w; choose a writable --data", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".probe-")
+	if err != nil {
+		return fmt.Errorf("agent: data dir %s is not writable: %w; choose a writable --data", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// reseed serves, after a restart, every release the agent already holds.
+func (a *Agent) reseed() {
+	for _, sd := range a.gossip.DesiredAll() {
+		d, err := sd.Unverified()
+		if err != nil {
+			continue
+		}
+		for _, smp := range []*release.SignedManifest{&d.Target, d.Previous} {
+			if smp == nil {
+				continue
+			}
+			m, err := smp.Unverified()
+			if err != nil {
+				continue
+			}
+			if _, err := os.Stat(swarm.BundlePath(a.bundlesDir(), m.ReleaseID)); err != nil {
+				continue
+			}
+			if err := a.torrent.Seed(m); err != nil {
+				a.log.Warn("cannot seed a stored bundle", zap.String("app", m.App), zap.String("release_id", string(m.ReleaseID)), zap.Error(err))
+			}
+		}
+	}
+}
+
+// Run starts the agent if needed, joins the cluster and follows desired
+// states until ctx ends; then it stops its workers, leaves and closes.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Start(); err != nil {
+		return err
+	}
+	defer a.Close()
+	if len(a.cfg.Join) > 0 {
+		jctx, cancel := context.WithTimeout(ctx, a.cfg.JoinTimeout)
+		err := a.gossip.Join(jctx, a.cfg.Join)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("agent: join: %w; check --join and that the seeder is running", err)
+		}
+	}
+	tick := time.NewTicker(a.cfg.Tick)
+	defer tick.Stop()
+	for {
+		a.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			a.stopWorkers()
+			return nil
+		case <-a.gossip.Changes():
+		case <-a.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops workers, leaves the cluster and stops BitTorrent. Safe twice.
+func (a *Agent) Close() error {
+	a.closeOnce.Do(func() {
+		a.stopWorkers()
+		a.wg.Wait()
+		a.closeParts()
+	})
+	return nil
+}
+
+func (a *Agent) closeParts() {
+	if a.gossip != nil {
+		a.gossip.Close()
+	}
+	if a.torrent != nil {
+		a.torrent.Close()
+	}
+}
+
+func (a *Agent) stopWorkers() {
+	a.mu.Lock()
+	ws := make([]*worker, 0, len(a.workers))
+	for _, w := range a.workers {
+		w.cancel()
+		ws = append(ws, w)
+	}
+	a.mu.Unlock()
+	for _, w := range ws {
+		<-w.done
+	}
+}
+
+// GossipAddr is the agent's gossip address, with the real port.
+func (a *Agent) GossipAddr() string { return a.gossip.Addr() }
+
+// TorrentAddr is the agent's BitTorrent address, with the real port.
+func (a *Agent) TorrentAddr() string { return a.torrent.Addr() }
+
+// Name is the agent's node name.
+func (a *Agent) Name() string { return a.cfg.Name }
+
+// TorrentStats are the agent's transfer counters.
+func (a *Agent) TorrentStats() swarm.Stats { return a.torrent.Stats() }
+
+// GossipStats are the agent's desired-state counters.
+func (a *Agent) GossipStats() gossip.Stats { return a.gossip.Stats() }
+
+// AppPhase reports the agent's phase for app and the release it refers to.
+func (a *Agent) AppPhase(app string) (gossip.Phase, release.ID, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.apps[app]
+	return s.Phase, s.ReleaseID, ok
+}
+
+// Current is the app's active release as the installer has it.
+func (a *Agent) Current(app string) (release.Manifest, bool, error) { return a.inst.Current(app) }
+
+// reconcile starts a worker for every app whose target the agent is not
+// already working on or running, and retires workers of replaced targets.
+func (a *Agent) reconcile(ctx context.Context) {
+	for _, sd := range a.gossip.DesiredAll() {
+		d, err := sd.Verify(a.ring)
+		if err != nil {
+			a.log.Error("gossip handed over a desired state that does not verify", zap.Error(err))
+			continue
+		}
+		m, err := d.Target.Verify(a.ring)
+		if err != nil {
+			continue
+		}
+		a.mu.Lock()
+		w := a.workers[d.App]
+		st, known := a.apps[d.App]
+		a.mu.Unlock()
+		if w != nil {
+			if w.id == m.ReleaseID {
+				continue // already on it; the worker sees step and pause changes itself
+			}
+			w.cancel()
+			<-w.done
+		}
+		if known && st.ReleaseID == m.ReleaseID {
+			switch {
+			case st.Phase == gossip.PhaseActive:
+				continue
+			case (st.Phase == gossip.PhaseFailed || st.Phase == gossip.PhaseRolledBack) && st.Seq >= d.Sequence:
+				continue // failed for this state already; wait for a newer one
+			}
+		}
+		if a.installed(d.App, m.ReleaseID) {
+			// Installed before a restart: serve it, do not fetch or install again.
+			if err := a.torrent.Seed(m); err != nil {
+				a.log.Warn("cannot seed the active release", zap.String("app", m.App), zap.Error(err))
+			}
+			a.setState(appState{App: m.App, Version: m.Version, ReleaseID: m.ReleaseID, Phase: gossip.PhaseActive, Healthy: true, Seq: d.Sequence})
+			continue
+		}
+		a.startWorker(ctx, d, m)
+	}
+	a.refreshPeers()
+	a.report()
+}
+
+func (a *Agent) startWorker(ctx context.Context, d release.DesiredState, m release.Manifest) {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &worker{id: m.ReleaseID, seq: d.Sequence, cancel: cancel, done: make(chan struct{})}
+	a.mu.Lock()
+	a.workers[d.App] = w
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer close(w.done)
+		defer cancel()
+		a.drive(wctx, d, m)
+		a.mu.Lock()
+		if a.workers[d.App] == w {
+			delete(a.workers, d.App)
+		}
+		a.mu.Unlock()
+		a.poke()
+	}()
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// drive takes one app from nothing to its target: download, wait for the
+// wave, install. It returns when done, failed for good, or cancelled.
+func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Manifest) {
+	log := a.log.With(zap.String("app", m.App), zap.String("version", m.Version), zap.String("release_id", string(m.ReleaseID)))
+	st := appState{App: m.App, Version: m.Version, ReleaseID: m.ReleaseID, Seq: d.Sequence, Phase: gossip.PhaseDownloading}
+	a.setState(st)
+	log.Info("downloading")
+	for {
+		err := a.torrent.Fetch(ctx, m, a.sources(m))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, release.ErrIDMismatch) {
+			log.Error("refused a bundle that does not match its release id", zap.Error(err))
+			st.Phase, st.Error = gossip.PhaseFailed, "bundle does not match its release id"
+			a.setState(st)
+			return
+		}
+		log.Warn("download failed; retrying", zap.Error(err), zap.Duration("backoff", a.cfg.RetryBackoff))
+		st.Error = shortError(err)
+		a.setState(st)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.cfg.RetryBackoff):
+		}
+	}
+	st.Phase, st.Error = gossip.PhaseStaged, ""
+	a.setState(st)
+	log.Info("staged")
+
+	// Wait for the wave. A newer desired state for the same target (a step
+	// forward, a resume) arrives through gossip; a different target cancels us.
+	for !a.admitted(m) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.cfg.Tick):
+		}
+	}
+
+	st.Phase = gossip.PhaseInstalling
+	a.setState(st)
+	res, err := a.inst.Install(ctx, m, swarm.BundlePath(a.bundlesDir(), m.ReleaseID))
+	switch {
+	case err == nil:
+		st.Phase, st.Healthy, st.Error = gossip.PhaseActive, true, ""
+		log.Info("active", zap.String("dir", res.Dir), zap.Bool("already_current", res.AlreadyCurrent))
+	case errors.Is(err, installer.ErrHealthFailed):
+		st.Phase, st.Healthy, st.Error = gossip.PhaseRolledBack, false, shortError(err)
+		log.Error("health check failed; previous release restored", zap.Error(err))
+	case ctx.Err() != nil:
+		return
+	default:
+		st.Phase, st.Healthy, st.Error = gossip.PhaseFailed, false, shortError(err)
+		log.Error("install failed; previous release stays active", zap.Error(err))
+	}
+	a.setState(st)
+}
+
+// admitted reports whether the latest desired state for m's app still
+// targets m and admits this node.
+func (a *Agent) admitted(m release.Manifest) bool {
+	d, _, ok := a.gossip.Desired(m.App)
+	if !ok {
+		return false
+	}
+	tm, err := d.Target.Unverified()
+	if err != nil || tm.ReleaseID != m.ReleaseID {
+		return false
+	}
+	return rollout.Admitted(a.cfg.Name, &d, m.ReleaseID)
+}
+
+// sources lists the origin and up to MaxPeers random peers that advertise m.
+func (a *Agent) sources(m release.Manifest) swarm.Sources {
+	var src swarm.Sources
+	var peers []string
+	for _, mbr := range a.gossip.Members() {
+		if mbr.Name == a.cfg.Name || mbr.TorrentAddr == "" {
+			continue
+		}
+		if mbr.Role == gossip.RoleSeeder {
+			src.Origins = append(src.Origins, mbr.TorrentAddr)
+			continue
+		}
+		for _, as := range mbr.Apps {
+			if as.ReleaseID == m.ReleaseID && as.Phase != gossip.PhaseFailed {
+				peers = append(peers, mbr.TorrentAddr)
+				break
+			}
+		}
+	}
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	if len(peers) > a.cfg.MaxPeers {
+		peers = peers[:a.cfg.MaxPeers]
+	}
+	src.Peers = peers
+	return src
+}
+
+// refreshPeers tells running downloads of peers that appeared since.
+func (a *Agent) refreshPeers() {
+	a.mu.Lock()
+	var ids []release.ID
+	var apps []appState
+	for app, w := range a.workers {
+		if st, ok := a.apps[app]; ok && st.Phase == gossip.PhaseDownloading && st.ReleaseID == w.id {
+			ids = append(ids, w.id)
+			apps = append(apps, st)
+		}
+	}
+	a.mu.Unlock()
+	for i, id := range ids {
+		a.torrent.AddSources(id, a.sources(release.Manifest{App: apps[i].App, ReleaseID: id}))
+	}
+}
+
+// setState records and persists one app's state, then gossips it.
+func (a *Agent) setState(st appState) {
+	a.mu.Lock()
+	if a.apps == nil {
+		a.apps = map[string]appState{}
+	}
+	a.apps[st.App] = st
+	snapshot := make(map[string]appState, len(a.apps))
+	for k, v := range a.apps {
+		snapshot[k] = v
+	}
+	a.mu.Unlock()
+	if err := a.state.save(snapshot); err != nil {
+		a.log.Error("cannot persist agent state", zap.Error(err))
+	}
+	a.report()
+}
+
+// report gossips the node's per-app state with download progress.
+func (a *Agent) report() {
+	if a.gossip == nil {
+		return
+	}
+	a.mu.Lock()
+	out := make([]gossip.AppState, 0, len(a.apps))
+	for _, st := range a.apps {
+		as := gossip.AppState{App: st.App, Version: st.Version, ReleaseID: st.ReleaseID, Phase: st.Phase, Healthy: st.Healthy, Error: st.Error}
+		switch st.Phase {
+		case gossip.PhaseDownloading:
+			if have, total, ok := a.torrent.Progress(st.ReleaseID); ok && total > 0 {
+				as.Progress = float64(have) / float64(total)
+			}
+		default:
+			as.Progress = 1
+		}
+		out = append(out, as)
+	}
+	a.mu.Unlock()
+	if err := a.gossip.SetApps(out); err != nil {
+		a.log.Warn("cannot gossip node state", zap.Error(err))
+	}
+}
+
+// shortError keeps gossiped errors within the node-state budget.
+func shortError(err error) string {
+	s := err.Error()
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
+// Desired is the app's desired state as this agent accepted it.
+func (a *Agent) Desired(app string) (release.DesiredState, bool) {
+	d, _, ok := a.gossip.Desired(app)
+	return d, ok
+}
+
+// installed reports whether id is the app's current release and passed its
+// health check. A release that became current just before a crash, with its
+// health check not run, counts as not installed: the worker installs it
+// again, which runs the check.
+func (a *Agent) installed(app string, id release.ID) bool {
+	cur, ok, err := a.inst.Current(app)
+	if err != nil || !ok || cur.ReleaseID != id {
+		return false
+	}
+	pending, err := a.inst.HealthPending(app)
+	return err == nil && !pending
+}

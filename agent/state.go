@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// appState is the agent's persisted view of one app: the release it is
+// working on (or runs), the phase it reached and, when it failed, why.
+type appState struct {
+	App       string       `json:"app"`
+	Version   string       `json:"version"`
+	ReleaseID release.ID   `json:"release_id"`
+	Phase     gossip.Phase `json:"phase"`
+	Healthy   bool         `json:"healthy"`
+	Error     string       `json:"error,omitempty"`
+	// Seq is the desired-state sequence this state answers; a failure is
+	// retried only when a newer desired state arrives.
+	Seq uint64 `json:"seq"`
+}
+
+// stateFile persists app states as one JSON file, replaced atomically.
+type stateFile struct{ path string }
+
+func (f stateFile) load() (map[string]appState, error) {
+	out := map[string]appState{}
+	b, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read agent state: %w", err)
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("agent state %s is corrupt (%w); move it aside to start afresh", f.path, err)
+	}
+	return out, nil
+}
+
+func (f stateFile) save(states map[string]appState) error {
+	b, err := json.MarshalIndent(states, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode agent state: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".agent-state-")
+	if err != nil {
+		return fmt.Errorf("save agent state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save agent state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save agent state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save agent state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), f.path); err != nil {
+		return fmt.Errorf("save agent state: %w", err)
+	}
+	d, err := os.Open(filepath.Dir(f.path))
+	if err != nil {
+		return fmt.Errorf("save agent state: %w", err)
+	}
+	defer d.Close()
+	return d.Sync()
+}
