@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/agent"
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/seeder"
+)
+
+// ClusterConfig shapes an in-process cluster.
+type ClusterConfig struct {
+	// Dir holds every node's data; required (tests pass t.TempDir()).
+	Dir string
+	// Agents is how many agents start with the cluster.
+	Agents int
+	// Hook and HealthCheck are given to every agent unless AgentOptions
+	// overrides them.
+	Hook, HealthCheck string
+	// AgentUploadRate caps each agent's upload in bytes/s; 0 = none.
+	AgentUploadRate int64
+	// OriginUploadRate caps the seeder's upload in bytes/s; 0 = none.
+	OriginUploadRate int64
+	// Gossip is the timing every node uses; zero = FastGossip().
+	Gossip gossip.Config
+	// Tick is the agents' reconcile tick; default 100ms.
+	Tick time.Duration
+}
+
+// FastGossip is gossip timing for in-process clusters of tens of nodes:
+// probes and gossip in milliseconds, push/pull every second.
+func FastGossip() gossip.Config {
+	return gossip.Config{
+		GossipInterval:   50 * time.Millisecond,
+		ProbeInterval:    200 * time.Millisecond,
+		ProbeTimeout:     100 * time.Millisecond,
+		PushPullInterval: time.Second,
+	}
+}
+
+// Cluster is a seeder and agents running in this process.
+type Cluster struct {
+	cfg    ClusterConfig
+	log    *zap.Logger
+	Key    *release.PrivateKey
+	Seeder *seeder.Seeder
+	Client *seeder.Client
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	agents []*Node
+	wg     sync.WaitGroup
+}
+
+// Node is one agent of a Cluster.
+type Node struct {
+	*agent.Agent
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Stop stops the agent and waits for it; its data dir stays.
+func (n *Node) Stop() error {
+	n.cancel()
+	return <-n.done
+}
+
+// NewCluster starts a seeder and cfg.Agents agents, all on 127.0.0.1 with
+// ports from the OS. Close stops them.
+func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Cluster, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("cluster: Dir is required")
+	}
+	if cfg.Gossip.GossipInterval == 0 && cfg.Gossip.ProbeInterval == 0 {
+		cfg.Gossip = FastGossip()
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 100 * time.Millisecond
+	}
+	key, err := release.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, log: log, Key: key}
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+
+	c.Seeder, err = seeder.New(seeder.Config{
+		StoreDir: filepath.Join(cfg.Dir, "seeder"), Key: key, Name: "seeder",
+		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
+		UploadRate: cfg.OriginUploadRate, Gossip: cfg.Gossip,
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Seeder.Start(); err != nil {
+		return nil, err
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := c.Seeder.Run(c.ctx); err != nil {
+			log.Error("seeder stopped", zap.Error(err))
+		}
+	}()
+	if c.Client, err = seeder.NewClient(c.Seeder.APIURL()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	for i := range cfg.Agents {
+		if _, err := c.AddAgent(fmt.Sprintf("agent-%02d", i+1), AgentOptions{}); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// AgentOptions overrides cluster defaults for one agent.
+type AgentOptions struct {
+	Hook, HealthCheck *string // nil = the cluster's
+	Trust             []release.PublicKey
+}
+
+// AddAgent starts one more agent named name that joins the seeder. Its data
+// dir is Dir/<name>, so an agent stopped with Node.Stop can be started again
+// under the same name and finds its state.
+func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
+	hook, health := c.cfg.Hook, c.cfg.HealthCheck
+	if o.Hook != nil {
+		hook = *o.Hook
+	}
+	if o.HealthCheck != nil {
+		health = *o.HealthCheck
+	}
+	trust := o.Trust
+	if trust == nil {
+		trust = []release.PublicKey{c.Key.Public()}
+	}
+	a, err := agent.New(agent.Config{
+		DataDir: filepath.Join(c.cfg.Dir, name), Name: name, Join: []string{c.Seeder.GossipAddr()},
+		JoinTimeout: 20 * time.Second, Trust: trust,
+		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0",
+		Hook: hook, HealthCheck: health, HookTimeout: 30 * time.Second,
+		UploadRate: c.cfg.AgentUploadRate, Gossip: c.cfg.Gossip, Tick: c.cfg.Tick,
+		RetryBackoff: 200 * time.Millisecond,
+	}, c.log)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	n := &Node{Agent: a, cancel: cancel, done: make(chan error, 1)}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		n.done <- a.Run(ctx)
+	}()
+	c.mu.Lock()
+	c.agents = append(c.agents, n)
+	c.mu.Unlock()
+	return n, nil
+}
+
+// Agents returns the agents started so far.
+func (c *Cluster) Agents() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Node(nil), c.agents...)
+}
+
+// Publish packs src, signs it and publishes it through the seeder's HTTP
+// API, exactly as `swarm publish` does.
+func (c *Cluster) Publish(ctx context.Context, src, app, version string) (seeder.PublishResult, error) {
+	tmp := filepath.Join(c.cfg.Dir, "publish-tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return seeder.PublishResult{}, err
+	}
+	b, err := seeder.Pack(seeder.PackOptions{Source: src, App: app, Version: version, Key: c.Key, TempDir: tmp})
+	if err != nil {
+		return seeder.PublishResult{}, err
+	}
+	defer b.Close()
+	return c.Client.PublishBundle(ctx, b, nil)
+}
+
+// WaitActive polls until every given agent runs release id of app, or ctx
+// ends; the error then names the agents that are not there yet.
+func (c *Cluster) WaitActive(ctx context.Context, app string, id release.ID, nodes []*Node) error {
+	for {
+		var behind []string
+		for _, n := range nodes {
+			ph, rid, _ := n.AppPhase(app)
+			if ph != gossip.PhaseActive || rid != id {
+				behind = append(behind, fmt.Sprintf("%s=%s/%s", n.Name(), ph, rid.Short()))
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s %s: %d of %d agents not active: %v", app, id.Short(), len(behind), len(nodes), behind)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops every agent and the seeder and waits for them.
+func (c *Cluster) Close() {
+	c.cancel()
+	c.wg.Wait()
+	for _, n := range c.Agents() {
+		n.Close()
+	}
+	c.Seeder.Close()
+}
