@@ -1,0 +1,106 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/swarmdeploy/swarm/agent"
+)
+
+type agentOptions struct {
+	data, name, hook, health string
+	gossip, torrent          string
+	join, trust              []string
+	joinTimeout, hookTimeout time.Duration
+	healthTimeout            time.Duration
+	keep                     int
+	uploadRate, downloadRate string
+	addrFile                 string
+}
+
+func newAgentCmd(ios streams, g *globalOptions) *cobra.Command {
+	o := &agentOptions{}
+	cmd := &cobra.Command{
+		Use:   "agent --data DIR --join HOST:PORT --trust PUBFILE",
+		Short: "Run the node daemon: follow desired state, download, install, report",
+		Long: `agent joins the gossip cluster, follows the desired state of every app,
+downloads each target release from its peers and the origin, verifies it,
+runs the local hook (argv: HOOK install, with SWARM_APP, SWARM_VERSION,
+SWARM_RELEASE_ID, SWARM_RELEASE_DIR and SWARM_PREVIOUS_DIR in its environment),
+switches DIR/releases/<app>/current atomically and gossips its state.`,
+		Example: `  swarm agent --data /var/lib/swarm --join seeder.example:7946 \
+    --trust /etc/swarm/swarm.pub --hook /etc/swarm/install \
+    --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return agentRun(cmd, ios, g, o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.data, "data", "", "data directory: bundles, releases, state (required)")
+	f.StringSliceVar(&o.join, "join", nil, "gossip addresses to join, comma-separated host:port")
+	f.StringSliceVar(&o.trust, "trust", nil, "pinned public key file(s) of the seeder (required)")
+	f.StringVar(&o.hook, "hook", "", "install hook executable, run before a release becomes current")
+	f.StringVar(&o.health, "health-check", "", "health check executable, run after the switch; failure restores the previous release")
+	f.StringVar(&o.name, "name", "", "node name in the cluster (default: hostname)")
+	f.StringVar(&o.gossip, "gossip", "0.0.0.0:7946", "gossip listen address host:port")
+	f.StringVar(&o.torrent, "torrent", "0.0.0.0:6881", "BitTorrent listen address host:port")
+	f.DurationVar(&o.joinTimeout, "join-timeout", 60*time.Second, "give up if no member answers within this time")
+	f.DurationVar(&o.hookTimeout, "hook-timeout", 5*time.Minute, "kill the hook after this long")
+	f.DurationVar(&o.healthTimeout, "health-timeout", time.Minute, "kill the health check after this long")
+	f.IntVar(&o.keep, "keep", 3, "releases kept on disk per app")
+	f.StringVar(&o.uploadRate, "upload-rate", "0", "upload cap in bytes/s, e.g. 20MiB (0 = none)")
+	f.StringVar(&o.downloadRate, "download-rate", "0", "download cap in bytes/s (0 = none)")
+	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
+	return cmd
+}
+
+func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions) error {
+	if o.data == "" {
+		return usageErrorf("agent: --data DIR is required")
+	}
+	if len(o.trust) == 0 {
+		return usageErrorf("agent: --trust PUBFILE is required: the seeder's swarm.pub")
+	}
+	for flag, a := range map[string]string{"--gossip": o.gossip, "--torrent": o.torrent} {
+		if err := checkAddrFlag(flag, a); err != nil {
+			return err
+		}
+	}
+	join, err := parseJoin(o.join)
+	if err != nil {
+		return err
+	}
+	up, err := byteRate("--upload-rate", o.uploadRate)
+	if err != nil {
+		return err
+	}
+	down, err := byteRate("--download-rate", o.downloadRate)
+	if err != nil {
+		return err
+	}
+	trust, err := loadTrust(o.trust)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(g, ios.Err)
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
+	a, err := agent.New(agent.Config{
+		DataDir: o.data, Name: o.name, Join: join, JoinTimeout: o.joinTimeout, Trust: trust,
+		GossipAddr: o.gossip, TorrentAddr: o.torrent,
+		Hook: o.hook, HealthCheck: o.health, HookTimeout: o.hookTimeout, HealthTimeout: o.healthTimeout,
+		Keep: o.keep, UploadRate: up, DownloadRate: down,
+	}, log)
+	if err != nil {
+		return usageErrorf("%w", err)
+	}
+	if err := a.Start(); err != nil {
+		return err
+	}
+	if err := writeAddrFile(o.addrFile, [][2]string{{"gossip", a.GossipAddr()}, {"torrent", a.TorrentAddr()}, {"name", a.Name()}}); err != nil {
+		a.Close()
+		return err
+	}
+	return a.Run(cmd.Context())
+}

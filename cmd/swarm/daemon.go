@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/seeder"
+)
+
+// parseJoin splits a comma-separated list of host:port addresses, refusing
+// malformed ones before anything starts.
+func parseJoin(list []string) ([]string, error) {
+	var out []string
+	for _, item := range list {
+		for _, a := range strings.Split(item, ",") {
+			a = strings.TrimSpace(a)
+			if a == "" {
+				continue
+			}
+			if err := seeder.CheckHostPort(a); err != nil {
+				return nil, usageErrorf("--join: %w", err)
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// checkAddrFlag refuses a malformed listen address before anything starts.
+func checkAddrFlag(flag, addr string) error {
+	if err := seeder.CheckHostPort(addr); err != nil {
+		return usageErrorf("%s: %w", flag, err)
+	}
+	return nil
+}
+
+// loadTrust reads the public keys named by --trust.
+func loadTrust(paths []string) ([]release.PublicKey, error) {
+	var keys []release.PublicKey
+	for _, p := range paths {
+		for _, f := range strings.Split(p, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			k, err := release.LoadPublicKey(f)
+			if err != nil {
+				return nil, usageErrorf("--trust: %w", err)
+			}
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
+
+// writeAddrFile records a daemon's real listen addresses as key=value lines
+// (for scripts and the demo, when ports were chosen by the OS).
+func writeAddrFile(path string, kv [][2]string) error {
+	if path == "" {
+		return nil
+	}
+	var b strings.Builder
+	for _, p := range kv {
+		fmt.Fprintf(&b, "%s=%s\n", p[0], p[1])
+	}
+	tmp := path + ".tmp"
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	return nil
+}
+
+// byteRate parses a rate such as "50MiB", "2m", "0" into bytes per second.
+func byteRate(flag, s string) (int64, error) {
+	n, err := parseBytes(s)
+	if err != nil || n < 0 {
+		return 0, usageErrorf("%s %q: use bytes per second such as 0 (no cap), 500KiB, 20MiB, 1GiB", flag, s)
+	}
+	return n, nil
+}
+
+// parseBytes reads an integer with an optional K/M/G (KiB/MiB/GiB) suffix.
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	upper := strings.ToUpper(s)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(upper, u.suffix) {
+			mult = u.m
+			s = strings.TrimSpace(s[:len(s)-len(u.suffix)])
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("not a byte count: %q", s)
+	}
+	return n * mult, nil
+}

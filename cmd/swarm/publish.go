@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/seeder"
+)
+
+type publishOptions struct {
+	path, app, version, key, seeder string
+	json                            bool
+	timeout                         time.Duration
+}
+
+func newPublishCmd(ios streams, _ *globalOptions) *cobra.Command {
+	o := &publishOptions{}
+	cmd := &cobra.Command{
+		Use:   "publish PATH --app NAME --version V --key FILE --seeder URL",
+		Short: "Pack, sign and publish a release to the seeder",
+		Long: `publish packs PATH (a directory, or one file) into a deterministic tar+zstd
+bundle, computes its release id (sha256) and torrent infohash, signs the
+manifest with --key and streams the bundle to the seeder, which stores it,
+seeds it and makes it the app's desired release. It prints the release id,
+the infohash and a magnet URI, so any BitTorrent client can fetch it too.`,
+		Example: `  swarm publish ./build --app web --version 1.4.2 \
+    --key /etc/swarm/swarm.key --seeder http://127.0.0.1:7700`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.path = args[0]
+			return publishRun(cmd.Context(), ios, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.app, "app", "", "app name (required): a-z, 0-9, '.', '_', '-'")
+	f.StringVar(&o.version, "version", "", "release version (required), e.g. 1.4.2")
+	f.StringVar(&o.key, "key", "", "private key file that signs the manifest (required, mode 0600)")
+	f.StringVar(&o.seeder, "seeder", "http://127.0.0.1:7700", "seeder API URL")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	f.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up on the upload after this long")
+	return cmd
+}
+
+func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
+	if o.app == "" || o.version == "" || o.key == "" {
+		return usageErrorf("publish: --app, --version and --key are required")
+	}
+	if err := release.ValidateApp(o.app); err != nil {
+		return usageErrorf("publish: %w", err)
+	}
+	if err := release.ValidateVersion(o.version); err != nil {
+		return usageErrorf("publish: %w", err)
+	}
+	if _, err := os.Stat(o.path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return usageErrorf("publish: %s does not exist; give the directory or file to release", o.path)
+		}
+		return usageErrorf("publish: %w", err)
+	}
+	key, err := release.LoadPrivateKey(o.key)
+	if err != nil {
+		return usageErrorf("publish: %w", err)
+	}
+	client, err := seeder.NewClient(o.seeder)
+	if err != nil {
+		return usageErrorf("publish: --seeder: %w", err)
+	}
+	if err := client.Ping(ctx, 5*time.Second); err != nil {
+		return fmt.Errorf("publish: %w; check --seeder and that 'swarm seeder' is running", err)
+	}
+
+	bar := newBar(ios.Err, -1, "packing")
+	b, err := seeder.Pack(seeder.PackOptions{
+		Source: o.path, App: o.app, Version: o.version, Key: key,
+		Progress: func(n int64) { _ = bar.Set64(n) },
+	})
+	_ = bar.Finish()
+	switch {
+	case errors.Is(err, release.ErrEmpty):
+		return usageErrorf("publish: nothing to release in %s: it holds no regular file", o.path)
+	case errors.Is(err, release.ErrUnsafeEntry):
+		return usageErrorf("publish: %w; remove it from %s", err, o.path)
+	case err != nil:
+		return fmt.Errorf("publish: %w", err)
+	}
+	defer b.Close()
+
+	up := newBar(ios.Err, b.Manifest.BundleSize, "uploading")
+	uctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	out, err := client.PublishBundle(uctx, b, up)
+	_ = up.Finish()
+	if err != nil {
+		m := b.Manifest
+		var refused *seeder.ErrRefused
+		if errors.As(err, &refused) {
+			msg := strings.TrimPrefix(refused.Message, fmt.Sprintf("publish %s %s: ", m.App, m.Version))
+			if refused.Status/100 == 4 {
+				return usageErrorf("publish %s %s: seeder refused it (%d): %s", m.App, m.Version, refused.Status, msg)
+			}
+			return fmt.Errorf("publish %s %s: seeder failed (%d): %s", m.App, m.Version, refused.Status, msg)
+		}
+		return fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
+	}
+	if o.json {
+		enc := json.NewEncoder(ios.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	note := ""
+	if out.Existed {
+		note = " (already stored)"
+	}
+	m := b.Manifest
+	fmt.Fprintf(ios.Out, "published %s %s%s\n", out.App, out.Version, note)
+	fmt.Fprintf(ios.Out, "  release id  %s\n", out.ReleaseID)
+	fmt.Fprintf(ios.Out, "  infohash    %s\n", out.InfoHash)
+	fmt.Fprintf(ios.Out, "  magnet      %s\n", out.Magnet)
+	fmt.Fprintf(ios.Out, "  size        %s (unpacked %s, %d files)\n", humanBytes(m.BundleSize), humanBytes(m.UnpackedSize), b.Files)
+	fmt.Fprintf(ios.Out, "  sequence    %d\n", out.Sequence)
+	return nil
+}
+
+// newBar is a progress bar on w when w is a terminal, and silent otherwise,
+// so scripts and logs stay clean.
+func newBar(w io.Writer, max int64, what string) *progressbar.ProgressBar {
+	if f, ok := w.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		return progressbar.DefaultBytesSilent(max, what)
+	}
+	return progressbar.NewOptions64(max,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(fmt.Sprintf("%-10s", what)),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionShowCount(),
+	)
+}
+
+// humanBytes prints n in binary units.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

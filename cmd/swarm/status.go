@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/swarmdeploy/swarm/seeder"
+)
+
+type statusOptions struct {
+	seeder   string
+	json     bool
+	wait     bool
+	minNodes int
+	timeout  time.Duration
+	interval time.Duration
+}
+
+func newStatusCmd(ios streams) *cobra.Command {
+	o := &statusOptions{}
+	cmd := &cobra.Command{
+		Use:   "status --seeder URL",
+		Short: "Show every node's release, phase and progress",
+		Long: `status asks the seeder for the cluster as gossip shows it: the desired
+release of every app and, for each node, the release it works on, its phase
+(downloading, staged, installing, active, failed, rolled-back) and progress.
+With --json it prints one object for scripts: "nodes" lists each node's
+"name" and "apps" (each with "app", "version", "release_id", "phase").
+With --wait it refreshes until every node is active on every desired release.`,
+		Example: `  swarm status --seeder http://127.0.0.1:7700
+  swarm status --seeder http://127.0.0.1:7700 --json | jq '.nodes[].apps[].phase'
+  swarm status --seeder http://127.0.0.1:7700 --wait --timeout 10m`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return statusRun(cmd.Context(), ios, o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.seeder, "seeder", "http://127.0.0.1:7700", "seeder API URL")
+	f.BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	f.BoolVar(&o.wait, "wait", false, "refresh until every node is active on every desired release")
+	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long")
+	f.IntVar(&o.minNodes, "min-nodes", 1, "with --wait: also wait until at least this many nodes report")
+	f.DurationVar(&o.interval, "interval", time.Second, "with --wait: time between refreshes")
+	return cmd
+}
+
+func statusRun(ctx context.Context, ios streams, o *statusOptions) error {
+	client, err := seeder.NewClient(o.seeder)
+	if err != nil {
+		return usageErrorf("status: --seeder: %w", err)
+	}
+	if o.wait {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	prev := 0       // lines drawn by the last refresh, to redraw in place on a terminal
+	lastTable := "" // off a terminal, a table is printed only when it changed
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := client.Status(qctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("status: %w; check --seeder and that 'swarm seeder' is running", err)
+		}
+		done := converged(st, o.minNodes)
+		if !o.wait || done {
+			if o.json {
+				enc := json.NewEncoder(ios.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			if prev > 0 { // replace the last refresh on the terminal
+				var b strings.Builder
+				printStatus(&b, st)
+				redraw(ios.Out, b.String(), prev)
+				return nil
+			}
+			printStatus(ios.Out, st)
+			return nil
+		}
+		if !o.json {
+			var b strings.Builder
+			printStatus(&b, st)
+			if b.String() != lastTable {
+				prev = redraw(ios.Out, b.String(), prev)
+				lastTable = b.String()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("status: not every node is active on the desired release after %s; see the table above and the agents' logs", o.timeout)
+		case <-time.After(o.interval):
+		}
+	}
+}
+
+// converged reports whether every node runs every desired release (and
+// there is at least one node and one desired release).
+func converged(st seeder.Status, minNodes int) bool {
+	if len(st.Nodes) < max(minNodes, 1) || len(st.Desired) == 0 {
+		return false
+	}
+	for _, d := range st.Desired {
+		if d.Active != len(st.Nodes) {
+			return false
+		}
+	}
+	return true
+}
+
+func printStatus(w io.Writer, st seeder.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tDESIRED\tRELEASE\tSEQ\tWAVE\tACTIVE")
+	for _, d := range st.Desired {
+		wave := fmt.Sprintf("%.0f%%", d.Admitted*100)
+		if d.Paused {
+			wave += " paused"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\n", d.App, d.Version, short(string(d.ReleaseID)), d.Sequence, wave, d.Active, d.Nodes)
+	}
+	if len(st.Desired) == 0 {
+		fmt.Fprintln(tw, "(none)\t\t\t\t\t")
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tAPP\tVERSION\tRELEASE\tPHASE\tPROGRESS\tHEALTH\tERROR")
+	for _, n := range st.Nodes {
+		if len(n.Apps) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\tidle\t-\t-\t\n", n.Name)
+		}
+		for _, a := range n.Apps {
+			health := "-"
+			if a.Phase == "active" || a.Phase == "failed" || a.Phase == "rolled-back" {
+				health = map[bool]string{true: "ok", false: "bad"}[a.Healthy]
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, a.App, a.Version, short(string(a.ReleaseID)),
+				a.Phase, progressCell(a.Progress), health, a.Error)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d nodes, %d seeder(s)\n", len(st.Nodes), len(st.Seeders))
+}
+
+func short(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// progressCell draws a ten-cell bar and a percentage.
+func progressCell(p float64) string {
+	if p < 0 {
+		p = 0
+	}
+	if p > 1 {
+		p = 1
+	}
+	n := int(p*10 + 0.5)
+	return fmt.Sprintf("%s%s %3.0f%%", strings.Repeat("█", n), strings.Repeat("░", 10-n), p*100)
+}
+
+// redraw prints the status table; on a terminal it first erases the
+// previous one (prevLines lines) so a --wait refresh updates in place.
+// It returns how many lines it drew.
+func redraw(w io.Writer, table string, prevLines int) int {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if prevLines > 0 {
+			fmt.Fprintf(w, "\033[%dA\033[J", prevLines)
+		}
+		fmt.Fprint(w, table)
+		return strings.Count(table, "\n")
+	}
+	fmt.Fprintln(w, table)
+	return 0
+}
