@@ -1,0 +1,42 @@
+# swarm — one command, one purpose. `make help` lists them.
+
+GO          ?= go
+BIN         := bin/swarm
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# What `make test` runs: every package with the race detector. The slow,
+# large cases live behind `make test-long` and the benchmarks.
+TESTFLAGS   ?= -race -count=1 -timeout 15m
+
+.PHONY: help build test test-long lint bench demo tidy clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/swarm
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/swarm
+
+test: ## run all tests with the race detector (what CI runs)
+	$(GO) test $(TESTFLAGS) ./...
+
+test-long: ## run the slow, large cases too
+	SWARM_TEST_LONG=1 $(GO) test $(TESTFLAGS) -timeout 60m ./...
+
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: ## run the Go benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo: build ## a seeder and 6 agents on 127.0.0.1: publish v1, then v2, watch them converge
+	bash scripts/demo.sh $(BIN)
+
+tidy: ## go mod tidy; fails if go.mod or go.sum change
+	$(GO) mod tidy
+	@git diff --exit-code -- go.mod go.sum || (echo "go.mod/go.sum were not tidy: commit the result"; exit 1)
+
+clean: ## remove build output
+	rm -rf bin

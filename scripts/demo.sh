@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# make demo: one seeder and several agents on 127.0.0.1 under a temporary
+# directory; publish the sample app v1, watch every agent go active, publish
+# v2, watch it converge, then stop everything and remove what was made.
+set -euo pipefail
+
+BIN=${1:-bin/swarm}
+AGENTS=${SWARM_DEMO_AGENTS:-6}
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DIR=$(mktemp -d -t swarm-demo.XXXXXX)
+PIDS=()
+
+cleanup() {
+	local rc=$?
+	echo
+	echo "== stopping ${#PIDS[@]} processes and removing $DIR"
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [ $rc -ne 0 ]; then
+		echo "== demo failed (exit $rc); last seeder log lines:"
+		tail -n 20 "$DIR/logs/seeder.log" 2>/dev/null || true
+	fi
+	rm -rf "$DIR"
+	exit $rc
+}
+trap cleanup EXIT INT TERM
+
+# wait_file FILE: wait up to 20 s for a daemon's --addr-file.
+wait_file() {
+	for _ in $(seq 1 200); do
+		[ -s "$1" ] && return 0
+		sleep 0.1
+	done
+	echo "timed out waiting for $1" >&2
+	return 1
+}
+addr() { grep "^$2=" "$1" | cut -d= -f2-; }
+
+mkdir -p "$DIR/logs"
+echo "== workspace $DIR"
+"$BIN" keygen --out "$DIR/keys"
+
+"$BIN" seeder --store "$DIR/store" --key "$DIR/keys/swarm.key" --name seeder \
+	--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 --api 127.0.0.1:0 \
+	--addr-file "$DIR/seeder.addrs" 2>"$DIR/logs/seeder.log" &
+PIDS+=($!)
+wait_file "$DIR/seeder.addrs"
+API=$(addr "$DIR/seeder.addrs" api)
+GOSSIP=$(addr "$DIR/seeder.addrs" gossip)
+echo "== seeder up: api $API, gossip $GOSSIP"
+
+for i in $(seq 1 "$AGENTS"); do
+	"$BIN" agent --data "$DIR/agent-$i" --name "agent-$i" --join "$GOSSIP" \
+		--trust "$DIR/keys/swarm.pub" --hook "$ROOT/testdata/hooks/install.sh" \
+		--health-check "$ROOT/testdata/hooks/healthy.sh" \
+		--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 \
+		--addr-file "$DIR/agent-$i.addrs" 2>"$DIR/logs/agent-$i.log" &
+	PIDS+=($!)
+done
+for i in $(seq 1 "$AGENTS"); do wait_file "$DIR/agent-$i.addrs"; done
+echo "== $AGENTS agents up"
+
+for v in 1 2; do
+	echo
+	echo "== publish hello v$v.0.0"
+	"$BIN" publish "$ROOT/testdata/apps/hello/v$v" --app hello --version "$v.0.0" \
+		--key "$DIR/keys/swarm.key" --seeder "$API"
+	echo
+	echo "== rollout of v$v.0.0"
+	"$BIN" status --seeder "$API" --wait --min-nodes "$AGENTS" --interval 1s --timeout 3m
+	echo
+	echo "== agent-1 runs: $("$DIR/agent-1/releases/hello/current/bin/hello" | head -n 1)"
+done
+echo
+echo "== demo finished: every agent active on v2.0.0"
