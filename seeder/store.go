@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 
 	"github.com/swarmdeploy/swarm/release"
 	"github.com/swarmdeploy/swarm/swarm"
@@ -19,7 +20,7 @@ import (
 // Sentinel errors of the store; the HTTP API maps them to status codes.
 var (
 	// ErrVersionConflict: the app already has this version with other content.
-	ErrVersionConflict = errors.New("version already published with different content")
+	ErrVersionConflict = errors.New("conflicts with a published release")
 	// ErrBundleMismatch: the uploaded bytes do not match the manifest.
 	ErrBundleMismatch = errors.New("bundle does not match its manifest")
 	// ErrNotFound: no such release in the store.
@@ -136,7 +137,7 @@ func (s *store) list() []storedRelease {
 // checkConflict refuses a version that is stored with other content.
 func (s *store) checkConflict(m release.Manifest) error {
 	if old, ok := s.byVersion(m.App, m.Version); ok && old.Manifest.ReleaseID != m.ReleaseID {
-		return fmt.Errorf("%w: %s %s is %s; publish under a new version", ErrVersionConflict, m.App, m.Version, old.Manifest.ReleaseID.Short())
+		return fmt.Errorf("%w: %s %s is already published with other content (%s); publish under a new version", ErrVersionConflict, m.App, m.Version, old.Manifest.ReleaseID.Short())
 	}
 	return nil
 }
@@ -148,8 +149,11 @@ func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reade
 	if err := s.checkConflict(m); err != nil {
 		return false, err
 	}
-	if _, ok := s.get(m.ReleaseID); ok {
-		// Same content again: drain nothing, keep what is stored.
+	if old, ok := s.get(m.ReleaseID); ok {
+		if err := sameRelease(old.Manifest, m); err != nil {
+			return false, err
+		}
+		// The same release again: keep what is stored, read nothing.
 		return true, nil
 	}
 	work, err := os.MkdirTemp(s.tmpDir(), "upload-")
@@ -203,6 +207,9 @@ func receive(path string, m release.Manifest, body io.Reader) error {
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, m.BundleSize+1))
 	if err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return fmt.Errorf("store is full after %d of %d bytes: %w; free space on the --store disk", n, m.BundleSize, err)
+		}
 		return fmt.Errorf("store: receive bundle after %d bytes: %w", n, err)
 	}
 	if n != m.BundleSize {
@@ -264,4 +271,18 @@ func probeWritable(dir string) error {
 	name := f.Name()
 	f.Close()
 	return os.Remove(name)
+}
+
+// sameRelease checks that a manifest for stored content describes it as the
+// stored one does. Content is stored once, under one app and version; the
+// same bytes under another name are refused rather than silently aliased.
+func sameRelease(stored, m release.Manifest) error {
+	if stored.App != m.App || stored.Version != m.Version {
+		return fmt.Errorf("%w: these bytes are already published as %s %s (%s); publish them under that version, or change the content",
+			ErrVersionConflict, stored.App, stored.Version, stored.ReleaseID.Short())
+	}
+	if stored.InfoHash != m.InfoHash || stored.BundleSize != m.BundleSize || stored.UnpackedSize != m.UnpackedSize || stored.PieceLength != m.PieceLength {
+		return fmt.Errorf("%w: %s %s is stored with other sizes or infohash than this manifest gives", ErrBundleMismatch, m.App, m.Version)
+	}
+	return nil
 }
