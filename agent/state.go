@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
+	"github.com/swarmdeploy/swarm/atomicfile"
 	"github.com/swarmdeploy/swarm/gossip"
 	"github.com/swarmdeploy/swarm/release"
 )
@@ -49,29 +49,8 @@ func (f stateFile) save(states map[string]appState) error {
 	if err != nil {
 		return fmt.Errorf("encode agent state: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".agent-state-")
-	if err != nil {
+	if err := atomicfile.WriteFile(f.path, b, 0o644); err != nil {
 		return fmt.Errorf("save agent state: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save agent state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save agent state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save agent state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), f.path); err != nil {
-		return fmt.Errorf("save agent state: %w", err)
-	}
-	d, err := os.Open(filepath.Dir(f.path))
-	if err != nil {
-		return fmt.Errorf("save agent state: %w", err)
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
+	"github.com/swarmdeploy/swarm/atomicfile"
 	"github.com/swarmdeploy/swarm/release"
 )
 
@@ -44,48 +44,16 @@ func readStateFile(path string) (stateFile, error) {
 	return f, nil
 }
 
-// writeStateFile replaces path atomically: a temporary file in the same
-// directory is written and synced, renamed over path, and the directory is
-// synced so the rename survives a crash.
+// writeStateFile replaces path atomically (compact JSON: re-indenting would
+// break the signed payloads inside).
 func writeStateFile(path string, f stateFile) (err error) {
 	f.Version = stateFileVersion
 	b, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("write gossip state %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write gossip state %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(b); err != nil {
-		return fmt.Errorf("write gossip state %s: %w", path, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("write gossip state %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("write gossip state %s: sync: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write gossip state %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write gossip state %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write gossip state %s: sync dir: %w", path, err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("write gossip state %s: sync dir: %w", path, err)
+	if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("gossip state: %w", err)
 	}
 	return nil
 }

@@ -8,36 +8,21 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/swarmdeploy/swarm/atomicfile"
 )
 
 // Temporary names. Everything the installer writes goes first to a name that
 // loading an app recognises as unfinished and removes.
 const (
-	tmpPrefix     = ".tmp-"        // unpack dirs, dirs being deleted, state and meta files being written
-	tmpLinkPrefix = "current.tmp-" // symlinks about to replace "current"
+	tmpPrefix     = atomicfile.TempPrefix // unpack dirs, dirs being deleted, state and meta files being written
+	tmpLinkPrefix = "current.tmp-"        // symlinks about to replace "current"
 	currentName   = "current"
 	stateName     = "state.json"
 	metaDirName   = ".meta"
 )
 
 func randSuffix() string { return strings.ToLower(rand.Text()[:10]) }
-
-// syncDir fsyncs a directory so that the names created, renamed or removed in
-// it survive a crash.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
 
 // mkdirSync creates dir and its missing parents, syncing each parent whose
 // entries changed, so that a directory created for a release is still there
@@ -55,42 +40,7 @@ func mkdirSync(dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	return syncDir(parent)
-}
-
-// writeFileAtomic replaces path with b: write a temporary file beside it,
-// fsync, rename over path, fsync the directory. Readers see the old or the new
-// contents, never a mix, whenever a crash happens.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(parent)
 }
 
 // syncTree fsyncs every regular file and directory under root, deepest first,
@@ -122,7 +72,7 @@ func syncTree(root string) error {
 		return fmt.Errorf("sync %s: %w", root, err)
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := syncDir(dirs[i]); err != nil {
+		if err := atomicfile.SyncDir(dirs[i]); err != nil {
 			return err
 		}
 	}
@@ -138,7 +88,7 @@ func pointCurrent(appDir, target string) error {
 		if err := os.Remove(cur); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove %s: %w", cur, err)
 		}
-		return syncDir(appDir)
+		return atomicfile.SyncDir(appDir)
 	}
 	tmp := filepath.Join(appDir, tmpLinkPrefix+randSuffix())
 	if err := os.Symlink(target, tmp); err != nil {
@@ -148,7 +98,7 @@ func pointCurrent(appDir, target string) error {
 		os.Remove(tmp)
 		return fmt.Errorf("point %s at %s: %w", cur, target, err)
 	}
-	return syncDir(appDir)
+	return atomicfile.SyncDir(appDir)
 }
 
 // readCurrent returns the target of appDir/current, or "" when there is none.
@@ -175,7 +125,7 @@ func removeDir(appDir, name string) error {
 		}
 		return fmt.Errorf("remove %s: %w", p, err)
 	}
-	if err := syncDir(appDir); err != nil {
+	if err := atomicfile.SyncDir(appDir); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(gone); err != nil {

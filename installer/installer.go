@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/swarmdeploy/swarm/atomicfile"
 	"github.com/swarmdeploy/swarm/release"
 )
 
@@ -527,5 +528,5 @@ func (i *Installer) unpack(a *app, m release.Manifest, bundlePath string) error 
 		return fmt.Errorf("unpack: %w", err)
 	}
 	done = true
-	return syncDir(a.dir)
+	return atomicfile.SyncDir(a.dir)
 }

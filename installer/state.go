@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/swarmdeploy/swarm/atomicfile"
 	"github.com/swarmdeploy/swarm/release"
 )
 
@@ -74,7 +75,7 @@ func (a *app) writeState(st stateFile) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	return writeFileAtomic(a.statePath(), append(b, '\n'))
+	return atomicfile.WriteFile(a.statePath(), append(b, '\n'), 0o644)
 }
 
 func (a *app) writeMeta(m release.Manifest, now time.Time) error {
@@ -85,7 +86,7 @@ func (a *app) writeMeta(m release.Manifest, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
-	return writeFileAtomic(a.metaPath(m.Dir()), append(b, '\n'))
+	return atomicfile.WriteFile(a.metaPath(m.Dir()), append(b, '\n'), 0o644)
 }
 
 // readMeta returns the manifest recorded for a release directory.

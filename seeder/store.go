@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"syscall"
 
+	"github.com/swarmdeploy/swarm/atomicfile"
 	"github.com/swarmdeploy/swarm/release"
 	"github.com/swarmdeploy/swarm/swarm"
 )
@@ -174,10 +174,7 @@ func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reade
 		return false, fmt.Errorf("store: encode manifest: %w", err)
 	}
 	relDir := filepath.Dir(bundle)
-	if err := writeFileSync(filepath.Join(relDir, "manifest.json"), mb); err != nil {
-		return false, fmt.Errorf("store: %w", err)
-	}
-	if err := syncDir(relDir); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(relDir, "manifest.json"), mb, 0o644); err != nil {
 		return false, fmt.Errorf("store: %w", err)
 	}
 
@@ -190,7 +187,7 @@ func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reade
 	if err := os.Rename(relDir, final); err != nil {
 		return false, fmt.Errorf("store: %w", err)
 	}
-	if err := syncDir(s.releasesDir()); err != nil {
+	if err := atomicfile.SyncDir(s.releasesDir()); err != nil {
 		return false, fmt.Errorf("store: %w", err)
 	}
 	s.releases[m.ReleaseID] = storedRelease{Manifest: m, Signed: sm}
@@ -232,34 +229,6 @@ func receive(path string, m release.Manifest, body io.Reader) error {
 		return fmt.Errorf("store: sync bundle: %w", err)
 	}
 	return f.Close()
-}
-
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
-		return err
-	}
-	return nil
 }
 
 // probeWritable creates and removes a file in dir.
