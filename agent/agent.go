@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -553,7 +554,9 @@ func (a *Agent) report() {
 		switch st.Phase {
 		case gossip.PhaseDownloading:
 			if have, total, ok := a.torrent.Progress(st.ReleaseID); ok && total > 0 {
-				as.Progress = float64(have) / float64(total)
+				// Whole percents: finer steps would re-gossip the node on
+				// every tick for nothing anyone acts on.
+				as.Progress = math.Floor(float64(have)/float64(total)*100) / 100
 			}
 		default:
 			as.Progress = 1

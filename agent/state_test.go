@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/release"
+)
+
+func TestStateFileRoundTrip(t *testing.T) {
+	f := stateFile{path: filepath.Join(t.TempDir(), "agent.json")}
+	got, err := f.load()
+	if err != nil || len(got) != 0 {
+		t.Fatalf("load of a missing file: %v %v", got, err)
+	}
+	want := map[string]appState{
+		"web": {App: "web", Version: "1.0.0", ReleaseID: release.IDOf([]byte("x")), Phase: gossip.PhaseActive, Healthy: true, Seq: 3},
+		"db":  {App: "db", Version: "2", ReleaseID: release.IDOf([]byte("y")), Phase: gossip.PhaseFailed, Error: "hook exit 3", Seq: 1},
+	}
+	if err := f.save(want); err != nil {
+		t.Fatal(err)
+	}
+	got, err = f.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: got %+v, want %+v", k, got[k], w)
+		}
+	}
+}
+
+func TestStateFileCorrupt(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.json")
+	if err := os.WriteFile(p, []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := stateFile{path: p}.load()
+	if err == nil || !strings.Contains(err.Error(), "move it aside") {
+		t.Fatalf("corrupt state: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	pub := func() []release.PublicKey {
+		k, err := release.GenerateKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []release.PublicKey{k.Public()}
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no data", Config{Trust: pub()}, "--data"},
+		{"no trust", Config{DataDir: "x"}, "--trust"},
+		{"negative rate", Config{DataDir: "x", Trust: pub(), UploadRate: -1}, "negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want mention of %q", err, tc.want)
+			}
+		})
+	}
+	c := Config{DataDir: "x", Trust: pub(), Name: "n1"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.GossipAddr == "" || c.TorrentAddr == "" || c.Keep != 3 || c.MaxPeers != 20 {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+}
