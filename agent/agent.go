@@ -596,3 +596,9 @@ func (a *Agent) installed(app string, id release.ID) bool {
 	pending, err := a.inst.HealthPending(app)
 	return err == nil && !pending
 }
+
+// DesiredAcceptedAt reports when this agent accepted app's current desired
+// state and its sequence; benchmarks measure gossip spread with it.
+func (a *Agent) DesiredAcceptedAt(app string) (seq uint64, at time.Time, ok bool) {
+	return a.gossip.AcceptedAt(app)
+}

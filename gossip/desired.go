@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -184,7 +185,7 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 			return err
 		}
 	}
-	n.desired[d.App] = entry{signed: sd, state: d}
+	n.desired[d.App] = entry{signed: sd, state: d, accepted: time.Now()}
 	n.highest[d.App] = d.Sequence
 	n.stats.Accepted++
 	n.broadcastLocked(d, sd)
@@ -342,4 +343,14 @@ func (n *Node) localState() []byte {
 		return nil
 	}
 	return b
+}
+
+// AcceptedAt reports the sequence of app's desired state and when this node
+// accepted it (zero time for one loaded from disk at Start). Benchmarks use
+// it to measure how fast a state spreads.
+func (n *Node) AcceptedAt(app string) (seq uint64, at time.Time, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.desired[app]
+	return e.state.Sequence, e.accepted, ok
 }

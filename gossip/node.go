@@ -78,8 +78,9 @@ type Node struct {
 
 // entry is an accepted desired state with its verified contents.
 type entry struct {
-	signed release.SignedDesiredState
-	state  release.DesiredState
+	signed   release.SignedDesiredState
+	state    release.DesiredState
+	accepted time.Time // when this node accepted it (zero if loaded from disk)
 }
 
 // maxLogged bounds the set of refusals already logged; past it the set is
