@@ -1,0 +1,1072 @@
+package sim
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"slices"
+	"sort"
+)
+
+// Node states.
+const (
+	stWaiting     uint8 = iota // has not accepted the desired state yet
+	stDownloading              // fetching
+	stComplete                 // has every piece; seeds
+)
+
+// Misc event kinds.
+const (
+	mStart   uint8 = iota // a node accepts the desired state
+	mRefresh              // a downloading node hands its fetch fresh peers
+)
+
+const (
+	// connProveTime is anacrolix's grace period: a connection younger than
+	// this is never dropped to make room for another.
+	connProveTime = 60.0
+	// replaceRetry is how long a full member that found nothing to drop
+	// waits before looking again.
+	replaceRetry = 0.1
+	// stallTime ends a run in which no transfer has been active for this
+	// long: the connection graph can no longer make progress.
+	stallTime = 3600.0
+	// ctxCheckEvery is how many events pass between context checks.
+	ctxCheckEvery = 1 << 12
+	// progressEvery is how many events pass between progress reports,
+	// besides one per percent of nodes complete.
+	progressEvery = 1 << 18
+
+	// Availability is kept in nibbles: 0..maxLevel connections have the
+	// piece (maxLevel means that many or more); excluded means the node
+	// has the piece or is fetching it.
+	maxLevel = 14
+	excluded = 15
+	levels   = maxLevel + 1
+	ones4    = 0x1111111111111111
+	highs4   = 0x8888888888888888
+)
+
+// nodeHot is what the inner loops touch of a node, in one cache line.
+type nodeHot struct {
+	// cnt counts the node's candidate pieces (availability nibbles other
+	// than excluded) at each level.
+	cnt     [levels]uint16
+	state   uint8
+	starved bool  // has a free download slot and nothing to request
+	active  int16 // chunks in flight to it
+	seeds   int16 // connected members that had every piece when connected
+	hint    int32 // first availability word that may hold a candidate
+	haveN   int32 // pieces it has
+	_       [20]byte
+}
+
+// uploader is one member's upload side: processor sharing with a virtual
+// clock. Each of its n uploads progresses at rate bytes/s; vclock is the
+// bytes each has progressed since the start, as of vtime; q holds its
+// uploads by the vclock value at which they complete.
+type uploader struct {
+	vclock, vtime, rate, cap float64
+	q                        []upload
+	n                        int32
+}
+
+// upload is one chunk in flight.
+type upload struct {
+	vfin             float64
+	down, piece      int32
+	upSlot, downSlot int32 // the connection's slot at either end
+	size             int64
+}
+
+// flight is a piece a node is fetching: the next chunk to request and how
+// many chunks it still waits for.
+type flight struct {
+	piece, next, left int32
+}
+
+// slot is one end of a connection: the peer, or -1 for a free slot, and
+// the slot on the peer's side.
+type slot struct {
+	peer, other int32
+}
+
+// slotMeta is what replacement and learn/forget need of a connection end;
+// the time of the last chunk over it is kept apart (help), as every chunk
+// writes it.
+type slotMeta struct {
+	since float64 // handshake
+	seed  bool    // the peer was complete when connected: counted in seeds
+}
+
+// engine is the piece-level simulation of one publish. Members 0..n-1 are
+// nodes and member n is the origin. Times are seconds since publish.
+type engine struct {
+	n, pieces, r int
+	origin       int32
+	pow2         bool
+	pieceSize    int64 // every simulated piece but the last
+	lastSize     int64
+	slotRate     float64 // a download slot's cap: NodeDown / MaxRequests
+	refresh      float64 // seconds between peer refreshes
+	maxPeers     int
+	rng          *rand.Rand
+	now          float64
+
+	// Per node.
+	hot      []nodeHot
+	perm     []uint64 // a<<32|b: the node keeps piece p at position a·p+b mod pieces
+	permInv  []uint32 // a⁻¹ mod pieces
+	doneAt   []float64
+	recv     []int64 // useful bytes received
+	onOrigin []bool
+	fl       []flight // r per node; piece -1 when free
+	have     []uint64 // bitfields, hw words per node
+	hw       int
+	// hold is have transposed: per piece, a bit per node, nw words per
+	// piece. A piece spreads in bursts, so its row stays in cache while
+	// the loops over connections ask who has it.
+	hold []uint64
+	nw   int
+	// av holds, per node, one nibble per piece in the node's own piece
+	// order: how many connected members that were partial when connected
+	// have the piece, saturating at maxLevel, or excluded. aw words per
+	// node.
+	av []uint64
+	aw int
+
+	// Per member: connection slots, cCap[m] of them from cOff[m].
+	cOff, cCap, nconn []int32
+	slots             []slot
+	meta              []slotMeta
+	help              []float32 // last chunk over the connection either way
+	replAt            []float64 // no replacement attempt before
+
+	up []uploader // per member
+	// full has a bit per member whose upload one more transfer would slow
+	// (n+1 > cap/slotRate): source reads it instead of the uploader.
+	full []uint64
+	nup  []int32 // uploads per member, as up[m].n, kept compact for source
+	ups  keyHeap // uploaders by next upload completion
+	// Uploaders whose count changed in the current event.
+	dirty     []bool
+	dirtyList []int32
+
+	misc eventHeap
+	adv  []int32   // nodes by the time the cluster learns they serve the release
+	advT []float64 // and those times
+	advK int       // how many have been advertised by now
+
+	wake   []int32
+	picked []int32
+	// Scratch space of announce.
+	annPeers []int32
+	annWhere []int
+	annWords []uint64
+	sink     uint64 // keeps announce's prefetching loads alive
+
+	originBytes, peerBytes int64
+	done                   int
+	replaced               int // connections dropped to make room
+	lastBusy               float64
+
+	receipts []uint8 // per node and piece, only when checking
+	checkErr error
+}
+
+// engineParams are the resolved inputs of an engine.
+type engineParams struct {
+	nodes, pieces, maxRequests, maxConns, originConns, maxPeers int
+	pieceSize, lastSize                                         int64
+	nodeUp, nodeDown, originUp                                  float64
+	refresh                                                     float64
+	accept                                                      []float64
+	check                                                       bool
+}
+
+func newEngine(p engineParams, rng *rand.Rand) *engine {
+	n, P := p.nodes, p.pieces
+	e := &engine{
+		n: n, pieces: P, r: p.maxRequests, origin: int32(n),
+		pow2:      P&(P-1) == 0,
+		pieceSize: p.pieceSize, lastSize: p.lastSize,
+		slotRate: p.nodeDown / float64(p.maxRequests),
+		refresh:  p.refresh, maxPeers: p.maxPeers, rng: rng,
+	}
+	e.hot = make([]nodeHot, n)
+	e.perm = make([]uint64, n)
+	e.permInv = make([]uint32, n)
+	e.doneAt = make([]float64, n)
+	e.recv = make([]int64, n)
+	e.onOrigin = make([]bool, n)
+	e.fl = make([]flight, n*e.r)
+	for i := range e.fl {
+		e.fl[i].piece = -1
+	}
+	e.hw = (P + 63) / 64
+	e.have = make([]uint64, n*e.hw)
+	e.nw = (n + 1 + 63) / 64 // and the origin, which holds everything
+	e.hold = make([]uint64, P*e.nw)
+	for q := range P {
+		e.hold[q*e.nw+n>>6] |= 1 << (n & 63)
+	}
+	e.aw = (P + 15) / 16
+	e.av = make([]uint64, n*e.aw)
+	for v := range n {
+		a := randomUnit(rng, P)
+		e.perm[v] = uint64(a)<<32 | uint64(rng.IntN(P))
+		e.permInv[v] = uint32(modInverse(a, P))
+		if pad := e.aw*16 - P; pad > 0 {
+			// Nibbles past the last piece are never candidates.
+			e.av[v*e.aw+e.aw-1] = ^uint64(0) << (64 - 4*pad)
+		}
+		e.hot[v].cnt[0] = uint16(P)
+	}
+
+	members := n + 1
+	e.cOff = make([]int32, members)
+	e.cCap = make([]int32, members)
+	e.nconn = make([]int32, members)
+	total := 0
+	for m := range members {
+		c := p.maxConns
+		if m == n {
+			c = p.originConns
+		}
+		e.cOff[m], e.cCap[m] = int32(total), int32(c)
+		total += c
+	}
+	e.slots = make([]slot, total)
+	for i := range e.slots {
+		e.slots[i].peer = -1
+	}
+	e.meta = make([]slotMeta, total)
+	e.help = make([]float32, total)
+	e.replAt = make([]float64, members)
+	e.annPeers = make([]int32, p.maxConns)
+	e.annWhere = make([]int, p.maxConns)
+	e.annWords = make([]uint64, p.maxConns)
+
+	e.up = make([]uploader, members)
+	for m := range n {
+		e.up[m].cap = p.nodeUp
+	}
+	e.up[n].cap = p.originUp
+	e.full = make([]uint64, (members+63)/64)
+	e.nup = make([]int32, members)
+	e.ups = newKeyHeap(members)
+	e.dirty = make([]bool, members)
+
+	// Nodes start when they accept the desired state; the others learn that
+	// a node serves the release when its own state change has spread, which
+	// takes as long as a broadcast does: a delay drawn from the same spread.
+	e.adv = make([]int32, n)
+	advAt := make([]float64, n)
+	for v := range n {
+		e.adv[v] = int32(v)
+		advAt[v] = p.accept[v] + p.accept[rng.IntN(n)]
+		e.misc.push(event{t: p.accept[v], node: int32(v), kind: mStart})
+	}
+	slices.SortStableFunc(e.adv, func(x, y int32) int { return cmp.Compare(advAt[x], advAt[y]) })
+	e.advT = make([]float64, n)
+	for i, v := range e.adv {
+		e.advT[i] = advAt[v]
+	}
+	if p.check {
+		e.receipts = make([]uint8, n*P)
+	}
+	return e
+}
+
+// randomUnit returns a random a in [1, m) coprime with m (1 when m <= 2).
+func randomUnit(rng *rand.Rand, m int) int {
+	if m <= 2 {
+		return 1
+	}
+	for {
+		if a := 1 + rng.IntN(m-1); gcd(a, m) == 1 {
+			return a
+		}
+	}
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// modInverse returns x with a·x ≡ 1 (mod m), for a coprime with m.
+func modInverse(a, m int) int {
+	if m == 1 {
+		return 0
+	}
+	t, newT, r, newR := 0, 1, m, a
+	for newR != 0 {
+		q := r / newR
+		t, newT = newT, t-q*newT
+		r, newR = newR, r-q*newR
+	}
+	if t < 0 {
+		t += m
+	}
+	return t
+}
+
+// pos is where node v keeps piece p in its availability nibbles.
+func (e *engine) pos(v int32, p int) int {
+	pm := e.perm[v]
+	x := uint32(pm>>32)*uint32(p) + uint32(pm)
+	if e.pow2 {
+		return int(x & uint32(e.pieces-1))
+	}
+	return int(x % uint32(e.pieces))
+}
+
+// pieceAt is the piece node v keeps at position i.
+func (e *engine) pieceAt(v int32, i int) int {
+	x := e.permInv[v] * (uint32(i) + uint32(e.pieces) - uint32(e.perm[v]))
+	if e.pow2 {
+		return int(x & uint32(e.pieces-1))
+	}
+	return int(x % uint32(e.pieces))
+}
+
+func (e *engine) size(p int) int64 {
+	if p == e.pieces-1 {
+		return e.lastSize
+	}
+	return e.pieceSize
+}
+
+// chunks is how many chunks piece p is fetched in: one per download slot,
+// fewer only for a piece shorter than that many bytes.
+func (e *engine) chunks(p int) int {
+	return int(min(int64(e.r), e.size(p)))
+}
+
+// chunkSize is the length of chunk k of piece p; the chunks of a piece
+// differ by at most a byte and add up to the piece.
+func (e *engine) chunkSize(p, k int) int64 {
+	size, c := e.size(p), int64(e.chunks(p))
+	n := size / c
+	if int64(k) < size%c {
+		n++
+	}
+	return n
+}
+
+func (e *engine) hasPiece(v int32, p int) bool {
+	return e.hold[p*e.nw+int(v)>>6]>>(v&63)&1 != 0
+}
+
+// nibble locates position i of node v's availability.
+func (e *engine) nibble(v int32, i int) (w int, sh uint, n uint32) {
+	w = int(v)*e.aw + i>>4
+	sh = uint(i&15) * 4
+	return w, sh, uint32(e.av[w]>>sh) & 0xf
+}
+
+// inc raises piece p's availability at node v.
+func (e *engine) inc(v int32, p int) {
+	w, sh, n := e.nibble(v, e.pos(v, p))
+	if n >= maxLevel {
+		return // saturated or excluded
+	}
+	e.av[w] += 1 << sh
+	h := &e.hot[v]
+	h.cnt[n]--
+	h.cnt[n+1]++
+}
+
+// dec lowers piece p's availability at node v. A saturated count stays
+// saturated; fill repairs a count that proves wrong.
+func (e *engine) dec(v int32, p int) {
+	w, sh, n := e.nibble(v, e.pos(v, p))
+	if n == 0 || n >= maxLevel {
+		return
+	}
+	e.av[w] -= 1 << sh
+	h := &e.hot[v]
+	h.cnt[n]--
+	h.cnt[n-1]++
+}
+
+// pick chooses node d's next piece by rarest first: the lowest availability
+// among its connections (members that had everything when they connected
+// count for every piece), ties broken by d's own random piece order, as
+// anacrolix orders requests (availability, then a per-torrent random
+// permutation). It returns d's position of the piece.
+func (e *engine) pick(d int32) (int, bool) {
+	h := &e.hot[d]
+	lo := 1
+	if h.seeds > 0 {
+		lo = 0
+	}
+	level := -1
+	for l := lo; l < levels; l++ {
+		if h.cnt[l] > 0 {
+			level = l
+			break
+		}
+	}
+	if level < 0 {
+		return 0, false
+	}
+	row := e.av[int(d)*e.aw : int(d+1)*e.aw]
+	k := int(h.hint)
+	for k < len(row) && row[k] == ^uint64(0) {
+		k++
+	}
+	h.hint = int32(k)
+	pat := uint64(level) * ones4
+	for w := k; w < len(row); w++ {
+		x := row[w] ^ pat
+		if m := (x - ones4) &^ x & highs4; m != 0 {
+			return w*16 + bits.TrailingZeros64(m)>>2, true
+		}
+	}
+	panic(fmt.Sprintf("sim: node %d counts %d pieces at level %d but holds none", d, h.cnt[level], level))
+}
+
+// exclude takes position i out of node d's candidates.
+func (e *engine) exclude(d int32, i int) {
+	w, sh, n := e.nibble(d, i)
+	e.av[w] |= excluded << sh
+	e.hot[d].cnt[n]--
+}
+
+// recount sets node d's availability of piece p, at position i, from its
+// connections; it repairs a saturated count that outlived the holders.
+func (e *engine) recount(d int32, p, i int) {
+	n := 0
+	off, cp := int(e.cOff[d]), int(e.cCap[d])
+	for s := range cp {
+		if v := e.slots[off+s].peer; v >= 0 && !e.meta[off+s].seed && e.hasPiece(v, p) {
+			n++
+		}
+	}
+	n = min(n, maxLevel)
+	w, sh, _ := e.nibble(d, i)
+	e.av[w] = e.av[w]&^(0xf<<sh) | uint64(n)<<sh
+	h := &e.hot[d]
+	h.cnt[n]++
+	h.hint = min(h.hint, int32(i>>4))
+}
+
+// source chooses who sends node d a chunk of piece p: among d's
+// connections that have the piece, one that gives the highest rate now (a
+// member whose upload is not saturated gives the full slot rate), looked
+// for from a random slot. This stands for anacrolix requesting from every
+// peer that has the piece and the fastest serving most.
+func (e *engine) source(d int32, p int) (u, us, ds int32, ok bool) {
+	off, cp := int(e.cOff[d]), int(e.cCap[d])
+	row := e.slots[off : off+cp]
+	holders := e.hold[p*e.nw : (p+1)*e.nw]
+	// First, without branches on what is loaded so that the loads
+	// overlap: which slots hold the piece (hm), and which of those could
+	// send at the full slot rate (fm).
+	var hm, fm [maxConnsLimit/64 + 1]uint64
+	for s, sl := range row {
+		v := sl.peer
+		valid := uint64(^v>>31) & 1 // 0 for a free slot (peer -1)
+		vi := v &^ (v >> 31)
+		h := holders[vi>>6] >> (vi & 63) & valid
+		f := e.full[vi>>6] >> (vi & 63)
+		hm[s>>6] |= (h & 1) << (s & 63)
+		fm[s>>6] |= (h &^ f & 1) << (s & 63)
+	}
+	start := e.rng.IntN(cp)
+	best := firstFrom(fm[:], start, cp)
+	if best < 0 {
+		// Every holder is saturated: the least loaded gives most.
+		bestRate := -1.0
+		for k := range cp {
+			s := start + k
+			if s >= cp {
+				s -= cp
+			}
+			if hm[s>>6]>>(s&63)&1 == 0 {
+				continue
+			}
+			v := row[s].peer
+			r := min(e.slotRate, e.up[v].cap/float64(e.nup[v]+1))
+			if r > bestRate {
+				best, bestRate = s, r
+			}
+		}
+	}
+	if best < 0 {
+		return 0, 0, 0, false
+	}
+	return row[best].peer, row[best].other, int32(best), true
+}
+
+// firstFrom returns the first set bit of m at or after start, wrapping
+// around at n, or -1.
+func firstFrom(m []uint64, start, n int) int {
+	w := start >> 6
+	if x := m[w] &^ (1<<(start&63) - 1); x != 0 {
+		return w<<6 + bits.TrailingZeros64(x)
+	}
+	words := (n + 63) >> 6
+	for k := 1; k <= words; k++ {
+		i := (w + k) % words
+		x := m[i]
+		if i == w {
+			x &= 1<<(start&63) - 1
+		}
+		if x != 0 {
+			return i<<6 + bits.TrailingZeros64(x)
+		}
+	}
+	return -1
+}
+
+// fill starts downloads on node d's free slots while it has candidates:
+// first the next chunk of a piece it is already fetching (anacrolix
+// prefers partial pieces), else the first chunk of a new piece chosen by
+// pick.
+func (e *engine) fill(d int32) {
+	fl := e.fl[int(d)*e.r : int(d+1)*e.r]
+	h := &e.hot[d]
+	for int(h.active) < e.r {
+		if e.more(d, fl) {
+			continue
+		}
+		// A new piece needs a free flight; all can be taken by pieces
+		// whose holders left with chunks still to ask for.
+		k := slices.IndexFunc(fl, func(f flight) bool { return f.piece < 0 })
+		if k < 0 {
+			h.starved = true
+			return
+		}
+		i, ok := e.pick(d)
+		if !ok {
+			h.starved = true
+			return
+		}
+		e.exclude(d, i)
+		p := e.pieceAt(d, i)
+		u, us, ds, ok := e.source(d, p)
+		if !ok {
+			e.recount(d, p, i)
+			continue
+		}
+		fl[k] = flight{piece: int32(p), next: 1, left: int32(e.chunks(p))}
+		e.start(u, d, p, e.chunkSize(p, 0), us, ds)
+	}
+	h.starved = false
+}
+
+// more starts the next chunk of a piece node d is fetching, if one is left
+// to request and a connection has the piece.
+func (e *engine) more(d int32, fl []flight) bool {
+	for k := range fl {
+		f := &fl[k]
+		if f.piece < 0 || int(f.next) >= e.chunks(int(f.piece)) {
+			continue
+		}
+		p := int(f.piece)
+		u, us, ds, ok := e.source(d, p)
+		if !ok {
+			continue // its holders left; wait for another
+		}
+		e.start(u, d, p, e.chunkSize(p, int(f.next)), us, ds)
+		f.next++
+		return true
+	}
+	return false
+}
+
+// advance brings uploader u's virtual clock to now.
+func (e *engine) advance(u *uploader) {
+	u.vclock += u.rate * (e.now - u.vtime)
+	u.vtime = e.now
+}
+
+// setFull records whether one more upload would slow uploader u's.
+func (e *engine) setFull(u int32, up *uploader) {
+	bit := uint64(1) << (u & 63)
+	if float64(up.n+1)*e.slotRate > up.cap {
+		e.full[u>>6] |= bit
+	} else {
+		e.full[u>>6] &^= bit
+	}
+}
+
+// touch marks uploader u for resched at the end of the event: everything
+// in one event happens at one time, so rates and completions are
+// recomputed once per uploader however often its count changed.
+func (e *engine) touch(u int32) {
+	if !e.dirty[u] {
+		e.dirty[u] = true
+		e.dirtyList = append(e.dirtyList, u)
+	}
+}
+
+// flush reschedules the uploaders touched by the last event.
+func (e *engine) flush() {
+	for _, u := range e.dirtyList {
+		e.dirty[u] = false
+		e.resched(u)
+	}
+	e.dirtyList = e.dirtyList[:0]
+}
+
+// resched recomputes uploader u's rate and next completion after its count
+// of uploads changed; advance must have run first.
+func (e *engine) resched(u int32) {
+	up := &e.up[u]
+	if up.n == 0 {
+		up.rate = 0
+		e.ups.remove(u)
+		return
+	}
+	up.rate = min(e.slotRate, up.cap/float64(up.n))
+	e.ups.set(u, e.now+max(0, up.q[0].vfin-up.vclock)/up.rate)
+}
+
+func (e *engine) start(u, d int32, p int, size int64, us, ds int32) {
+	up := &e.up[u]
+	e.advance(up)
+	up.push(upload{vfin: up.vclock + float64(size), down: d, piece: int32(p), upSlot: us, downSlot: ds, size: size})
+	up.n++
+	e.nup[u] = up.n
+	e.setFull(u, up)
+	e.touch(u)
+	e.hot[d].active++
+}
+
+// step completes uploader u's next upload; the caller set e.now to its
+// time.
+func (e *engine) step(u int32) {
+	up := &e.up[u]
+	e.advance(up)
+	t := up.pop()
+	up.vclock = max(up.vclock, t.vfin)
+	up.n--
+	e.nup[u] = up.n
+	e.setFull(u, up)
+	e.touch(u)
+	e.finish(u, t)
+	for len(e.wake) > 0 {
+		v := e.wake[len(e.wake)-1]
+		e.wake = e.wake[:len(e.wake)-1]
+		if e.hot[v].state == stDownloading {
+			e.fill(v)
+		}
+	}
+}
+
+func (e *engine) finish(u int32, t upload) {
+	d, p := t.down, int(t.piece)
+	if u == e.origin {
+		e.originBytes += t.size
+	} else {
+		e.peerBytes += t.size
+	}
+	e.recv[d] += t.size
+	e.hot[d].active--
+	e.help[e.cOff[u]+t.upSlot] = float32(e.now)
+	e.help[e.cOff[d]+t.downSlot] = float32(e.now)
+	fl := e.fl[int(d)*e.r : int(d+1)*e.r]
+	k := 0
+	for int(fl[k].piece) != p {
+		k++
+	}
+	if fl[k].left--; fl[k].left == 0 {
+		fl[k].piece = -1
+		e.got(d, p)
+		if e.hot[d].state != stDownloading {
+			return
+		}
+	}
+	e.fill(d)
+}
+
+// got records that node d has all of piece p.
+func (e *engine) got(d int32, p int) {
+	if e.receipts != nil {
+		k := int(d)*e.pieces + p
+		e.receipts[k]++
+		if e.receipts[k] > 1 && e.checkErr == nil {
+			e.checkErr = fmt.Errorf("node %d received piece %d twice", d, p)
+		}
+	}
+	e.have[int(d)*e.hw+p>>6] |= 1 << (p & 63)
+	e.hold[p*e.nw+int(d)>>6] |= 1 << (d & 63)
+	h := &e.hot[d]
+	h.haveN++
+	e.announce(d, p)
+	if int(h.haveN) == e.pieces {
+		e.complete(d)
+	}
+}
+
+// announce tells node d's connections that it has piece p (a have
+// message) and wakes those that were starved. It is the simulator's inner
+// loop, written for memory-level parallelism: it first works out where
+// each peer that lacks the piece keeps it (every connection that lacks it
+// is downloading: complete nodes hold everything), then loads all those
+// words, then updates them, so that the cache misses of different peers
+// overlap.
+func (e *engine) announce(d int32, p int) {
+	off, cp := int(e.cOff[d]), int(e.cCap[d])
+	holders := e.hold[p*e.nw : (p+1)*e.nw]
+	peers, where := e.annPeers[:cp], e.annWhere[:cp]
+	mask := uint32(e.pieces - 1)
+	k := 0
+	for _, sl := range e.slots[off : off+cp] {
+		v := sl.peer
+		if v < 0 || v == e.origin || holders[v>>6]>>(v&63)&1 != 0 {
+			continue
+		}
+		pm := e.perm[v]
+		x := uint32(pm>>32)*uint32(p) + uint32(pm)
+		if e.pow2 {
+			x &= mask
+		} else {
+			x %= uint32(e.pieces)
+		}
+		peers[k] = v
+		where[k] = int(v)*e.aw*16 + int(x)
+		k++
+	}
+	peers, where = peers[:k], where[:k]
+	words := e.annWords[:k]
+	var sink uint64
+	for k, x := range where {
+		words[k] = e.av[x>>4]
+		sink += uint64(e.hot[peers[k]].state) // start loading its line too
+	}
+	e.sink += sink
+	for k, v := range peers {
+		x := where[k]
+		sh := uint(x&15) * 4
+		word := words[k]
+		n := uint32(word>>sh) & 0xf
+		inc := ((n + 2) >> 4) ^ 1 // 0 when saturated or excluded
+		e.av[x>>4] = word + uint64(inc)<<sh
+		h := &e.hot[v]
+		c := n * inc
+		h.cnt[c] -= uint16(inc)
+		h.cnt[c+1] += uint16(inc)
+		// A starved peer may want it even when excluded: it fetches the
+		// piece and has chunks left to ask for whose holders had gone.
+		if h.starved {
+			h.starved = false
+			e.wake = append(e.wake, v)
+		}
+	}
+}
+
+// complete records node d's completion and drops its connections to the
+// origin and to other complete nodes (anacrolix drops mutually complete
+// peers), which frees their slots.
+func (e *engine) complete(d int32) {
+	h := &e.hot[d]
+	h.state = stComplete
+	h.starved = false
+	e.doneAt[d] = e.now
+	e.done++
+	off, cp := int(e.cOff[d]), int(e.cCap[d])
+	for s := range cp {
+		v := e.slots[off+s].peer
+		if v >= 0 && (v == e.origin || e.hot[v].state == stComplete) {
+			e.dropConn(d, int32(s))
+		}
+	}
+}
+
+// connected reports whether node i has a connection to member j.
+func (e *engine) connected(i, j int32) bool {
+	if j == e.origin {
+		return e.onOrigin[i]
+	}
+	off, cp := int(e.cOff[i]), int(e.cCap[i])
+	for _, sl := range e.slots[off : off+cp] {
+		if sl.peer == j {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *engine) freeSlot(m int32) int32 {
+	off, cp := int(e.cOff[m]), int(e.cCap[m])
+	for s, sl := range e.slots[off : off+cp] {
+		if sl.peer < 0 {
+			return int32(s)
+		}
+	}
+	panic(fmt.Sprintf("sim: member %d has no free connection slot", m))
+}
+
+// connect has downloading node i dial member j, as anacrolix does for every
+// peer it is given: i must be under its connection cap and j must accept.
+func (e *engine) connect(i, j int32) {
+	if i == j || e.connected(i, j) || e.nconn[i] >= e.cCap[i] {
+		return
+	}
+	if e.nconn[j] >= e.cCap[j] && !e.replace(j) {
+		return
+	}
+	si, sj := e.freeSlot(i), e.freeSlot(j)
+	oi, oj := e.cOff[i]+si, e.cOff[j]+sj
+	e.slots[oi] = slot{peer: j, other: sj}
+	e.slots[oj] = slot{peer: i, other: si}
+	e.meta[oi], e.help[oi] = slotMeta{since: e.now}, 0
+	e.meta[oj], e.help[oj] = slotMeta{since: e.now}, 0
+	e.nconn[i]++
+	e.nconn[j]++
+	if j == e.origin {
+		e.onOrigin[i] = true
+	}
+	e.learn(i, oi, j)
+	e.learn(j, oj, i)
+	for _, m := range [2]int32{i, j} {
+		if m != e.origin && e.hot[m].state == stDownloading && int(e.hot[m].active) < e.r {
+			e.fill(m)
+		}
+	}
+}
+
+// learn counts what member y has at downloading node x over the connection
+// in x's slot at offset ox (the bitfield exchange).
+func (e *engine) learn(x, ox, y int32) {
+	if x == e.origin || e.hot[x].state != stDownloading {
+		return
+	}
+	if y == e.origin || e.hot[y].state == stComplete {
+		e.hot[x].seeds++
+		e.meta[ox].seed = true
+		return
+	}
+	e.eachPiece(y, func(p int) { e.inc(x, p) })
+}
+
+// forget undoes learn when the connection closes.
+func (e *engine) forget(x, ox, y int32) {
+	if x == e.origin || e.hot[x].state != stDownloading {
+		return
+	}
+	if e.meta[ox].seed {
+		e.hot[x].seeds--
+		return
+	}
+	e.eachPiece(y, func(p int) { e.dec(x, p) })
+}
+
+func (e *engine) eachPiece(y int32, f func(p int)) {
+	row := e.have[int(y)*e.hw : int(y+1)*e.hw]
+	for w, word := range row {
+		for word != 0 {
+			f(w*64 + bits.TrailingZeros64(word))
+			word &= word - 1
+		}
+	}
+}
+
+// dropConn closes the connection in member i's slot si.
+func (e *engine) dropConn(i, si int32) {
+	oi := e.cOff[i] + si
+	j := e.slots[oi].peer
+	oj := e.cOff[j] + e.slots[oi].other
+	e.forget(i, oi, j)
+	e.forget(j, oj, i)
+	e.slots[oi].peer, e.slots[oj].peer = -1, -1
+	e.nconn[i]--
+	e.nconn[j]--
+	if j == e.origin {
+		e.onOrigin[i] = false
+	}
+	if i == e.origin {
+		e.onOrigin[j] = false
+	}
+}
+
+// replace makes room at full member j for a new connection the way
+// anacrolix does: a connection in the worse half (by when it last carried
+// a chunk, then age) that is older than a minute is dropped. Connections
+// with a chunk in flight are kept: anacrolix's chunk-level activity would
+// rank them among the best.
+func (e *engine) replace(j int32) bool {
+	if e.now < connProveTime || e.now < e.replAt[j] {
+		return false
+	}
+	off, cp := int(e.cOff[j]), int(e.cCap[j])
+	var open []int32
+	for s := range cp {
+		if e.slots[off+s].peer >= 0 {
+			open = append(open, int32(s))
+		}
+	}
+	sort.Slice(open, func(a, b int) bool {
+		x, y := off+int(open[a]), off+int(open[b])
+		if e.help[x] != e.help[y] {
+			return e.help[x] < e.help[y]
+		}
+		if e.meta[x].since != e.meta[y].since {
+			return e.meta[x].since < e.meta[y].since
+		}
+		return open[a] < open[b]
+	})
+	worse := len(open) - (cp+1)/2
+	for _, s := range open[:max(worse, 0)] {
+		o := off + int(s)
+		if e.now-e.meta[o].since <= connProveTime || e.busy(j, e.slots[o].peer) {
+			continue
+		}
+		e.dropConn(j, s)
+		e.replaced++
+		return true
+	}
+	e.replAt[j] = e.now + replaceRetry
+	return false
+}
+
+// busy reports whether a chunk is in flight between members a and b.
+func (e *engine) busy(a, b int32) bool {
+	for _, t := range e.up[a].q {
+		if t.down == b {
+			return true
+		}
+	}
+	for _, t := range e.up[b].q {
+		if t.down == a {
+			return true
+		}
+	}
+	return false
+}
+
+// peerRefresh is the agent handing node i's fetch the origin and up to
+// MaxPeers random members that advertise the release.
+func (e *engine) peerRefresh(i int32) {
+	if e.hot[i].state != stDownloading {
+		return
+	}
+	e.misc.push(event{t: e.now + e.refresh, node: i, kind: mRefresh})
+	if e.nconn[i] >= e.cCap[i] {
+		return
+	}
+	e.connect(i, e.origin)
+	for e.advK < len(e.adv) && e.advT[e.advK] <= e.now {
+		e.advK++
+	}
+	known := e.adv[:e.advK]
+	if len(known)-1 <= e.maxPeers {
+		for _, j := range known {
+			e.connect(i, j)
+		}
+		return
+	}
+	chosen := e.picked[:0]
+	for len(chosen) < e.maxPeers {
+		j := known[e.rng.IntN(len(known))]
+		if j == i || slices.Contains(chosen, j) {
+			continue
+		}
+		chosen = append(chosen, j)
+		e.connect(i, j)
+	}
+	e.picked = chosen
+}
+
+// run simulates until every node completes.
+func (e *engine) run(ctx context.Context, progress func(done, total int)) error {
+	step := max(1, e.n/100)
+	nextReport := step
+	for iter := 0; e.done < e.n; iter++ {
+		if iter%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		tu := math.Inf(1)
+		var u int32
+		if e.ups.len() > 0 {
+			u, tu = e.ups.min()
+		}
+		tm := math.Inf(1)
+		if e.misc.len() > 0 {
+			tm = e.misc.top().t
+		}
+		if math.IsInf(tu, 1) && math.IsInf(tm, 1) {
+			return fmt.Errorf("stalled at %.3fs with %d of %d nodes complete: no transfer or event left", e.now, e.done, e.n)
+		}
+		if tm <= tu {
+			ev := e.misc.pop()
+			e.now = ev.t
+			switch ev.kind {
+			case mStart:
+				e.hot[ev.node].state = stDownloading
+				e.peerRefresh(ev.node)
+			case mRefresh:
+				e.peerRefresh(ev.node)
+			}
+		} else {
+			e.now = tu
+			e.step(u)
+		}
+		e.flush()
+		if e.ups.len() > 0 {
+			e.lastBusy = e.now
+		} else if e.now-e.lastBusy > stallTime {
+			return fmt.Errorf("stalled at %.3fs with %d of %d nodes complete: no transfer for %.0fs", e.now, e.done, e.n, stallTime)
+		}
+		if progress != nil && (e.done >= nextReport || iter%progressEvery == 0) {
+			progress(e.done, e.n)
+			for nextReport <= e.done {
+				nextReport += step
+			}
+		}
+	}
+	return e.checkErr
+}
+
+// push and pop keep an uploader's uploads as a min-heap by vfin.
+func (u *uploader) push(t upload) {
+	q := append(u.q, t)
+	i := len(q) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if q[i].vfin >= q[p].vfin {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+	u.q = q
+}
+
+func (u *uploader) pop() upload {
+	q := u.q
+	top := q[0]
+	last := len(q) - 1
+	q[0] = q[last]
+	q = q[:last]
+	i := 0
+	for {
+		l := 2*i + 1
+		if l >= last {
+			break
+		}
+		m := l
+		if r := l + 1; r < last && q[r].vfin < q[l].vfin {
+			m = r
+		}
+		if q[m].vfin >= q[i].vfin {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	u.q = q
+	return top
+}
