@@ -66,6 +66,7 @@ type Client struct {
 
 	fromOrigin atomic.Int64
 	fromPeers  atomic.Int64
+	shared     *sharedPages // buffers of unverified pieces; nil unless Config.SharedDir
 
 	mu      sync.Mutex
 	cl      *torrent.Client
@@ -94,13 +95,27 @@ func New(cfg Config, log *zap.Logger) (*Client, error) {
 		return nil, err
 	}
 	log = log.Named("swarm")
-	return &Client{
+	c := &Client{
 		cfg:     cfg,
 		log:     log,
 		slogger: newSlogger(log.Named("torrent")),
 		closing: make(chan struct{}),
 		entries: make(map[release.ID]*entry),
-	}, nil
+	}
+	if cfg.SharedDir != "" {
+		c.shared = &sharedPages{}
+	}
+	return c, nil
+}
+
+// BundlePath is where this client's bundle of release id is, or will be
+// once fetched: BundlePath(Config.Dir, id), or with Config.SharedDir the
+// shared copy, BundlePath(Config.SharedDir, id).
+func (c *Client) BundlePath(id release.ID) string {
+	if c.cfg.SharedDir != "" {
+		return BundlePath(c.cfg.SharedDir, id)
+	}
+	return BundlePath(c.cfg.Dir, id)
 }
 
 // listenError reports a listen address that is taken.

@@ -45,6 +45,14 @@ type Config struct {
 	// peers it is given (Sources) and those that dial it. By default peers
 	// tell each other about more peers.
 	DisablePEX bool
+	// SharedDir, when set, makes the client keep no bundles of its own: it
+	// treats BundlePath(SharedDir, id) as a complete, verified copy of every
+	// release, held by another client in the same process (the origin's
+	// store). Pieces received from peers are still checked against the
+	// infohash, then dropped; pieces this client has are served from the
+	// shared copy. Only for benchmarks that run many clients in one process;
+	// a node leaves it empty.
+	SharedDir string
 }
 
 // Validate fills in defaults for zero fields and checks the rest.
@@ -63,6 +71,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UploadRate < 0 || c.DownloadRate < 0 {
 		return fmt.Errorf("swarm config: rates must be >= 0 (upload %d, download %d)", c.UploadRate, c.DownloadRate)
+	}
+	if c.SharedDir != "" && filepath.Clean(c.SharedDir) == filepath.Clean(c.Dir) {
+		return errors.New("swarm config: shared dir must not be the client's own dir")
 	}
 	if c.MaxConnsPerTorrent < 0 {
 		return fmt.Errorf("swarm config: max conns per torrent must be > 0, got %d", c.MaxConnsPerTorrent)

@@ -9,6 +9,9 @@
 // every piece against the manifest's infohash and the whole bundle against its
 // release id before calling a fetch done.
 //
-// Bundles live at BundlePath(dir, id). No anacrolix type appears in this
-// package's exported API.
+// Bundles live at BundlePath(dir, id). For benchmarks that run hundreds of
+// clients in one process, Config.SharedDir makes a client keep no copy of
+// its own: it reads the one verified copy another client holds and keeps
+// only the pieces in flight in memory, still hashing every piece it receives.
+// No anacrolix type appears in this package's exported API.
 package swarm

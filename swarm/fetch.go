@@ -72,7 +72,7 @@ func (c *Client) usableLocked() error {
 }
 
 // Seed serves the complete bundle already stored at BundlePath(Config.Dir,
-// m.ReleaseID). It rebuilds the info dictionary from the file and m
+// m.ReleaseID), or in shared mode the shared copy (Client.BundlePath). It rebuilds the info dictionary from the file and m
 // (InfoName(m.App, m.Version), m.PieceLength), which hash-checks every piece,
 // and refuses the file unless its infohash equals m.InfoHash
 // (ErrInfoHashMismatch) and its sha256 equals m.ReleaseID
@@ -90,7 +90,7 @@ func (c *Client) Seed(m release.Manifest) error {
 		return wrapOp("seed", short, err)
 	}
 
-	path := BundlePath(c.cfg.Dir, m.ReleaseID)
+	path := c.BundlePath(m.ReleaseID)
 	d, err := verifyBundle(path, m, closing)
 	if errors.Is(err, errStopped) {
 		err = ErrClosed
@@ -150,6 +150,10 @@ func wrapOp(op, short string, err error) error {
 // A bundle already complete and valid on disk is seeded at once; a partial
 // one (a ".part" file) is resumed after its pieces are re-checked. After
 // success the client keeps seeding the bundle until Drop or Close.
+//
+// In shared mode (Config.SharedDir) nothing is stored: every piece is
+// downloaded and checked whatever the shared copy holds, and the release id
+// check reads the shared copy.
 //
 // Fetch returns when the bundle is verified, when the fetch fails, or when ctx
 // ends (with ctx.Err() wrapped). Concurrent calls for one release share one
@@ -215,7 +219,11 @@ func (c *Client) startFetchLocked(m release.Manifest) *entry {
 // fetch does the work of one Fetch; ctx ends when the entry is removed.
 func (c *Client) fetch(ctx context.Context, e *entry) error {
 	m := e.m
-	path := BundlePath(c.cfg.Dir, m.ReleaseID)
+	path := c.BundlePath(m.ReleaseID)
+	if c.shared != nil {
+		// The shared copy is not this client's: download every piece.
+		return c.download(ctx, e, path)
+	}
 	d, err := verifyBundle(path, m, ctx.Done())
 	switch {
 	case err == nil:
@@ -238,6 +246,13 @@ func (c *Client) fetch(ctx context.Context, e *entry) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
+	return c.download(ctx, e, path)
+}
+
+// download fetches e's bundle from peers into path (its final name), then
+// checks the whole file against the release id.
+func (c *Client) download(ctx context.Context, e *entry, path string) error {
+	m := e.m
 	if err := c.attach(ctx, e, nil); err != nil {
 		return err
 	}
@@ -253,7 +268,7 @@ func (c *Client) fetch(ctx context.Context, e *entry) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err := c.download(ctx, t, m); err != nil {
+	if err := c.downloadAll(ctx, t, m); err != nil {
 		return err
 	}
 	select {
@@ -277,9 +292,9 @@ func (c *Client) fetch(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// download checks the info dictionary peers sent against m and asks for
+// downloadAll checks the info dictionary peers sent against m and asks for
 // every piece. It holds c.mu so that the torrent is not dropped meanwhile.
-func (c *Client) download(ctx context.Context, t *torrent.Torrent, m release.Manifest) error {
+func (c *Client) downloadAll(ctx context.Context, t *torrent.Torrent, m release.Manifest) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := ctx.Err(); err != nil {
@@ -331,35 +346,18 @@ func (c *Client) attach(ctx context.Context, e *entry, infoBytes []byte) error {
 	return c.addTorrentLocked(e, infoBytes)
 }
 
-// addTorrentLocked adds e's torrent to anacrolix with its own file storage in
-// the release's directory. With infoBytes the torrent starts complete: the
-// bundle was verified, so anacrolix trusts the full-size file without
-// re-hashing it.
+// addTorrentLocked adds e's torrent to anacrolix with its own storage (see
+// newStorage). With infoBytes the torrent starts complete: the bundle was
+// verified, so anacrolix trusts the full-size file without re-hashing it.
 func (c *Client) addTorrentLocked(e *entry, infoBytes []byte) error {
 	var ih metainfo.Hash
 	if err := ih.FromHexString(e.m.InfoHash); err != nil {
 		return fmt.Errorf("infohash %q: %w", e.m.InfoHash, err)
 	}
-	path := BundlePath(c.cfg.Dir, e.m.ReleaseID)
-	if infoBytes != nil {
-		// anacrolix reads a part file in preference to the bundle.
-		if err := os.Remove(path + partSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
+	store, err := c.newStorage(e.m.ReleaseID, infoBytes != nil)
+	if err != nil {
+		return err
 	}
-	store := storage.NewFileOpts(storage.NewFileClientOpts{
-		ClientBaseDir: filepath.Dir(path),
-		FilePathMaker: func(o storage.FilePathMakerOpts) string {
-			if len(o.File.Path) == 0 {
-				return bundleFile
-			}
-			// Not a swarm bundle; the info check will reject it. Keep its
-			// files away from the bundle's name.
-			return filepath.Join(append([]string{"unexpected"}, o.File.BestPath()...)...)
-		},
-		PieceCompletion: storage.NewMapPieceCompletion(),
-		Logger:          c.slogger,
-	})
 	t, isNew := c.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: ih, Storage: store})
 	if !isNew {
 		store.Close()
@@ -385,6 +383,35 @@ func (c *Client) addTorrentLocked(e *entry, infoBytes []byte) error {
 		e.pending = nil
 	}
 	return nil
+}
+
+// newStorage is the storage of one release: in shared mode a sharedStorage
+// over the shared copy, otherwise files in the release's directory, with a
+// ".part" file while downloading. complete says the bundle is verified.
+func (c *Client) newStorage(id release.ID, complete bool) (storage.ClientImplCloser, error) {
+	path := c.BundlePath(id)
+	if c.shared != nil {
+		return newSharedStorage(path, complete, c.shared), nil
+	}
+	if complete {
+		// anacrolix reads a part file in preference to the bundle.
+		if err := os.Remove(path + partSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir: filepath.Dir(path),
+		FilePathMaker: func(o storage.FilePathMakerOpts) string {
+			if len(o.File.Path) == 0 {
+				return bundleFile
+			}
+			// Not a swarm bundle; the info check will reject it. Keep its
+			// files away from the bundle's name.
+			return filepath.Join(append([]string{"unexpected"}, o.File.BestPath()...)...)
+		},
+		PieceCompletion: storage.NewMapPieceCompletion(),
+		Logger:          c.slogger,
+	}), nil
 }
 
 // removeLocked stops serving e and wakes its waiters with err if it had not
