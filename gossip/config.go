@@ -42,6 +42,11 @@ type Config struct {
 	// SecretKey, when set, encrypts all gossip (AES, 16, 24 or 32 bytes).
 	// Every member must use the same key.
 	SecretKey []byte
+	// Network, when set, connects the node to the other nodes of an
+	// in-memory network instead of UDP and TCP sockets: for benchmarks and
+	// simulations of thousands of nodes in one process. The network assigns
+	// the node's address, so BindAddr and AdvertiseAddr must be empty.
+	Network *MemNetwork
 
 	// GossipInterval is how often a node sends queued broadcasts to
 	// GossipNodes random members.
@@ -100,6 +105,9 @@ func (c *Config) Validate() error {
 	if len(c.Name) > 128 {
 		return fmt.Errorf("gossip config: name %q is longer than 128 bytes", c.Name)
 	}
+	if c.Network != nil && (c.BindAddr != "" || c.AdvertiseAddr != "") {
+		return errors.New("gossip config: the in-memory network assigns the address; leave bind and advertise addresses empty")
+	}
 	if c.BindAddr != "" {
 		if _, _, err := splitAddr(c.BindAddr, true); err != nil {
 			return fmt.Errorf("gossip config: bind address: %w", err)
@@ -147,7 +155,7 @@ func (c *Config) applyDefaults() {
 	if c.Role == "" {
 		c.Role = RoleAgent
 	}
-	if c.BindAddr == "" {
+	if c.BindAddr == "" && c.Network == nil {
 		c.BindAddr = net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultPort))
 	}
 	if c.RetransmitMult == 0 {

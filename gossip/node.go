@@ -134,17 +134,19 @@ func (n *Node) Start() error {
 	if err := n.load(); err != nil {
 		return err
 	}
-	host, port, _ := splitAddr(n.cfg.BindAddr, true)
-	ip, err := resolveBindHost(host)
+	mc, err := n.transportConfig()
 	if err != nil {
-		return fmt.Errorf("gossip listen %s: %w", n.cfg.BindAddr, err)
+		return err
 	}
-	mc := n.cfg.memberlistConfig(ip, port)
 	mc.Delegate = &delegate{n: n}
 	mc.Events = &eventDelegate{n: n}
 	mc.Logger = log.New(&logWriter{n: n, log: n.log.Named("memberlist")}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if mc.Transport != nil {
+			_ = mc.Transport.Shutdown() // memberlist may not have
+			return fmt.Errorf("gossip start on the in-memory network: %w", err)
+		}
 		// memberlist flattens the bind error into text.
 		if strings.Contains(err.Error(), "address already in use") {
 			return fmt.Errorf("gossip listen %s: %w; choose another --gossip port", n.cfg.BindAddr, syscall.EADDRINUSE)
@@ -164,6 +166,27 @@ func (n *Node) Start() error {
 	go n.updater(ml, n.currentMeta())
 	n.log.Info("gossip started", zap.String("addr", n.Addr()))
 	return nil
+}
+
+// transportConfig is memberlist's configuration with the node's address:
+// bound to sockets by memberlist, or assigned by the in-memory network.
+func (n *Node) transportConfig() (*memberlist.Config, error) {
+	if n.cfg.Network != nil {
+		t, err := n.cfg.Network.attach()
+		if err != nil {
+			return nil, fmt.Errorf("gossip start: %w", err)
+		}
+		mc := n.cfg.memberlistConfig(t.ip.String(), t.port)
+		mc.AdvertiseAddr = t.ip.String()
+		mc.Transport = t
+		return mc, nil
+	}
+	host, port, _ := splitAddr(n.cfg.BindAddr, true)
+	ip, err := resolveBindHost(host)
+	if err != nil {
+		return nil, fmt.Errorf("gossip listen %s: %w", n.cfg.BindAddr, err)
+	}
+	return n.cfg.memberlistConfig(ip, port), nil
 }
 
 func resolveBindHost(host string) (string, error) {
@@ -386,6 +409,15 @@ func (n *Node) member(name string) (NodeState, bool) {
 	defer n.memMu.Unlock()
 	m, ok := n.members[name]
 	return m, ok
+}
+
+// NumMembers is how many alive (and suspected) members this node knows,
+// itself included: what len(Members()) returns, without copying the list,
+// for polling thousands of nodes.
+func (n *Node) NumMembers() int {
+	n.memMu.Lock()
+	defer n.memMu.Unlock()
+	return len(n.members)
 }
 
 func (n *Node) numMembers() int {
