@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,13 @@ type Config struct {
 	DownloadRate int64
 	// MaxPeers is how many peers one fetch is told of at a time. Default 20.
 	MaxPeers int
+	// MaxConns caps BitTorrent connections per release; 0 = the swarm
+	// package's default.
+	MaxConns int
+	// SharedBundleDir, for benchmarks that run many agents in one process
+	// next to the seeder: the seeder's bundle directory, read instead of a
+	// copy of the agent's own (see swarm.Config.SharedDir). Empty on a node.
+	SharedBundleDir string
 	// Gossip adjusts gossip timing; identity and address fields are ignored.
 	Gossip gossip.Config
 	// Tick is how often the agent re-reads the cluster without being woken
@@ -99,6 +107,9 @@ func (c *Config) Validate() error {
 	if c.UploadRate < 0 || c.DownloadRate < 0 {
 		return errors.New("agent: rates must not be negative")
 	}
+	if c.MaxConns < 0 {
+		return errors.New("agent: max conns must not be negative")
+	}
 	return nil
 }
 
@@ -115,8 +126,13 @@ type Agent struct {
 
 	mu      sync.Mutex
 	apps    map[string]appState
-	workers map[string]*worker // by app
+	entered map[string]phaseTimes // by app; in memory only
+	workers map[string]*worker    // by app
 	wake    chan struct{}
+
+	// Owned by Run's goroutine (reconcile).
+	verifiedCache map[string]verified // by signature
+	lastRefresh   time.Time
 
 	startOnce sync.Once
 	startErr  error
@@ -178,7 +194,10 @@ func (a *Agent) start() (err error) {
 	if a.inst, err = installer.New(ic, a.log); err != nil {
 		return err
 	}
-	tc := swarm.Config{Dir: a.bundlesDir(), ListenAddr: a.cfg.TorrentAddr, UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate}
+	tc := swarm.Config{
+		Dir: a.bundlesDir(), ListenAddr: a.cfg.TorrentAddr, UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
+		MaxConnsPerTorrent: a.cfg.MaxConns, SharedDir: a.cfg.SharedBundleDir,
+	}
 	if a.torrent, err = swarm.New(tc, a.log); err != nil {
 		return err
 	}
@@ -228,6 +247,7 @@ func (a *Agent) reseed() {
 			if err != nil {
 				continue
 			}
+			// Its own copy only: an agent in shared mode holds none.
 			if _, err := os.Stat(swarm.BundlePath(a.bundlesDir(), m.ReleaseID)); err != nil {
 				continue
 			}
@@ -332,14 +352,13 @@ func (a *Agent) Current(app string) (release.Manifest, bool, error) { return a.i
 // reconcile starts a worker for every app whose target the agent is not
 // already working on or running, and retires workers of replaced targets.
 func (a *Agent) reconcile(ctx context.Context) {
-	for _, sd := range a.gossip.DesiredAll() {
-		d, err := sd.Verify(a.ring)
+	states := a.gossip.DesiredAll()
+	seen := make(map[string]verified, len(states))
+	defer func() { a.verifiedCache = seen }() // forget superseded states
+	for _, sd := range states {
+		d, m, err := a.verify(sd, seen)
 		if err != nil {
 			a.log.Error("gossip handed over a desired state that does not verify", zap.Error(err))
-			continue
-		}
-		m, err := d.Target.Verify(a.ring)
-		if err != nil {
 			continue
 		}
 		a.mu.Lock()
@@ -371,8 +390,46 @@ func (a *Agent) reconcile(ctx context.Context) {
 		}
 		a.startWorker(ctx, d, m)
 	}
-	a.refreshPeers()
+	if now := time.Now(); now.Sub(a.lastRefresh) >= a.cfg.Tick {
+		// Member changes wake reconcile far more often than peers are
+		// worth re-adding: at most once a tick.
+		a.lastRefresh = now
+		a.refreshPeers()
+	}
 	a.report()
+}
+
+// verified is a desired state whose signatures checked out, and its target.
+type verified struct {
+	env release.Envelope
+	d   release.DesiredState
+	m   release.Manifest
+}
+
+// verify checks sd's signatures and returns it with its target manifest,
+// recording it in seen. reconcile runs on every gossip change, which in a
+// large cluster is many times a second, so a state verified by the previous
+// reconcile is not verified again while it is byte-for-byte the same.
+func (a *Agent) verify(sd release.SignedDesiredState, seen map[string]verified) (release.DesiredState, release.Manifest, error) {
+	key := string(sd.Sig)
+	if v, ok := a.verifiedCache[key]; ok && sameEnvelope(v.env, sd.Envelope) {
+		seen[key] = v
+		return v.d, v.m, nil
+	}
+	d, err := sd.Verify(a.ring)
+	if err != nil {
+		return release.DesiredState{}, release.Manifest{}, err
+	}
+	m, err := d.Target.Verify(a.ring)
+	if err != nil {
+		return release.DesiredState{}, release.Manifest{}, err
+	}
+	seen[key] = verified{env: sd.Envelope, d: d, m: m}
+	return d, m, nil
+}
+
+func sameEnvelope(x, y release.Envelope) bool {
+	return x.KeyID == y.KeyID && bytes.Equal(x.Sig, y.Sig) && bytes.Equal(x.Payload, y.Payload)
 }
 
 func (a *Agent) startWorker(ctx context.Context, d release.DesiredState, m release.Manifest) {
@@ -449,7 +506,7 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 
 	st.Phase = gossip.PhaseInstalling
 	a.setState(st)
-	res, err := a.inst.Install(ctx, m, swarm.BundlePath(a.bundlesDir(), m.ReleaseID))
+	res, err := a.inst.Install(ctx, m, a.torrent.BundlePath(m.ReleaseID))
 	switch {
 	case err == nil:
 		st.Phase, st.Healthy, st.Error = gossip.PhaseActive, true, ""
@@ -531,6 +588,7 @@ func (a *Agent) setState(st appState) {
 		a.apps = map[string]appState{}
 	}
 	a.apps[st.App] = st
+	a.notePhaseLocked(st)
 	snapshot := make(map[string]appState, len(a.apps))
 	for k, v := range a.apps {
 		snapshot[k] = v
@@ -601,4 +659,39 @@ func (a *Agent) installed(app string, id release.ID) bool {
 // state and its sequence; benchmarks measure gossip spread with it.
 func (a *Agent) DesiredAcceptedAt(app string) (seq uint64, at time.Time, ok bool) {
 	return a.gossip.AcceptedAt(app)
+}
+
+// phaseTimes records when one app first entered each phase for one release.
+type phaseTimes struct {
+	id release.ID
+	at map[gossip.Phase]time.Time
+}
+
+func (a *Agent) notePhaseLocked(st appState) {
+	if a.entered == nil {
+		a.entered = map[string]phaseTimes{}
+	}
+	pt := a.entered[st.App]
+	if pt.id != st.ReleaseID || pt.at == nil {
+		pt = phaseTimes{id: st.ReleaseID, at: map[gossip.Phase]time.Time{}}
+		a.entered[st.App] = pt
+	}
+	if _, ok := pt.at[st.Phase]; !ok {
+		pt.at[st.Phase] = time.Now()
+	}
+}
+
+// PhaseEnteredAt reports when, in this process, the agent first reached
+// phase for release id of app (downloading, staged, active...); benchmarks
+// time downloads and installs with it. ok is false if it has not, or has
+// moved on to another release since.
+func (a *Agent) PhaseEnteredAt(app string, id release.ID, phase gossip.Phase) (at time.Time, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pt := a.entered[app]
+	if pt.id != id {
+		return time.Time{}, false
+	}
+	at, ok = pt.at[phase]
+	return at, ok
 }

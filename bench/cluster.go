@@ -27,8 +27,21 @@ type ClusterConfig struct {
 	// Hook and HealthCheck are given to every agent unless AgentOptions
 	// overrides them.
 	Hook, HealthCheck string
-	// AgentUploadRate caps each agent's upload in bytes/s; 0 = none.
-	AgentUploadRate int64
+	// AgentUploadRate and AgentDownloadRate cap each agent's BitTorrent
+	// upload and download in bytes/s; 0 = none.
+	AgentUploadRate   int64
+	AgentDownloadRate int64
+	// MaxConns caps each agent's connections per release; 0 = the swarm
+	// package's default.
+	MaxConns int
+	// MaxPeers is how many peers an agent's fetch is told of at a time;
+	// 0 = the agent's default.
+	MaxPeers int
+	// SharedStorage makes agents keep no bundle of their own: they read the
+	// seeder's stored copy and only hash what they receive, so that hundreds
+	// of agents fit one machine (see swarm.Config.SharedDir). Bytes still
+	// cross TCP and every piece is still checked.
+	SharedStorage bool
 	// OriginUploadRate caps the seeder's upload in bytes/s; 0 = none.
 	OriginUploadRate int64
 	// Gossip is the timing every node uses; zero = FastGossip().
@@ -97,7 +110,7 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	c.Seeder, err = seeder.New(seeder.Config{
-		StoreDir: filepath.Join(cfg.Dir, "seeder"), Key: key, Name: "seeder",
+		StoreDir: c.seederDir(), Key: key, Name: "seeder",
 		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
 		UploadRate: cfg.OriginUploadRate, Gossip: cfg.Gossip,
 	}, log)
@@ -127,6 +140,13 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	return c, nil
 }
 
+func (c *Cluster) seederDir() string { return filepath.Join(c.cfg.Dir, "seeder") }
+
+// OriginBundlesDir is the seeder's bundle directory: the seeder's store keeps
+// release id's bundle at swarm.BundlePath(OriginBundlesDir(), id). Agents in
+// SharedStorage mode read it.
+func (c *Cluster) OriginBundlesDir() string { return filepath.Join(c.seederDir(), "releases") }
+
 // AgentOptions overrides cluster defaults for one agent.
 type AgentOptions struct {
 	Hook, HealthCheck *string // nil = the cluster's
@@ -148,12 +168,18 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 	if trust == nil {
 		trust = []release.PublicKey{c.Key.Public()}
 	}
+	var shared string
+	if c.cfg.SharedStorage {
+		shared = c.OriginBundlesDir()
+	}
 	a, err := agent.New(agent.Config{
 		DataDir: filepath.Join(c.cfg.Dir, name), Name: name, Join: []string{c.Seeder.GossipAddr()},
 		JoinTimeout: 20 * time.Second, Trust: trust,
 		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0",
 		Hook: hook, HealthCheck: health, HookTimeout: 30 * time.Second,
-		UploadRate: c.cfg.AgentUploadRate, Gossip: c.cfg.Gossip, Tick: c.cfg.Tick,
+		UploadRate: c.cfg.AgentUploadRate, DownloadRate: c.cfg.AgentDownloadRate,
+		MaxConns: c.cfg.MaxConns, MaxPeers: c.cfg.MaxPeers, SharedBundleDir: shared,
+		Gossip: c.cfg.Gossip, Tick: c.cfg.Tick,
 		RetryBackoff: 200 * time.Millisecond,
 	}, c.log)
 	if err != nil {

@@ -1,0 +1,231 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/seeder"
+)
+
+// RealConfig shapes one RunReal.
+type RealConfig struct {
+	// Params are the run's inputs: Nodes, SizeBytes, NodeUp, NodeDown,
+	// OriginUp (bytes/s; 0 = no cap), MaxPeers, MaxConns (0 = defaults) and
+	// Seed (the payload's bytes). PieceLength is the seeder's choice for
+	// SizeBytes and is filled in.
+	Params Params
+	// Dir is the scratch directory; required. The caller removes it.
+	Dir string
+	// SharedStorage runs the agents with ClusterConfig.SharedStorage: one
+	// copy of the bundle on disk for the whole run, flat memory.
+	SharedStorage bool
+	// Gossip is the timing every node uses; zero = FastGossip().
+	Gossip gossip.Config
+}
+
+// benchApp is the app a real run publishes.
+const benchApp = "bench"
+
+// pollInterval is how often RunReal looks at the agents' phases.
+const pollInterval = 25 * time.Millisecond
+
+// RunReal starts a seeder and Params.Nodes agents in this process, all on
+// 127.0.0.1, waits until every agent has joined the seeder, then publishes
+// a single-file app of SizeBytes seeded random bytes and waits until every
+// agent runs it (bounded by ctx). Installs use no hook.
+//
+// The clock starts at the publish call (packing is done before): Completions
+// are seconds from it to each agent's active phase. OriginBytes is what the
+// seeder uploaded, PeerBytes the useful bytes agents got from each other,
+// DuplicateBytes the bytes received twice. Gossip99S and Gossip100S are
+// when 99% and all agents had accepted the desired state. CPUSeconds is the
+// process's CPU time from publish to the last agent active (CPUSeconds /
+// CompletionS near the core count means the run was CPU-bound); PeakRSSMiB
+// and Goroutines are the process's peaks over the whole call, WallS its
+// length, setup and teardown included. Notes add the download times (to
+// staged) beside the install times. progress(active, total) is called as
+// agents become active.
+//
+// On error after the publish the Result holds what was measured so far.
+func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func(active, total int)) (Result, error) {
+	p := cfg.Params
+	if err := p.Validate(); err != nil {
+		return Result{}, fmt.Errorf("real: %w", err)
+	}
+	if cfg.Dir == "" {
+		return Result{}, errors.New("real: Dir is required")
+	}
+	r := Result{Kind: KindReal, Params: p}
+	meter := startProcMeter(100 * time.Millisecond)
+	defer meter.finish(&r)
+
+	payloadDir := filepath.Join(cfg.Dir, "payload")
+	if err := os.MkdirAll(payloadDir, 0o755); err != nil {
+		return r, fmt.Errorf("real: %w", err)
+	}
+	payload := filepath.Join(payloadDir, "payload.bin")
+	if err := WriteRandomFile(payload, p.SizeBytes, p.Seed); err != nil {
+		return r, fmt.Errorf("real: %w", err)
+	}
+
+	setup := time.Now()
+	c, err := NewCluster(ctx, ClusterConfig{
+		Dir: filepath.Join(cfg.Dir, "cluster"), Agents: p.Nodes,
+		AgentUploadRate: p.NodeUp, AgentDownloadRate: p.NodeDown, OriginUploadRate: p.OriginUp,
+		MaxConns: p.MaxConns, MaxPeers: p.MaxPeers, SharedStorage: cfg.SharedStorage,
+		Gossip: cfg.Gossip,
+	}, log)
+	if err != nil {
+		return r, fmt.Errorf("real: start cluster: %w", err)
+	}
+	closed := false
+	closeCluster := func() {
+		if !closed {
+			closed = true
+			c.Close()
+		}
+	}
+	defer closeCluster()
+
+	b, err := seeder.Pack(seeder.PackOptions{Source: payload, App: benchApp, Version: "1.0.0", Key: c.Key, TempDir: payloadDir})
+	if err != nil {
+		return r, fmt.Errorf("real: pack: %w", err)
+	}
+	defer b.Close()
+	if p.PieceLength != 0 && p.PieceLength != b.Manifest.PieceLength {
+		addNote(&r, fmt.Sprintf("piece length %d asked, the seeder uses %d", p.PieceLength, b.Manifest.PieceLength))
+	}
+	r.Params.PieceLength = b.Manifest.PieceLength
+	if err := waitJoined(ctx, c, p.Nodes); err != nil {
+		return r, fmt.Errorf("real: %w", err)
+	}
+	setupS := time.Since(setup).Seconds()
+
+	meter.markCPU()
+	r.Start = time.Now()
+	pub, err := c.Client.PublishBundle(ctx, b, nil)
+	if err != nil {
+		return r, fmt.Errorf("real: publish: %w", err)
+	}
+	publishS := time.Since(r.Start).Seconds()
+	nodes := c.Agents()
+	waitErr := waitAllActive(ctx, nodes, pub.ReleaseID, progress)
+	var others float64
+	r.CPUSeconds, others = meter.cpuSince()
+	noteContention(&r, others)
+
+	r.OriginBytes = c.Seeder.TorrentStats().BytesSent
+	var staged, installs, gossiped []float64
+	for _, n := range nodes {
+		s := n.TorrentStats()
+		r.PeerBytes += s.BytesFromPeers
+		r.DuplicateBytes += s.BytesWasted
+		active, okA := n.PhaseEnteredAt(benchApp, pub.ReleaseID, gossip.PhaseActive)
+		if okA {
+			r.Completions = append(r.Completions, active.Sub(r.Start).Seconds())
+		}
+		if at, ok := n.PhaseEnteredAt(benchApp, pub.ReleaseID, gossip.PhaseStaged); ok {
+			staged = append(staged, at.Sub(r.Start).Seconds())
+			if okA {
+				installs = append(installs, active.Sub(at).Seconds())
+			}
+		}
+		if seq, at, ok := n.DesiredAcceptedAt(benchApp); ok && seq == pub.Sequence && !at.IsZero() {
+			gossiped = append(gossiped, at.Sub(r.Start).Seconds())
+		}
+	}
+	slices.Sort(staged)
+	slices.Sort(installs)
+	slices.Sort(gossiped)
+	if len(gossiped) == p.Nodes {
+		r.Gossip99S = Percentile(gossiped, 0.99)
+		r.Gossip100S = gossiped[len(gossiped)-1]
+	}
+	storage := "own copies"
+	if cfg.SharedStorage {
+		storage = "shared storage"
+	}
+	addNote(&r, fmt.Sprintf("bundle %d bytes, %s; setup %.1fs; publish call %.2fs", b.Manifest.BundleSize, storage, setupS, publishS))
+	if len(staged) > 0 {
+		addNote(&r, fmt.Sprintf("downloaded (staged) p50 %.2fs p90 %.2fs last %.2fs",
+			Percentile(staged, 0.5), Percentile(staged, 0.9), staged[len(staged)-1]))
+	}
+	if len(installs) > 0 {
+		addNote(&r, fmt.Sprintf("install (staged to active) p50 %.2fs p90 %.2fs max %.2fs",
+			Percentile(installs, 0.5), Percentile(installs, 0.9), installs[len(installs)-1]))
+	}
+
+	if waitErr != nil {
+		addNote(&r, fmt.Sprintf("only %d of %d agents active when the run ended: completion figures cover those", len(r.Completions), p.Nodes))
+	}
+
+	closeCluster()
+	meter.finish(&r)
+	r.Finish()
+	if waitErr != nil {
+		return r, fmt.Errorf("real: %w", waitErr)
+	}
+	return r, nil
+}
+
+// waitJoined waits until the seeder sees n agents, bounded by ctx and a
+// minute plus 100ms per agent.
+func waitJoined(ctx context.Context, c *Cluster, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(n)*100*time.Millisecond)
+	defer cancel()
+	for {
+		seen := len(c.Seeder.Status().Nodes)
+		if seen >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("only %d of %d agents joined: %w", seen, n, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitAllActive polls until every node runs id, one fails it, or ctx ends.
+func waitAllActive(ctx context.Context, nodes []*Node, id release.ID, progress func(active, total int)) error {
+	active := make([]bool, len(nodes))
+	count := 0
+	for {
+		for i, n := range nodes {
+			if active[i] {
+				continue
+			}
+			ph, rid, _ := n.AppPhase(benchApp)
+			if rid != id {
+				continue
+			}
+			switch ph {
+			case gossip.PhaseActive:
+				active[i] = true
+				count++
+				if progress != nil {
+					progress(count, len(nodes))
+				}
+			case gossip.PhaseFailed, gossip.PhaseRolledBack:
+				return fmt.Errorf("%s: %s", n.Name(), ph)
+			}
+		}
+		if count == len(nodes) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d agents active: %w", count, len(nodes), ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
+}
