@@ -9,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # large cases live behind `make test-long` and the benchmarks.
 TESTFLAGS   ?= -race -count=1 -timeout 15m
 
-.PHONY: help build test test-long lint bench demo tidy clean
+.PHONY: help build test test-long lint bench bench-full bench-go demo tidy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,13 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-bench: ## run the Go benchmarks
+bench: build ## a quick sweep (a few minutes): rewrites the quick tables in BENCHMARKS.md and docs/bench/quick
+	bash scripts/bench.sh $(BIN) quick
+
+bench-full: build ## the full sweeps BENCHMARKS.md reports (about an hour)
+	bash scripts/bench.sh $(BIN) full
+
+bench-go: ## the Go micro-benchmarks (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 demo: build ## a seeder and 6 agents on 127.0.0.1: publish v1, then v2, watch them converge

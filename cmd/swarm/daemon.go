@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
 	"strings"
+
+	"golang.org/x/term"
 
 	"github.com/swarmdeploy/swarm/release"
 	"github.com/swarmdeploy/swarm/seeder"
@@ -108,3 +111,25 @@ func parseBytes(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// parseRate reads a rate in bytes per second: a byte count (2MiB, 500K) or
+// bits with a decimal unit (1Gbit, 100Mbit), as links are sold.
+func parseRate(s string) (int64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	for _, u := range []struct {
+		suffix string
+		bits   int64
+	}{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}} {
+		if v, ok := strings.CutSuffix(t, u.suffix); ok {
+			var n int64
+			if _, err := fmt.Sscanf(v, "%d", &n); err != nil || fmt.Sprint(n) != v {
+				return 0, fmt.Errorf("not a rate: %q", s)
+			}
+			return n * u.bits / 8, nil
+		}
+	}
+	return parseBytes(s)
+}
+
+// isTerminal reports whether f is a terminal, for progress bars and redraws.
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/swarmdeploy/swarm/release"
 	"github.com/swarmdeploy/swarm/seeder"
@@ -136,7 +135,7 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 // newBar is a progress bar on w when w is a terminal, and silent otherwise,
 // so scripts and logs stay clean.
 func newBar(w io.Writer, max int64, what string) *progressbar.ProgressBar {
-	if f, ok := w.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+	if f, ok := w.(*os.File); !ok || !isTerminal(f) {
 		return progressbar.DefaultBytesSilent(max, what)
 	}
 	return progressbar.NewOptions64(max,

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/swarmdeploy/swarm/seeder"
 )
@@ -174,7 +173,7 @@ func progressCell(p float64) string {
 // previous one (prevLines lines) so a --wait refresh updates in place.
 // It returns how many lines it drew.
 func redraw(w io.Writer, table string, prevLines int) int {
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if f, ok := w.(*os.File); ok && isTerminal(f) {
 		if prevLines > 0 {
 			fmt.Fprintf(w, "\033[%dA\033[J", prevLines)
 		}

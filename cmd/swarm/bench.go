@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/bench"
+	"github.com/swarmdeploy/swarm/bench/report"
+	"github.com/swarmdeploy/swarm/bench/sim"
+	"github.com/swarmdeploy/swarm/gossip"
+)
+
+// benchOptions are the flags every `swarm bench` run shares.
+type benchOptions struct {
+	nodes                    int
+	size                     string
+	nodeUp, nodeDown, origin string
+	maxPeers, maxConns       int
+	seed                     uint64
+	json                     bool
+	out                      string // append results here (JSON Lines)
+	timeout                  time.Duration
+}
+
+func (o *benchOptions) register(cmd *cobra.Command, nodes int, size, up, down, origin string) {
+	f := cmd.Flags()
+	f.IntVar(&o.nodes, "nodes", nodes, "number of nodes")
+	f.StringVar(&o.size, "size", size, "bundle size, e.g. 64MiB, 1GiB")
+	f.StringVar(&o.nodeUp, "node-up", up, "each node's upload rate, e.g. 2MiB (per second), 1Gbit")
+	f.StringVar(&o.nodeDown, "node-down", down, "each node's download rate")
+	f.StringVar(&o.origin, "origin-up", origin, "the origin's upload rate")
+	f.IntVar(&o.maxPeers, "max-peers", 20, "peers each node is told of")
+	f.IntVar(&o.maxConns, "max-conns", 50, "connections per node per torrent")
+	f.Uint64Var(&o.seed, "seed", 1, "seed for payload bytes and random choices")
+	f.BoolVar(&o.json, "json", false, "print one JSON object per result instead of a summary")
+	f.StringVar(&o.out, "out", "", "also append results to this file (JSON Lines; read by 'swarm bench report')")
+	f.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
+}
+
+// params turns the flags into bench.Params, refusing bad input before
+// anything starts.
+func (o *benchOptions) params() (bench.Params, error) {
+	p := bench.Params{Nodes: o.nodes, MaxPeers: o.maxPeers, MaxConns: o.maxConns, Seed: o.seed}
+	if o.nodes <= 0 {
+		return p, usageErrorf("bench: --nodes %d: need at least one node", o.nodes)
+	}
+	var err error
+	if p.SizeBytes, err = parseBytes(o.size); err != nil || p.SizeBytes <= 0 {
+		return p, usageErrorf("bench: --size %q: give a positive size such as 64MiB", o.size)
+	}
+	for _, r := range []struct {
+		flag, v string
+		dst     *int64
+	}{{"--node-up", o.nodeUp, &p.NodeUp}, {"--node-down", o.nodeDown, &p.NodeDown}, {"--origin-up", o.origin, &p.OriginUp}} {
+		n, err := parseRate(r.v)
+		if err != nil || n <= 0 {
+			return p, usageErrorf("bench: %s %q: give a positive rate such as 2MiB or 1Gbit (per second); T* needs every rate", r.flag, r.v)
+		}
+		*r.dst = n
+	}
+	if err := p.Validate(); err != nil {
+		return p, usageErrorf("bench: %w", err)
+	}
+	return p, nil
+}
+
+func newBenchCmd(ios streams, g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure distribution: real in-process clusters, the simulator, gossip at scale",
+		Long: `bench measures what swarm exists for: origin egress that stays flat while the
+fleet grows, and completion close to the peer-to-peer lower bound
+T* = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) (Kumar and Ross, 2006).
+
+  real    a seeder and N real agents in this process, and the same N
+          downloading from one HTTP server (the central baseline)
+  sim     the piece-level simulator of the same policy, for thousands of nodes
+  gossip  N real memberlist nodes over an in-memory network
+  report  tables and plots from saved results`,
+		Example: `  swarm bench real --nodes 50 --size 64MiB --node-up 2MiB --origin-up 20MiB
+  swarm bench sim --nodes 5000 --size 1GiB --node-up 1Gbit --node-down 1Gbit --origin-up 10Gbit
+  swarm bench gossip --nodes 1000
+  swarm bench report --in results.jsonl --plots docs/bench --markdown BENCHMARKS.md`,
+	}
+	cmd.AddCommand(newBenchRealCmd(ios, g), newBenchSimCmd(ios), newBenchGossipCmd(ios, g), newBenchReportCmd(ios))
+	for _, c := range cmd.Commands() {
+		c.Args = wrapArgs(c.Args)
+	}
+	return cmd
+}
+
+type benchRealOptions struct {
+	benchOptions
+	shared  bool
+	central bool
+	dir     string
+}
+
+func newBenchRealCmd(ios streams, g *globalOptions) *cobra.Command {
+	o := &benchRealOptions{}
+	cmd := &cobra.Command{
+		Use:   "real",
+		Short: "Run a real seeder and N agents in this process, and the central baseline",
+		Example: `  swarm bench real --nodes 100 --size 64MiB --node-up 2MiB --node-down 20MiB --origin-up 20MiB
+  swarm bench real --nodes 25 --size 16MiB --json --out results.jsonl`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return benchRealRun(cmd.Context(), ios, g, o, cmd.Flag("log-level").Changed)
+		},
+	}
+	o.register(cmd, 25, "64MiB", "2MiB", "20MiB", "20MiB")
+	cmd.Flags().BoolVar(&o.shared, "shared-storage", true, "agents read one shared verified copy (memory stays flat; bytes still cross TCP and are hash-checked)")
+	cmd.Flags().BoolVar(&o.central, "central", true, "also run the central HTTP baseline with the same caps")
+	cmd.Flags().StringVar(&o.dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
+	return cmd
+}
+
+func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRealOptions, logLevelSet bool) error {
+	p, err := o.params()
+	if err != nil {
+		return err
+	}
+	dir := o.dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "swarm-bench-"); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer os.RemoveAll(dir)
+	}
+	if err := checkBenchDisk(dir, p, o.shared); err != nil {
+		return err
+	}
+	// Hundreds of agents on two cores make memberlist complain about slow
+	// probes; unless asked for logs, a run prints only its result (errors
+	// still end the run with one line).
+	log := zap.NewNop()
+	if logLevelSet {
+		if log, err = newLogger(g, ios.Err); err != nil {
+			return err
+		}
+	}
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	bar := newCountBar(ios, p.Nodes, fmt.Sprintf("swarm N=%d", p.Nodes))
+	res, err := bench.RunReal(ctx, bench.RealConfig{Params: p, Dir: filepath.Join(dir, "swarm"), SharedStorage: o.shared, Gossip: benchGossip()}, log,
+		func(done, _ int) { _ = bar.Set(done) })
+	_ = bar.Finish()
+	if err != nil {
+		return fmt.Errorf("bench real: %w", err)
+	}
+	results := []bench.Result{res}
+	if o.central {
+		payload := filepath.Join(dir, "central.bin")
+		if err := bench.WriteRandomFile(payload, p.SizeBytes, p.Seed); err != nil {
+			return fmt.Errorf("bench central: %w", err)
+		}
+		bar := newCountBar(ios, p.Nodes, fmt.Sprintf("central N=%d", p.Nodes))
+		cres, err := bench.RunCentral(ctx, p, payload, func(done, _ int) { _ = bar.Set(done) })
+		_ = bar.Finish()
+		if err != nil {
+			return fmt.Errorf("bench central: %w", err)
+		}
+		results = append(results, cres)
+	}
+	return emitResults(ios, &o.benchOptions, results)
+}
+
+func newBenchSimCmd(ios streams) *cobra.Command {
+	o := &benchOptions{}
+	var maxRequests int
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Simulate the same transfer policy for thousands of nodes",
+		Example: `  swarm bench sim --nodes 5000
+  swarm bench sim --nodes 20000 --size 1GiB --node-up 1Gbit --node-down 1Gbit --origin-up 10Gbit --json`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := o.params()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+			defer cancel()
+			bar := newCountBar(ios, p.Nodes, fmt.Sprintf("sim N=%d", p.Nodes))
+			res, err := sim.Run(ctx, sim.Config{Params: p, MaxRequests: maxRequests}, func(done, _ int) { _ = bar.Set(done) })
+			_ = bar.Finish()
+			if err != nil {
+				return fmt.Errorf("bench sim: %w", err)
+			}
+			return emitResults(ios, o, []bench.Result{res})
+		},
+	}
+	o.register(cmd, 5000, "1GiB", "1Gbit", "1Gbit", "10Gbit")
+	cmd.Flags().IntVar(&maxRequests, "max-requests", 0, "pieces a node downloads at once (0 = the simulator's default)")
+	return cmd
+}
+
+func newBenchGossipCmd(ios streams, g *globalOptions) *cobra.Command {
+	var nodes int
+	var asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "gossip",
+		Short: "Spread one desired state over N real memberlist nodes in this process",
+		Example: `  swarm bench gossip --nodes 1000
+  swarm bench gossip --nodes 500 --json`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if nodes < 2 {
+				return usageErrorf("bench gossip: --nodes %d: need at least 2 nodes", nodes)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			var bar *progressbar.ProgressBar
+			stage := ""
+			res, err := bench.RunGossipScale(ctx, bench.GossipScaleConfig{Nodes: nodes}, zap.NewNop(), func(s string, done, total int) {
+				if s != stage {
+					if bar != nil {
+						_ = bar.Finish()
+					}
+					bar, stage = newCountBar(ios, total, s), s
+				}
+				_ = bar.Set(done)
+			})
+			if bar != nil {
+				_ = bar.Finish()
+			}
+			if err != nil {
+				return fmt.Errorf("bench gossip: %w", err)
+			}
+			if asJSON {
+				return json.NewEncoder(ios.Out).Encode(res)
+			}
+			p99, p100 := sim.GossipSpread(nodes, 200*time.Millisecond, 3, time.Millisecond, 1)
+			fmt.Fprint(ios.Out, report.GossipTable([]report.GossipRow{{Nodes: nodes, Real99: res.Reach99S, Real100: res.Reach100S, Sim99: p99, Sim100: p100}}))
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&nodes, "nodes", 500, "number of gossip nodes")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	return cmd
+}
+
+func emitResults(ios streams, o *benchOptions, rs []bench.Result) error {
+	if o.out != "" {
+		f, err := os.OpenFile(o.out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("bench: --out: %w", err)
+		}
+		if err := report.WriteJSON(f, rs...); err != nil {
+			f.Close()
+			return fmt.Errorf("bench: --out: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("bench: --out: %w", err)
+		}
+	}
+	if o.json {
+		return report.WriteJSON(ios.Out, rs...)
+	}
+	for _, r := range rs {
+		if err := report.Text(ios.Out, r); err != nil {
+			return err
+		}
+		fmt.Fprintln(ios.Out)
+	}
+	if len(rs) > 1 {
+		fmt.Fprint(ios.Out, report.Table(rs))
+	}
+	return nil
+}
+
+// checkBenchDisk refuses a real run that cannot fit on the scratch disk:
+// the origin's bundle, the payload, and per node either a bundle (unless
+// storage is shared) and an unpacked release.
+func checkBenchDisk(dir string, p bench.Params, shared bool) error {
+	perNode := p.SizeBytes // the unpacked release
+	if !shared {
+		perNode += p.SizeBytes
+	}
+	need := 3*p.SizeBytes + int64(p.Nodes)*perNode
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("bench: scratch dir %s: %w", dir, err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if need > free {
+		return usageErrorf("bench: --nodes %d × --size %s needs about %s on %s, only %s free; use fewer nodes, a smaller size or --dir on a bigger disk",
+			p.Nodes, humanBytes(p.SizeBytes), humanBytes(need), dir, humanBytes(free))
+	}
+	return nil
+}
+
+// newCountBar is a progress bar of nodes done, on stderr when it is a
+// terminal.
+func newCountBar(ios streams, total int, what string) *progressbar.ProgressBar {
+	if f, ok := ios.Err.(*os.File); !ok || !isTerminal(f) {
+		return progressbar.NewOptions(total, progressbar.OptionSetWriter(discard{}))
+	}
+	return progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(ios.Err),
+		progressbar.OptionSetDescription(fmt.Sprintf("%-16s", what)),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowElapsedTimeOnFinish(),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(ios.Err) }),
+	)
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+// benchGossip is the gossip timing of real bench runs: memberlist's LAN
+// gossip interval (which the simulator's gossip model assumes too), with
+// probes slow enough that a loaded 2-core machine does not declare healthy
+// agents dead.
+func benchGossip() gossip.Config {
+	return gossip.Config{
+		GossipInterval:   200 * time.Millisecond,
+		ProbeInterval:    2 * time.Second,
+		ProbeTimeout:     time.Second,
+		PushPullInterval: 15 * time.Second,
+	}
+}

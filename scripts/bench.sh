@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# make bench / make bench-full: run a sweep with `swarm bench`, then rewrite the
+# matching tables of BENCHMARKS.md and the plots in docs/bench/.
+#
+#   scripts/bench.sh BIN quick   a few minutes: small real and simulated sweeps
+#   scripts/bench.sh BIN full    the sweeps BENCHMARKS.md reports (about an hour)
+set -euo pipefail
+
+BIN=${1:-bin/swarm}
+PROFILE=${2:-quick}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${BENCH_OUT:-$ROOT/.bench/$PROFILE}
+mkdir -p "$OUT"
+rm -f "$OUT"/*.jsonl
+
+case "$PROFILE" in
+quick)
+	REAL_NODES="10 25"; REAL_SIZE=16MiB; ORIGIN_UP=20MiB
+	SIM_NODES="100 500 1000 5000"; SIM_SIZE=1GiB
+	GOSSIP_NODES="100 250"
+	;;
+full)
+	REAL_NODES="25 50 100 200"; REAL_SIZE=64MiB; ORIGIN_UP=50MiB
+	SIM_NODES="100 500 1000 5000 20000"; SIM_SIZE=1GiB
+	GOSSIP_NODES="500 1000"
+	;;
+*)
+	echo "usage: $0 BIN quick|full" >&2
+	exit 2
+	;;
+esac
+REAL_CAPS=(--node-up 2MiB --node-down 20MiB --origin-up "$ORIGIN_UP")
+SIM_CAPS=(--node-up 1Gbit --node-down 1Gbit --origin-up 10Gbit)
+
+echo "== $PROFILE sweep: $(nproc) cores, $(date -u +%F), results in $OUT"
+for n in $REAL_NODES; do
+	echo "-- real N=$n ($REAL_SIZE, ${REAL_CAPS[*]})"
+	"$BIN" bench real --nodes "$n" --size "$REAL_SIZE" "${REAL_CAPS[@]}" --out "$OUT/real.jsonl" >/dev/null
+	echo "-- sim with the same parameters"
+	"$BIN" bench sim --nodes "$n" --size "$REAL_SIZE" "${REAL_CAPS[@]}" --out "$OUT/validate.jsonl" >/dev/null
+done
+for n in $SIM_NODES; do
+	echo "-- sim N=$n ($SIM_SIZE, ${SIM_CAPS[*]})"
+	"$BIN" bench sim --nodes "$n" --size "$SIM_SIZE" "${SIM_CAPS[@]}" --out "$OUT/sim.jsonl" >/dev/null
+done
+for n in $GOSSIP_NODES; do
+	echo "-- gossip N=$n"
+	"$BIN" bench gossip --nodes "$n" --json >>"$OUT/gossip.jsonl"
+done
+"$BIN" bench report --real "$OUT/real.jsonl" --sim "$OUT/sim.jsonl" --validate "$OUT/validate.jsonl" \
+	--gossip "$OUT/gossip.jsonl" --plots "$ROOT/docs/bench/$PROFILE" \
+	--markdown "$ROOT/BENCHMARKS.md" --section-prefix "$PROFILE-" \
+	--command "make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE)"
+echo "== BENCHMARKS.md ($PROFILE sections) and docs/bench/$PROFILE/*.png updated"
