@@ -48,7 +48,7 @@ for n in $GOSSIP_NODES; do
 	"$BIN" bench gossip --nodes "$n" --json >>"$OUT/gossip.jsonl"
 done
 "$BIN" bench report --real "$OUT/real.jsonl" --sim "$OUT/sim.jsonl" --validate "$OUT/validate.jsonl" \
-	--gossip "$OUT/gossip.jsonl" --plots "$ROOT/docs/bench/$PROFILE" \
+	--gossip "$OUT/gossip.jsonl" --plots "$ROOT/docs/bench/$PROFILE" --csv "$OUT/results.csv" \
 	--markdown "$ROOT/BENCHMARKS.md" --section-prefix "$PROFILE-" \
 	--command "make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE)"
 echo "== BENCHMARKS.md ($PROFILE sections) and docs/bench/$PROFILE/*.png updated"

@@ -19,7 +19,7 @@ import (
 
 type benchReportOptions struct {
 	real, sim, validate, gossip string
-	plots, markdown             string
+	plots, markdown, csv        string
 	prefix                      string
 	command                     string
 }
@@ -43,6 +43,7 @@ in place (between <!-- bench:NAME --> markers); with --plots it draws PNGs.`,
 	f.StringVar(&o.sim, "sim", "", "results of the simulated sweep")
 	f.StringVar(&o.validate, "validate", "", "results of 'swarm bench sim' run with the real sweep's parameters")
 	f.StringVar(&o.gossip, "gossip", "", "results of 'swarm bench gossip --json'")
+	f.StringVar(&o.csv, "csv", "", "also write every result as CSV to this file")
 	f.StringVar(&o.plots, "plots", "", "write PNG plots into this directory")
 	f.StringVar(&o.markdown, "markdown", "", "rewrite the bench sections of this Markdown file")
 	f.StringVar(&o.command, "command", "", "the command that produced the results, stamped above each table")
@@ -105,6 +106,19 @@ func benchReportRun(ios streams, o *benchReportOptions) error {
 			if err := report.UpdateMarkdown(o.markdown, o.prefix+name, s); err != nil {
 				return fmt.Errorf("bench report: %w", err)
 			}
+		}
+	}
+	if o.csv != "" {
+		f, err := os.Create(o.csv)
+		if err != nil {
+			return fmt.Errorf("bench report: --csv: %w", err)
+		}
+		err = report.WriteCSV(f, all...)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("bench report: --csv: %w", err)
 		}
 	}
 	if o.plots != "" && len(all) > 0 {

@@ -364,6 +364,12 @@ func TestBadInput(t *testing.T) {
 			"--gossip", busy.Addr().String(), "--torrent", "127.0.0.1:0"}, exitFailure, []string{"in use", "--gossip"}},
 		{"agent missing trust", []string{"agent", "--data", t.TempDir(), "--join", c.gossip}, exitUsage, []string{"--trust"}},
 		{"unknown flag", []string{"status", "--nope"}, exitUsage, []string{"unknown flag"}},
+		{"bench zero nodes", []string{"bench", "sim", "--nodes", "0"}, exitUsage, []string{"--nodes"}},
+		{"bench negative nodes", []string{"bench", "real", "--nodes", "-3"}, exitUsage, []string{"--nodes"}},
+		{"bench zero rate", []string{"bench", "real", "--node-up", "0"}, exitUsage, []string{"--node-up", "positive rate"}},
+		{"bench bad size", []string{"bench", "sim", "--size", "lots"}, exitUsage, []string{"--size"}},
+		{"bench too large for disk", []string{"bench", "real", "--nodes", "5000", "--size", "64GiB"}, exitUsage, []string{"needs about", "free"}},
+		{"bench sim too large", []string{"bench", "sim", "--nodes", "100", "--size", "4096TiB"}, exitUsage, []string{"--size"}},
 		{"status unreachable seeder", []string{"status", "--seeder", "http://127.0.0.1:1"}, exitFailure, []string{"unreachable"}},
 	}
 	for _, tc := range cases {
