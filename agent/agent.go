@@ -332,6 +332,10 @@ func (a *Agent) TorrentAddr() string { return a.torrent.Addr() }
 // Name is the agent's node name.
 func (a *Agent) Name() string { return a.cfg.Name }
 
+// GossipMembers is how many members, this node included, the agent's
+// gossip knows of; benchmarks wait for it before they publish.
+func (a *Agent) GossipMembers() int { return len(a.gossip.Members()) }
+
 // TorrentStats are the agent's transfer counters.
 func (a *Agent) TorrentStats() swarm.Stats { return a.torrent.Stats() }
 

@@ -28,9 +28,14 @@ type RealConfig struct {
 	// SharedStorage runs the agents with ClusterConfig.SharedStorage: one
 	// copy of the bundle on disk for the whole run, flat memory.
 	SharedStorage bool
-	// Gossip is the timing every node uses; zero = FastGossip().
+	// Gossip is the timing every node uses; zero (no gossip or probe
+	// interval) = FastGossip(), or LargeGossip() above largeCluster nodes.
 	Gossip gossip.Config
 }
+
+// largeCluster is the size above which RunReal's default gossip timing is
+// LargeGossip.
+const largeCluster = 100
 
 // benchApp is the app a real run publishes.
 const benchApp = "bench"
@@ -64,6 +69,12 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 	if cfg.Dir == "" {
 		return Result{}, errors.New("real: Dir is required")
 	}
+	if cfg.Gossip.GossipInterval == 0 && cfg.Gossip.ProbeInterval == 0 {
+		cfg.Gossip = FastGossip()
+		if p.Nodes > largeCluster {
+			cfg.Gossip = LargeGossip()
+		}
+	}
 	r := Result{Kind: KindReal, Params: p}
 	meter := startProcMeter(100 * time.Millisecond)
 	defer meter.finish(&r)
@@ -79,7 +90,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 
 	setup := time.Now()
 	c, err := NewCluster(ctx, ClusterConfig{
-		Dir: filepath.Join(cfg.Dir, "cluster"), Agents: p.Nodes,
+		Dir:             filepath.Join(cfg.Dir, "cluster"),
 		AgentUploadRate: p.NodeUp, AgentDownloadRate: p.NodeDown, OriginUploadRate: p.OriginUp,
 		MaxConns: p.MaxConns, MaxPeers: p.MaxPeers, SharedStorage: cfg.SharedStorage,
 		Gossip: cfg.Gossip,
@@ -105,8 +116,11 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 		addNote(&r, fmt.Sprintf("piece length %d asked, the seeder uses %d", p.PieceLength, b.Manifest.PieceLength))
 	}
 	r.Params.PieceLength = b.Manifest.PieceLength
-	if err := waitJoined(ctx, c, p.Nodes); err != nil {
+	if err := addAgents(ctx, c, p.Nodes); err != nil {
 		return r, fmt.Errorf("real: %w", err)
+	}
+	if least := waitMembership(ctx, c.Agents(), p.Nodes+1); least < p.Nodes+1 {
+		addNote(&r, fmt.Sprintf("membership had not converged at the publish: an agent knew %d of %d members", least, p.Nodes+1))
 	}
 	setupS := time.Since(setup).Seconds()
 
@@ -177,10 +191,31 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 	return r, nil
 }
 
+// joinBatch is how many agents RunReal starts at once. Hundreds of joins
+// at the same instant make the seeder's push/pull answers time out.
+const joinBatch = 25
+
+// addAgents starts n agents in batches, each once the seeder sees the ones
+// before, so that every agent has joined before the publish. Each batch is
+// bounded by ctx and a minute.
+func addAgents(ctx context.Context, c *Cluster, n int) error {
+	for started := 0; started < n; {
+		for end := min(started+joinBatch, n); started < end; started++ {
+			if _, err := c.AddAgent(fmt.Sprintf("agent-%03d", started+1), AgentOptions{}); err != nil {
+				return fmt.Errorf("start agent %d: %w", started+1, err)
+			}
+		}
+		if err := waitJoined(ctx, c, started); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // waitJoined waits until the seeder sees n agents, bounded by ctx and a
-// minute plus 100ms per agent.
+// minute.
 func waitJoined(ctx context.Context, c *Cluster, n int) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(n)*100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
 		seen := len(c.Seeder.Status().Nodes)
@@ -190,7 +225,30 @@ func waitJoined(ctx context.Context, c *Cluster, n int) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("only %d of %d agents joined: %w", seen, n, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// waitMembership waits until every node knows want members (itself
+// included), bounded by ctx and two minutes, and returns the fewest any
+// node knows. A desired state published while members still join spreads
+// slowly: memberlist fills its packets with membership news first.
+func waitMembership(ctx context.Context, nodes []*Node, want int) int {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		least := want
+		for _, n := range nodes {
+			least = min(least, n.GossipMembers())
+		}
+		if least >= want {
+			return least
+		}
+		select {
+		case <-ctx.Done():
+			return least
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
