@@ -275,7 +275,7 @@ func (c *Client) Close() error {
 	if cl == nil {
 		return nil
 	}
-	errs := cl.Close()
+	errs := closeClient(cl, c.log)
 	if store != nil {
 		errs = append(errs, store.Close())
 	}
@@ -337,4 +337,16 @@ func (c *Client) peerInfos(self string, src Sources) []torrent.PeerInfo {
 		add(a, false)
 	}
 	return out
+}
+
+// closeClient closes cl, surviving the same anacrolix accounting panic as
+// dropTorrent when a torrent still registered is closed with it.
+func closeClient(cl *torrent.Client, log *zap.Logger) (errs []error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Warn("anacrolix panicked while closing; ignored", zap.Any("panic", r))
+			errs = nil
+		}
+	}()
+	return cl.Close()
 }
