@@ -97,8 +97,9 @@ func TestNewerReplacesOlderEverywhere(t *testing.T) {
 	if err := seeder.Publish(desired(t, k, "web", 2)); !errors.Is(err, ErrStale) {
 		t.Fatalf("publish seq 2 after 3: %v, want ErrStale", err)
 	}
-	if got := seeder.Stats().RefusedStale; got != before.RefusedStale+1 {
-		t.Fatalf("RefusedStale = %d, want %d", got, before.RefusedStale+1)
+	// At least one: an older state still in flight from gossip may be refused too.
+	if got := seeder.Stats().RefusedStale; got < before.RefusedStale+1 {
+		t.Fatalf("RefusedStale = %d, want at least %d", got, before.RefusedStale+1)
 	}
 	// The same state again is a no-op.
 	_, held, _ := seeder.Desired("web")
@@ -115,8 +116,8 @@ func TestNewerReplacesOlderEverywhere(t *testing.T) {
 	rx := nodes[3]
 	before = rx.Stats()
 	rx.handleMsg(msg)
-	if got := rx.Stats().RefusedStale; got != before.RefusedStale+1 {
-		t.Fatalf("RefusedStale on receiver = %d, want %d", got, before.RefusedStale+1)
+	if got := rx.Stats().RefusedStale; got < before.RefusedStale+1 {
+		t.Fatalf("RefusedStale on receiver = %d, want at least %d", got, before.RefusedStale+1)
 	}
 	for _, n := range nodes {
 		if d, _, _ := n.Desired("web"); d.Sequence != 3 {
