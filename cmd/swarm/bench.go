@@ -209,6 +209,7 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 
 func newBenchGossipCmd(ios streams, g *globalOptions) *cobra.Command {
 	var nodes int
+	var joinRate float64
 	var asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -224,7 +225,7 @@ func newBenchGossipCmd(ios streams, g *globalOptions) *cobra.Command {
 			defer cancel()
 			var bar *progressbar.ProgressBar
 			stage := ""
-			res, err := bench.RunGossipScale(ctx, bench.GossipScaleConfig{Nodes: nodes}, zap.NewNop(), func(s string, done, total int) {
+			res, err := bench.RunGossipScale(ctx, bench.GossipScaleConfig{Nodes: nodes, JoinRate: joinRate}, zap.NewNop(), func(s string, done, total int) {
 				if s != stage {
 					if bar != nil {
 						_ = bar.Finish()
@@ -248,6 +249,7 @@ func newBenchGossipCmd(ios streams, g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 500, "number of gossip nodes")
+	cmd.Flags().Float64Var(&joinRate, "join-rate", 0, "nodes started per second (0 = all within one gossip interval); slower starts let 1000+ nodes settle on a small machine")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
 	return cmd
