@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -98,8 +99,11 @@ func procStatusMiB(field string) float64 {
 
 // resetPeakRSS sets the kernel's peak RSS (VmHWM) back to the current RSS
 // (Linux 4.0 and later), so that the next peakRSSMiB covers one run only. It
-// reports whether that worked.
+// first returns freed heap to the OS: after an earlier run in the same
+// process the current RSS would otherwise still hold that run's memory. It
+// reports whether the reset worked.
 func resetPeakRSS() bool {
+	debug.FreeOSMemory()
 	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 }
 
