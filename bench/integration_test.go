@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,17 +51,23 @@ func makeApp(t *testing.T, version string, size int) string {
 	return dir
 }
 
+// writeHook writes an executable shell hook into a fresh temp dir; script
+// gets the path of a second file in that dir (its state) as %[1]s.
+func writeHook(t *testing.T, state, script string) (hook, statePath string) {
+	t.Helper()
+	dir := t.TempDir()
+	statePath = filepath.Join(dir, state)
+	hook = filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"+fmt.Sprintf(script, statePath)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return hook, statePath
+}
+
 // toggleHook writes a hook that succeeds until the file it watches exists.
 func toggleHook(t *testing.T) (hook, failFile string) {
 	t.Helper()
-	dir := t.TempDir()
-	failFile = filepath.Join(dir, "fail")
-	hook = filepath.Join(dir, "hook.sh")
-	script := "#!/bin/sh\nif [ -e " + failFile + " ]; then echo 'told to fail' >&2; exit 3; fi\necho installed $SWARM_VERSION\n"
-	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return hook, failFile
+	return writeHook(t, "fail", "if [ -e %[1]s ]; then echo 'told to fail' >&2; exit 3; fi\necho installed $SWARM_VERSION\n")
 }
 
 func TestClusterRollout(t *testing.T) {

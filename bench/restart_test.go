@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,14 +15,7 @@ import (
 // countingHook writes a hook that appends one line per run to a file.
 func countingHook(t *testing.T) (hook, runs string) {
 	t.Helper()
-	dir := t.TempDir()
-	runs = filepath.Join(dir, "runs")
-	hook = filepath.Join(dir, "hook.sh")
-	script := "#!/bin/sh\necho \"$1 $SWARM_VERSION\" >> " + runs + "\n"
-	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return hook, runs
+	return writeHook(t, "runs", "echo \"$1 $SWARM_VERSION\" >> %[1]s\n")
 }
 
 func countLines(t *testing.T, path string) int {

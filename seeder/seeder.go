@@ -69,9 +69,9 @@ func (c *Config) Validate() error {
 	if c.APIAddr == "" {
 		c.APIAddr = "127.0.0.1:7700"
 	}
-	for flag, a := range map[string]string{"--gossip": c.GossipAddr, "--torrent": c.TorrentAddr, "--api": c.APIAddr} {
-		if err := CheckHostPort(a); err != nil {
-			return fmt.Errorf("seeder: %s: %w", flag, err)
+	for _, f := range []struct{ flag, addr string }{{"--gossip", c.GossipAddr}, {"--torrent", c.TorrentAddr}, {"--api", c.APIAddr}} {
+		if err := CheckHostPort(f.addr); err != nil {
+			return fmt.Errorf("seeder: %s: %w", f.flag, err)
 		}
 	}
 	if c.UploadRate < 0 {

@@ -60,10 +60,8 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 	if len(o.trust) == 0 {
 		return usageErrorf("agent: --trust PUBFILE is required: the seeder's swarm.pub")
 	}
-	for flag, a := range map[string]string{"--gossip": o.gossip, "--torrent": o.torrent} {
-		if err := checkAddrFlag(flag, a); err != nil {
-			return err
-		}
+	if err := checkAddrFlags("--gossip", o.gossip, "--torrent", o.torrent); err != nil {
+		return err
 	}
 	join, err := parseJoin(o.join)
 	if err != nil {

@@ -32,10 +32,14 @@ func parseJoin(list []string) ([]string, error) {
 	return out, nil
 }
 
-// checkAddrFlag refuses a malformed listen address before anything starts.
-func checkAddrFlag(flag, addr string) error {
-	if err := seeder.CheckHostPort(addr); err != nil {
-		return usageErrorf("%s: %w", flag, err)
+// checkAddrFlags refuses a malformed listen address before anything
+// starts. It takes flag, address pairs and checks them in that order, so
+// the first bad flag on the command line is the one reported.
+func checkAddrFlags(flagAddr ...string) error {
+	for i := 0; i+1 < len(flagAddr); i += 2 {
+		if err := seeder.CheckHostPort(flagAddr[i+1]); err != nil {
+			return usageErrorf("%s: %w", flagAddr[i], err)
+		}
 	}
 	return nil
 }

@@ -47,10 +47,8 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	if o.key == "" {
 		return usageErrorf("seeder: --key FILE is required; create one with 'swarm keygen --out DIR'")
 	}
-	for flag, a := range map[string]string{"--gossip": o.gossip, "--torrent": o.torrent, "--api": o.api} {
-		if err := checkAddrFlag(flag, a); err != nil {
-			return err
-		}
+	if err := checkAddrFlags("--gossip", o.gossip, "--torrent", o.torrent, "--api", o.api); err != nil {
+		return err
 	}
 	join, err := parseJoin(o.join)
 	if err != nil {
