@@ -169,6 +169,9 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 		storage = "shared storage"
 	}
 	addNote(&r, fmt.Sprintf("bundle %d bytes, %s; setup %.1fs; publish call %.2fs", b.Manifest.BundleSize, storage, setupS, publishS))
+	if len(staged) == p.Nodes {
+		r.DownloadS = staged[len(staged)-1]
+	}
 	if len(staged) > 0 {
 		addNote(&r, fmt.Sprintf("downloaded (staged) p50 %.2fs p90 %.2fs last %.2fs",
 			Percentile(staged, 0.5), Percentile(staged, 0.9), staged[len(staged)-1]))

@@ -67,6 +67,11 @@ type Result struct {
 	CompletionP90S float64   `json:"completion_p90_s"`
 	Completions    []float64 `json:"completions_s,omitempty"` // every node, sorted
 
+	// DownloadS is when the last node held the whole verified bundle
+	// (staged), before its install; the simulator's completion is this
+	// moment (it does not model installs), so validation compares it.
+	DownloadS float64 `json:"download_s,omitempty"`
+
 	TStarS          float64 `json:"t_star_s"`
 	CompletionRatio float64 `json:"completion_ratio"` // CompletionS / TStarS
 
@@ -90,7 +95,8 @@ type Result struct {
 }
 
 // Finish fills the derived fields from Completions, OriginBytes and the
-// params: percentiles, T*, ratios.
+// params: percentiles, T*, ratios, and for runs that install nothing
+// (sim, central) DownloadS.
 func (r *Result) Finish() {
 	r.Nodes, r.SizeBytes = r.Params.Nodes, r.Params.SizeBytes
 	sort.Float64s(r.Completions)
@@ -98,6 +104,10 @@ func (r *Result) Finish() {
 		r.CompletionS = r.Completions[n-1]
 		r.CompletionP50S = Percentile(r.Completions, 0.50)
 		r.CompletionP90S = Percentile(r.Completions, 0.90)
+		if r.Kind != KindReal && r.DownloadS == 0 {
+			// Nothing is installed: the last download is the completion.
+			r.DownloadS = r.CompletionS
+		}
 	}
 	r.TStarS = TStar(r.Params)
 	if r.TStarS > 0 {

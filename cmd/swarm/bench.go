@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -104,6 +105,7 @@ type benchRealOptions struct {
 	shared  bool
 	central bool
 	dir     string
+	profile string // write a CPU profile of the swarm run here
 }
 
 func newBenchRealCmd(ios streams, g *globalOptions) *cobra.Command {
@@ -121,6 +123,7 @@ func newBenchRealCmd(ios streams, g *globalOptions) *cobra.Command {
 	cmd.Flags().BoolVar(&o.shared, "shared-storage", true, "agents read one shared verified copy (memory stays flat; bytes still cross TCP and are hash-checked)")
 	cmd.Flags().BoolVar(&o.central, "central", true, "also run the central HTTP baseline with the same caps")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
+	cmd.Flags().StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the swarm run to this file (go tool pprof)")
 	return cmd
 }
 
@@ -139,6 +142,9 @@ func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRe
 	if err := checkBenchDisk(dir, p, o.shared); err != nil {
 		return err
 	}
+	if err := checkBenchFiles(p); err != nil {
+		return err
+	}
 	// Hundreds of agents on two cores make memberlist complain about slow
 	// probes; unless asked for logs, a run prints only its result (errors
 	// still end the run with one line).
@@ -148,12 +154,16 @@ func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRe
 			return err
 		}
 	}
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
+	if o.profile != "" {
+		stop, err := startCPUProfile(o.profile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	bar := newCountBar(ios, p.Nodes, fmt.Sprintf("swarm N=%d", p.Nodes))
 	res, err := bench.RunReal(ctx, bench.RealConfig{Params: p, Dir: filepath.Join(dir, "swarm"), SharedStorage: o.shared, Gossip: benchGossip()}, log,
 		func(done, _ int) { _ = bar.Set(done) })
@@ -305,6 +315,37 @@ func checkBenchDisk(dir string, p bench.Params, shared bool) error {
 	return nil
 }
 
+// filesPerAgent is an upper bound on one in-process agent's descriptors
+// besides its BitTorrent connections: listeners, gossip sockets, files.
+const filesPerAgent = 10
+
+// checkBenchFiles refuses a real run that would run out of file
+// descriptors: every agent holds up to --max-conns established connections
+// and as many again being dialled or accepted, each one descriptor, and both
+// ends live in this process. anacrolix/torrent v1.59.1 panics in a goroutine
+// swarm cannot recover when a read fails for want of a descriptor.
+func checkBenchFiles(p bench.Params) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return nil // not knowable here; the run will say if it fails
+	}
+	conns := p.MaxConns
+	if conns == 0 {
+		conns = 50
+	}
+	need := uint64(p.Nodes) * uint64(2*conns+filesPerAgent)
+	if need <= lim.Cur {
+		return nil
+	}
+	fit := (int(lim.Cur)/p.Nodes - filesPerAgent) / 2
+	if fit < 1 {
+		return usageErrorf("bench: --nodes %d needs about %d file descriptors and the limit is %d; run fewer nodes or raise ulimit -n",
+			p.Nodes, need, lim.Cur)
+	}
+	return usageErrorf("bench: --nodes %d with --max-conns %d needs about %d file descriptors and the limit is %d; use --max-conns %d or less, or raise ulimit -n",
+		p.Nodes, conns, need, lim.Cur, fit)
+}
+
 // newCountBar is a progress bar of nodes done, on stderr when it is a
 // terminal.
 func newCountBar(ios streams, total int, what string) *progressbar.ProgressBar {
@@ -337,4 +378,18 @@ func benchGossip() gossip.Config {
 		ProbeTimeout:     time.Second,
 		PushPullInterval: 15 * time.Second,
 	}
+}
+
+// startCPUProfile writes a CPU profile to path until the returned stop is
+// called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: --cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bench: --cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -369,6 +369,7 @@ func TestBadInput(t *testing.T) {
 		{"bench zero rate", []string{"bench", "real", "--node-up", "0"}, exitUsage, []string{"--node-up", "positive rate"}},
 		{"bench bad size", []string{"bench", "sim", "--size", "lots"}, exitUsage, []string{"--size"}},
 		{"bench too large for disk", []string{"bench", "real", "--nodes", "5000", "--size", "64GiB"}, exitUsage, []string{"needs about", "free"}},
+		{"bench too many descriptors", []string{"bench", "real", "--nodes", "100000", "--size", "1KiB"}, exitUsage, []string{"file descriptors", "ulimit -n"}},
 		{"bench sim too large", []string{"bench", "sim", "--nodes", "100", "--size", "4096TiB"}, exitUsage, []string{"--size"}},
 		{"status unreachable seeder", []string{"status", "--seeder", "http://127.0.0.1:1"}, exitFailure, []string{"unreachable"}},
 	}
