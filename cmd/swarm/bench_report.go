@@ -19,6 +19,7 @@ import (
 
 type benchReportOptions struct {
 	real, sim, validate, gossip string
+	validateReal                string
 	plots, markdown, csv        string
 	prefix                      string
 	command                     string
@@ -41,7 +42,8 @@ in place (between <!-- bench:NAME --> markers); with --plots it draws PNGs.`,
 	f := cmd.Flags()
 	f.StringVar(&o.real, "real", "", "results of 'swarm bench real' (with their central baselines)")
 	f.StringVar(&o.sim, "sim", "", "results of the simulated sweep")
-	f.StringVar(&o.validate, "validate", "", "results of 'swarm bench sim' run with the real sweep's parameters")
+	f.StringVar(&o.validate, "validate", "", "results of 'swarm bench sim' run with the same parameters as the real runs of --validate-real (or --real)")
+	f.StringVar(&o.validateReal, "validate-real", "", "real results to validate against (default: --real); lets validation use other parameters than the sweep")
 	f.StringVar(&o.gossip, "gossip", "", "results of 'swarm bench gossip --json'")
 	f.StringVar(&o.csv, "csv", "", "also write every result as CSV to this file")
 	f.StringVar(&o.plots, "plots", "", "write PNG plots into this directory")
@@ -74,10 +76,14 @@ func benchReportRun(ios streams, o *benchReportOptions) error {
 		sections["sim"] = report.Table(rs)
 	}
 	if o.validate != "" {
-		if o.real == "" {
-			return usageErrorf("bench report: --validate needs --real to compare with")
+		against := o.validateReal
+		if against == "" {
+			against = o.real
 		}
-		real, err := readResults(o.real)
+		if against == "" {
+			return usageErrorf("bench report: --validate needs --validate-real or --real to compare with")
+		}
+		real, err := readResults(against)
 		if err != nil {
 			return err
 		}
