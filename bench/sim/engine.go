@@ -8,7 +8,6 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"slices"
-	"sort"
 )
 
 // Node states.
@@ -50,18 +49,20 @@ const (
 	highs4   = 0x8888888888888888
 )
 
-// nodeHot is what the inner loops touch of a node, in one cache line.
+// nodeHot is what the inner loops touch of a node, two to a cache line.
 type nodeHot struct {
-	// cnt counts the node's candidate pieces (availability nibbles other
-	// than excluded) at each level.
-	cnt     [levels]uint16
-	state   uint8
-	starved bool  // has a free download slot and nothing to request
-	active  int16 // chunks in flight to it
-	seeds   int16 // connected members that had every piece when connected
-	hint    int32 // first availability word that may hold a candidate
-	haveN   int32 // pieces it has
-	_       [20]byte
+	state uint8
+	// low and lowPos bound from below the availability levels of the
+	// node's candidates: all of them, and those above 0 (0 reads as 1).
+	// Only a closed connection or a recount lowers a level, and only a
+	// first holder adds a candidate above 0 at 1, so pick mostly finds the
+	// rarest level at the first level it tries.
+	low, lowPos uint8
+	active      int16 // chunks in flight to it
+	seeds       int16 // connected members that had every piece when connected
+	hint        int32 // first availability word that may hold a candidate
+	haveN       int32 // pieces it has
+	recv        int64 // useful bytes received
 }
 
 // uploader is one member's upload side: processor sharing with a virtual
@@ -76,10 +77,10 @@ type uploader struct {
 
 // upload is one chunk in flight.
 type upload struct {
-	vfin             float64
-	down, piece      int32
-	upSlot, downSlot int32 // the connection's slot at either end
-	size             int64
+	vfin        float64
+	down, piece int32
+	downSlot    int32 // the connection's slot at the downloader
+	size        int64
 }
 
 // flight is a piece a node is fetching: the next chunk to request and how
@@ -88,18 +89,19 @@ type flight struct {
 	piece, next, left int32
 }
 
-// slot is one end of a connection: the peer, or -1 for a free slot, and
-// the slot on the peer's side.
-type slot struct {
-	peer, other int32
-}
-
 // slotMeta is what replacement and learn/forget need of a connection end;
 // the time of the last chunk over it is kept apart (help), as every chunk
 // writes it.
 type slotMeta struct {
 	since float64 // handshake
 	seed  bool    // the peer was complete when connected: counted in seeds
+}
+
+// openConn is a connection replace ranks.
+type openConn struct {
+	help  float32
+	since float64
+	slot  int32
 }
 
 // engine is the piece-level simulation of one publish. Members 0..n-1 are
@@ -111,6 +113,8 @@ type engine struct {
 	pieceSize    int64 // every simulated piece but the last
 	lastSize     int64
 	slotRate     float64 // a download slot's cap: NodeDown / MaxRequests
+	nodeUp       float64 // a node's upload cap
+	originUp     float64
 	refresh      float64 // seconds between peer refreshes
 	maxPeers     int
 	rng          *rand.Rand
@@ -121,14 +125,19 @@ type engine struct {
 	perm     []uint64 // a<<32|b: the node keeps piece p at position a·p+b mod pieces
 	permInv  []uint32 // a⁻¹ mod pieces
 	doneAt   []float64
-	recv     []int64 // useful bytes received
 	onOrigin []bool
-	fl       []flight // r per node; piece -1 when free
-	have     []uint64 // bitfields, hw words per node
-	hw       int
-	// hold is have transposed: per piece, a bit per node, nw words per
-	// piece. A piece spreads in bursts, so its row stays in cache while
-	// the loops over connections ask who has it.
+	// starved has a bit per node that has a free download slot and nothing
+	// to request; announce wakes it.
+	starved []uint64
+	fl      []flight // r per node; piece -1 when free
+	have    []uint64 // bitfields, hw words per node
+	hw      int
+	// hold is have transposed: per piece, a bit per member, nw words,
+	// each followed by a word with a bit per node whose availability of
+	// the piece is settled: saturated or excluded, so that a have message
+	// cannot change it. A piece spreads in bursts, so its row stays in
+	// cache while the loops over connections ask who has it and whom a
+	// have message would change.
 	hold []uint64
 	nw   int
 	// av holds, per node, one nibble per piece in the node's own piece
@@ -138,12 +147,18 @@ type engine struct {
 	av []uint64
 	aw int
 
-	// Per member: connection slots, cCap[m] of them from cOff[m].
-	cOff, cCap, nconn []int32
-	slots             []slot
-	meta              []slotMeta
-	help              []float32 // last chunk over the connection either way
-	replAt            []float64 // no replacement attempt before
+	// Per member: connection slots, slotCap(m) of them from slotOff(m).
+	// A slot holds the peer, or -1 when free, and the slot on the peer's
+	// side (other). The peers are apart as the inner loops read only them.
+	maxConns, originConns int
+	nconn                 []int32
+	peer, other           []int32
+	meta                  []slotMeta
+	// help is the last chunk a slot's member received over the
+	// connection; the last either way is the later of both ends' (see
+	// lastHelp), and a chunk writes one end.
+	help   []float32
+	replAt []float64 // no replacement attempt before
 
 	up []uploader // per member
 	// full has a bit per member whose upload one more transfer would slow
@@ -162,11 +177,11 @@ type engine struct {
 
 	wake   []int32
 	picked []int32
+	open   []openConn // scratch space of replace
 	// Scratch space of announce.
 	annPeers []int32
 	annWhere []int
-	annWords []uint64
-	sink     uint64 // keeps announce's prefetching loads alive
+	firsts   []int32
 
 	originBytes, peerBytes int64
 	done                   int
@@ -194,13 +209,14 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 		pow2:      P&(P-1) == 0,
 		pieceSize: p.pieceSize, lastSize: p.lastSize,
 		slotRate: p.nodeDown / float64(p.maxRequests),
-		refresh:  p.refresh, maxPeers: p.maxPeers, rng: rng,
+		nodeUp:   p.nodeUp, originUp: p.originUp,
+		refresh: p.refresh, maxPeers: p.maxPeers, rng: rng,
 	}
 	e.hot = make([]nodeHot, n)
-	e.perm = make([]uint64, n)
+	e.perm = make([]uint64, n+1) // the origin's is read, never used
 	e.permInv = make([]uint32, n)
 	e.doneAt = make([]float64, n)
-	e.recv = make([]int64, n)
+	e.starved = make([]uint64, (n+63)/64)
 	e.onOrigin = make([]bool, n)
 	e.fl = make([]flight, n*e.r)
 	for i := range e.fl {
@@ -209,9 +225,9 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	e.hw = (P + 63) / 64
 	e.have = make([]uint64, n*e.hw)
 	e.nw = (n + 1 + 63) / 64 // and the origin, which holds everything
-	e.hold = make([]uint64, P*e.nw)
+	e.hold = make([]uint64, P*2*e.nw)
 	for q := range P {
-		e.hold[q*e.nw+n>>6] |= 1 << (n & 63)
+		e.hold[q*2*e.nw+2*(n>>6)] |= 1 << (n & 63)
 	}
 	e.aw = (P + 15) / 16
 	e.av = make([]uint64, n*e.aw)
@@ -223,32 +239,22 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 			// Nibbles past the last piece are never candidates.
 			e.av[v*e.aw+e.aw-1] = ^uint64(0) << (64 - 4*pad)
 		}
-		e.hot[v].cnt[0] = uint16(P)
 	}
 
 	members := n + 1
-	e.cOff = make([]int32, members)
-	e.cCap = make([]int32, members)
+	e.maxConns, e.originConns = p.maxConns, p.originConns
 	e.nconn = make([]int32, members)
-	total := 0
-	for m := range members {
-		c := p.maxConns
-		if m == n {
-			c = p.originConns
-		}
-		e.cOff[m], e.cCap[m] = int32(total), int32(c)
-		total += c
+	total := n*p.maxConns + p.originConns
+	e.peer = make([]int32, total)
+	for i := range e.peer {
+		e.peer[i] = -1
 	}
-	e.slots = make([]slot, total)
-	for i := range e.slots {
-		e.slots[i].peer = -1
-	}
+	e.other = make([]int32, total)
 	e.meta = make([]slotMeta, total)
 	e.help = make([]float32, total)
 	e.replAt = make([]float64, members)
 	e.annPeers = make([]int32, p.maxConns)
 	e.annWhere = make([]int, p.maxConns)
-	e.annWords = make([]uint64, p.maxConns)
 
 	e.up = make([]uploader, members)
 	for m := range n {
@@ -317,6 +323,35 @@ func modInverse(a, m int) int {
 	return t
 }
 
+// upCap is member m's upload rate, as up[m].cap, without loading the
+// uploader.
+func (e *engine) upCap(m int32) float64 {
+	if m == e.origin {
+		return e.originUp
+	}
+	return e.nodeUp
+}
+
+// slotOff is where member m's connection slots start.
+func (e *engine) slotOff(m int32) int {
+	return int(m) * e.maxConns
+}
+
+// slotCap is how many connection slots member m has.
+func (e *engine) slotCap(m int32) int {
+	if m == e.origin {
+		return e.originConns
+	}
+	return e.maxConns
+}
+
+// lastHelp is the time of the last chunk either way over the connection
+// in member m's slot s.
+func (e *engine) lastHelp(m, s int32) float32 {
+	o := e.slotOff(m) + int(s)
+	return max(e.help[o], e.help[e.slotOff(e.peer[o])+int(e.other[o])])
+}
+
 // pos is where node v keeps piece p in its availability nibbles.
 func (e *engine) pos(v int32, p int) int {
 	pm := e.perm[v]
@@ -360,8 +395,24 @@ func (e *engine) chunkSize(p, k int) int64 {
 	return n
 }
 
+// holdRow is piece p's row of hold; member v's bit is at word 2·(v>>6),
+// its settled bit in the word after.
+func (e *engine) holdRow(p int) []uint64 {
+	return e.hold[p*2*e.nw : (p+1)*2*e.nw]
+}
+
 func (e *engine) hasPiece(v int32, p int) bool {
-	return e.hold[p*e.nw+int(v)>>6]>>(v&63)&1 != 0
+	return e.holdRow(p)[2*(v>>6)]>>(v&63)&1 != 0
+}
+
+// settle records whether node v's availability of piece p is settled.
+func (e *engine) settle(v int32, p int, settled bool) {
+	w := &e.holdRow(p)[2*(v>>6)+1]
+	if settled {
+		*w |= 1 << (v & 63)
+	} else {
+		*w &^= 1 << (v & 63)
+	}
 }
 
 // nibble locates position i of node v's availability.
@@ -378,9 +429,12 @@ func (e *engine) inc(v int32, p int) {
 		return // saturated or excluded
 	}
 	e.av[w] += 1 << sh
-	h := &e.hot[v]
-	h.cnt[n]--
-	h.cnt[n+1]++
+	if n == 0 {
+		e.hot[v].lowPos = 1
+	}
+	if n+1 == maxLevel {
+		e.settle(v, p, true)
+	}
 }
 
 // dec lowers piece p's availability at node v. A saturated count stays
@@ -391,9 +445,17 @@ func (e *engine) dec(v int32, p int) {
 		return
 	}
 	e.av[w] -= 1 << sh
+	e.lowered(v, n-1)
+}
+
+// lowered keeps node v's level bounds when one of its candidates drops to
+// level n.
+func (e *engine) lowered(v int32, n uint32) {
 	h := &e.hot[v]
-	h.cnt[n]--
-	h.cnt[n-1]++
+	h.low = min(h.low, uint8(n))
+	if n > 0 {
+		h.lowPos = min(h.lowPos, uint8(n))
+	}
 }
 
 // pick chooses node d's next piece by rarest first: the lowest availability
@@ -403,58 +465,62 @@ func (e *engine) dec(v int32, p int) {
 // permutation). It returns d's position of the piece.
 func (e *engine) pick(d int32) (int, bool) {
 	h := &e.hot[d]
-	lo := 1
-	if h.seeds > 0 {
-		lo = 0
-	}
-	level := -1
-	for l := lo; l < levels; l++ {
-		if h.cnt[l] > 0 {
-			level = l
-			break
-		}
-	}
-	if level < 0 {
-		return 0, false
-	}
 	row := e.av[int(d)*e.aw : int(d+1)*e.aw]
 	k := int(h.hint)
 	for k < len(row) && row[k] == ^uint64(0) {
 		k++
 	}
 	h.hint = int32(k)
-	pat := uint64(level) * ones4
-	for w := k; w < len(row); w++ {
-		x := row[w] ^ pat
-		if m := (x - ones4) &^ x & highs4; m != 0 {
-			return w*16 + bits.TrailingZeros64(m)>>2, true
+	// Levels below the bound hold no candidate, so the first level from it
+	// with a candidate is the lowest.
+	from := max(1, int(h.lowPos)) // without a seed, level 0 has no holder
+	if h.seeds > 0 {
+		from = int(h.low)
+	}
+	for l := from; l < levels; l++ {
+		pat := uint64(l) * ones4
+		for w := k; w < len(row); w++ {
+			x := row[w] ^ pat
+			if m := (x - ones4) &^ x & highs4; m != 0 {
+				if h.seeds > 0 || h.low > 0 {
+					// No candidate is below l (with seeds) or at 0.
+					h.low = uint8(l)
+				}
+				h.lowPos = max(h.lowPos, uint8(l))
+				return w*16 + bits.TrailingZeros64(m)>>2, true
+			}
 		}
 	}
-	panic(fmt.Sprintf("sim: node %d counts %d pieces at level %d but holds none", d, h.cnt[level], level))
+	if h.seeds > 0 || h.low > 0 {
+		h.low = levels
+	}
+	h.lowPos = levels
+	return 0, false
 }
 
-// exclude takes position i out of node d's candidates.
-func (e *engine) exclude(d int32, i int) {
-	w, sh, n := e.nibble(d, i)
-	e.av[w] |= excluded << sh
-	e.hot[d].cnt[n]--
+// exclude takes piece p, at position i, out of node d's candidates.
+func (e *engine) exclude(d int32, p, i int) {
+	w := int(d)*e.aw + i>>4
+	e.av[w] |= excluded << (uint(i&15) * 4)
+	e.settle(d, p, true)
 }
 
 // recount sets node d's availability of piece p, at position i, from its
 // connections; it repairs a saturated count that outlived the holders.
 func (e *engine) recount(d int32, p, i int) {
 	n := 0
-	off, cp := int(e.cOff[d]), int(e.cCap[d])
+	off, cp := e.slotOff(d), e.slotCap(d)
 	for s := range cp {
-		if v := e.slots[off+s].peer; v >= 0 && !e.meta[off+s].seed && e.hasPiece(v, p) {
+		if v := e.peer[off+s]; v >= 0 && !e.meta[off+s].seed && e.hasPiece(v, p) {
 			n++
 		}
 	}
 	n = min(n, maxLevel)
 	w, sh, _ := e.nibble(d, i)
 	e.av[w] = e.av[w]&^(0xf<<sh) | uint64(n)<<sh
+	e.lowered(d, uint32(n))
+	e.settle(d, p, n == maxLevel)
 	h := &e.hot[d]
-	h.cnt[n]++
 	h.hint = min(h.hint, int32(i>>4))
 }
 
@@ -463,19 +529,18 @@ func (e *engine) recount(d int32, p, i int) {
 // member whose upload is not saturated gives the full slot rate), looked
 // for from a random slot. This stands for anacrolix requesting from every
 // peer that has the piece and the fastest serving most.
-func (e *engine) source(d int32, p int) (u, us, ds int32, ok bool) {
-	off, cp := int(e.cOff[d]), int(e.cCap[d])
-	row := e.slots[off : off+cp]
-	holders := e.hold[p*e.nw : (p+1)*e.nw]
+func (e *engine) source(d int32, p int) (u, ds int32, ok bool) {
+	off, cp := e.slotOff(d), e.slotCap(d)
+	row := e.peer[off : off+cp]
+	holders := e.holdRow(p)
 	// First, without branches on what is loaded so that the loads
 	// overlap: which slots hold the piece (hm), and which of those could
 	// send at the full slot rate (fm).
 	var hm, fm [maxConnsLimit/64 + 1]uint64
-	for s, sl := range row {
-		v := sl.peer
+	for s, v := range row {
 		valid := uint64(^v>>31) & 1 // 0 for a free slot (peer -1)
 		vi := v &^ (v >> 31)
-		h := holders[vi>>6] >> (vi & 63) & valid
+		h := holders[2*(vi>>6)] >> (vi & 63) & valid
 		f := e.full[vi>>6] >> (vi & 63)
 		hm[s>>6] |= (h & 1) << (s & 63)
 		fm[s>>6] |= (h &^ f & 1) << (s & 63)
@@ -493,17 +558,17 @@ func (e *engine) source(d int32, p int) (u, us, ds int32, ok bool) {
 			if hm[s>>6]>>(s&63)&1 == 0 {
 				continue
 			}
-			v := row[s].peer
-			r := min(e.slotRate, e.up[v].cap/float64(e.nup[v]+1))
+			v := row[s]
+			r := min(e.slotRate, e.upCap(v)/float64(e.nup[v]+1))
 			if r > bestRate {
 				best, bestRate = s, r
 			}
 		}
 	}
 	if best < 0 {
-		return 0, 0, 0, false
+		return 0, 0, false
 	}
-	return row[best].peer, row[best].other, int32(best), true
+	return row[best], int32(best), true
 }
 
 // firstFrom returns the first set bit of m at or after start, wrapping
@@ -542,25 +607,25 @@ func (e *engine) fill(d int32) {
 		// whose holders left with chunks still to ask for.
 		k := slices.IndexFunc(fl, func(f flight) bool { return f.piece < 0 })
 		if k < 0 {
-			h.starved = true
+			e.starved[d>>6] |= 1 << (d & 63)
 			return
 		}
 		i, ok := e.pick(d)
 		if !ok {
-			h.starved = true
+			e.starved[d>>6] |= 1 << (d & 63)
 			return
 		}
-		e.exclude(d, i)
 		p := e.pieceAt(d, i)
-		u, us, ds, ok := e.source(d, p)
+		e.exclude(d, p, i)
+		u, ds, ok := e.source(d, p)
 		if !ok {
 			e.recount(d, p, i)
 			continue
 		}
 		fl[k] = flight{piece: int32(p), next: 1, left: int32(e.chunks(p))}
-		e.start(u, d, p, e.chunkSize(p, 0), us, ds)
+		e.start(u, d, p, e.chunkSize(p, 0), ds)
 	}
-	h.starved = false
+	e.starved[d>>6] &^= 1 << (d & 63)
 }
 
 // more starts the next chunk of a piece node d is fetching, if one is left
@@ -572,11 +637,11 @@ func (e *engine) more(d int32, fl []flight) bool {
 			continue
 		}
 		p := int(f.piece)
-		u, us, ds, ok := e.source(d, p)
+		u, ds, ok := e.source(d, p)
 		if !ok {
 			continue // its holders left; wait for another
 		}
-		e.start(u, d, p, e.chunkSize(p, int(f.next)), us, ds)
+		e.start(u, d, p, e.chunkSize(p, int(f.next)), ds)
 		f.next++
 		return true
 	}
@@ -631,10 +696,10 @@ func (e *engine) resched(u int32) {
 	e.ups.set(u, e.now+max(0, up.q[0].vfin-up.vclock)/up.rate)
 }
 
-func (e *engine) start(u, d int32, p int, size int64, us, ds int32) {
+func (e *engine) start(u, d int32, p int, size int64, ds int32) {
 	up := &e.up[u]
 	e.advance(up)
-	up.push(upload{vfin: up.vclock + float64(size), down: d, piece: int32(p), upSlot: us, downSlot: ds, size: size})
+	up.push(upload{vfin: up.vclock + float64(size), down: d, piece: int32(p), downSlot: ds, size: size})
 	up.n++
 	e.nup[u] = up.n
 	e.setFull(u, up)
@@ -670,10 +735,10 @@ func (e *engine) finish(u int32, t upload) {
 	} else {
 		e.peerBytes += t.size
 	}
-	e.recv[d] += t.size
-	e.hot[d].active--
-	e.help[e.cOff[u]+t.upSlot] = float32(e.now)
-	e.help[e.cOff[d]+t.downSlot] = float32(e.now)
+	h := &e.hot[d]
+	h.recv += t.size
+	h.active--
+	e.help[e.slotOff(d)+int(t.downSlot)] = float32(e.now)
 	fl := e.fl[int(d)*e.r : int(d+1)*e.r]
 	k := 0
 	for int(fl[k].piece) != p {
@@ -699,7 +764,7 @@ func (e *engine) got(d int32, p int) {
 		}
 	}
 	e.have[int(d)*e.hw+p>>6] |= 1 << (p & 63)
-	e.hold[p*e.nw+int(d)>>6] |= 1 << (d & 63)
+	e.holdRow(p)[2*(d>>6)] |= 1 << (d & 63)
 	h := &e.hot[d]
 	h.haveN++
 	e.announce(d, p)
@@ -712,57 +777,60 @@ func (e *engine) got(d int32, p int) {
 // message) and wakes those that were starved. It is the simulator's inner
 // loop, written for memory-level parallelism: it first works out where
 // each peer that lacks the piece keeps it (every connection that lacks it
-// is downloading: complete nodes hold everything), then loads all those
-// words, then updates them, so that the cache misses of different peers
-// overlap.
+// is downloading: complete nodes hold everything), then updates those
+// words, so that the cache misses of different peers overlap. Of a peer
+// it touches only the piece's availability word, and only when the piece
+// is not settled there (most have messages come when it is), and, for the
+// piece's first holder, the peer's level bound (see pick).
 func (e *engine) announce(d int32, p int) {
-	off, cp := int(e.cOff[d]), int(e.cCap[d])
-	holders := e.hold[p*e.nw : (p+1)*e.nw]
+	off, cp := e.slotOff(d), e.slotCap(d)
+	row := e.holdRow(p)
 	peers, where := e.annPeers[:cp], e.annWhere[:cp]
 	mask := uint32(e.pieces - 1)
 	k := 0
-	for _, sl := range e.slots[off : off+cp] {
-		v := sl.peer
-		if v < 0 || v == e.origin || holders[v>>6]>>(v&63)&1 != 0 {
-			continue
+	for _, v := range e.peer[off : off+cp] {
+		// Without branches, as which peers lack the piece is random: a
+		// free slot and the origin read as holders.
+		vi := v &^ (v >> 31)
+		hold, settled := row[2*(vi>>6)]>>(vi&63), row[2*(vi>>6)+1]>>(vi&63)
+		lacks := ^hold & uint64(^v>>31) & 1
+		if v == e.origin {
+			lacks = 0
 		}
-		pm := e.perm[v]
+		// A starved peer may want the piece even when settled: it fetches
+		// the piece and has chunks left to ask for whose holders had gone.
+		if st := &e.starved[vi>>6]; *st>>(vi&63)&lacks != 0 {
+			*st &^= 1 << (vi & 63)
+			e.wake = append(e.wake, vi)
+		}
+		pm := e.perm[vi]
 		x := uint32(pm>>32)*uint32(p) + uint32(pm)
 		if e.pow2 {
 			x &= mask
 		} else {
 			x %= uint32(e.pieces)
 		}
-		peers[k] = v
-		where[k] = int(v)*e.aw*16 + int(x)
-		k++
+		peers[k] = vi
+		where[k] = int(vi)*e.aw*16 + int(x)
+		k += int(lacks &^ settled)
 	}
-	peers, where = peers[:k], where[:k]
-	words := e.annWords[:k]
-	var sink uint64
-	for k, x := range where {
-		words[k] = e.av[x>>4]
-		sink += uint64(e.hot[peers[k]].state) // start loading its line too
-	}
-	e.sink += sink
-	for k, v := range peers {
-		x := where[k]
+	first := e.firsts[:0]
+	for k, x := range where[:k] {
 		sh := uint(x&15) * 4
-		word := words[k]
-		n := uint32(word>>sh) & 0xf
-		inc := ((n + 2) >> 4) ^ 1 // 0 when saturated or excluded
-		e.av[x>>4] = word + uint64(inc)<<sh
-		h := &e.hot[v]
-		c := n * inc
-		h.cnt[c] -= uint16(inc)
-		h.cnt[c+1] += uint16(inc)
-		// A starved peer may want it even when excluded: it fetches the
-		// piece and has chunks left to ask for whose holders had gone.
-		if h.starved {
-			h.starved = false
-			e.wake = append(e.wake, v)
+		word := e.av[x>>4]
+		n := uint32(word>>sh) & 0xf // below maxLevel: not settled
+		e.av[x>>4] = word + 1<<sh
+		v := peers[k]
+		if n == 0 {
+			first = append(first, v)
+		} else if n+1 == maxLevel {
+			row[2*(v>>6)+1] |= 1 << (v & 63)
 		}
 	}
+	for _, v := range first {
+		e.hot[v].lowPos = 1 // its first holder
+	}
+	e.firsts = first
 }
 
 // complete records node d's completion and drops its connections to the
@@ -771,12 +839,12 @@ func (e *engine) announce(d int32, p int) {
 func (e *engine) complete(d int32) {
 	h := &e.hot[d]
 	h.state = stComplete
-	h.starved = false
+	e.starved[d>>6] &^= 1 << (d & 63)
 	e.doneAt[d] = e.now
 	e.done++
-	off, cp := int(e.cOff[d]), int(e.cCap[d])
+	off, cp := e.slotOff(d), e.slotCap(d)
 	for s := range cp {
-		v := e.slots[off+s].peer
+		v := e.peer[off+s]
 		if v >= 0 && (v == e.origin || e.hot[v].state == stComplete) {
 			e.dropConn(d, int32(s))
 		}
@@ -788,21 +856,14 @@ func (e *engine) connected(i, j int32) bool {
 	if j == e.origin {
 		return e.onOrigin[i]
 	}
-	off, cp := int(e.cOff[i]), int(e.cCap[i])
-	for _, sl := range e.slots[off : off+cp] {
-		if sl.peer == j {
-			return true
-		}
-	}
-	return false
+	off, cp := e.slotOff(i), e.slotCap(i)
+	return slices.Contains(e.peer[off:off+cp], j)
 }
 
 func (e *engine) freeSlot(m int32) int32 {
-	off, cp := int(e.cOff[m]), int(e.cCap[m])
-	for s, sl := range e.slots[off : off+cp] {
-		if sl.peer < 0 {
-			return int32(s)
-		}
+	off, cp := e.slotOff(m), e.slotCap(m)
+	if s := slices.Index(e.peer[off:off+cp], -1); s >= 0 {
+		return int32(s)
 	}
 	panic(fmt.Sprintf("sim: member %d has no free connection slot", m))
 }
@@ -810,16 +871,16 @@ func (e *engine) freeSlot(m int32) int32 {
 // connect has downloading node i dial member j, as anacrolix does for every
 // peer it is given: i must be under its connection cap and j must accept.
 func (e *engine) connect(i, j int32) {
-	if i == j || e.connected(i, j) || e.nconn[i] >= e.cCap[i] {
+	if i == j || e.connected(i, j) || int(e.nconn[i]) >= e.slotCap(i) {
 		return
 	}
-	if e.nconn[j] >= e.cCap[j] && !e.replace(j) {
+	if int(e.nconn[j]) >= e.slotCap(j) && !e.replace(j) {
 		return
 	}
 	si, sj := e.freeSlot(i), e.freeSlot(j)
-	oi, oj := e.cOff[i]+si, e.cOff[j]+sj
-	e.slots[oi] = slot{peer: j, other: sj}
-	e.slots[oj] = slot{peer: i, other: si}
+	oi, oj := int32(e.slotOff(i))+si, int32(e.slotOff(j))+sj
+	e.peer[oi], e.other[oi] = j, sj
+	e.peer[oj], e.other[oj] = i, si
 	e.meta[oi], e.help[oi] = slotMeta{since: e.now}, 0
 	e.meta[oj], e.help[oj] = slotMeta{since: e.now}, 0
 	e.nconn[i]++
@@ -874,12 +935,12 @@ func (e *engine) eachPiece(y int32, f func(p int)) {
 
 // dropConn closes the connection in member i's slot si.
 func (e *engine) dropConn(i, si int32) {
-	oi := e.cOff[i] + si
-	j := e.slots[oi].peer
-	oj := e.cOff[j] + e.slots[oi].other
+	oi := int32(e.slotOff(i)) + si
+	j := e.peer[oi]
+	oj := int32(e.slotOff(j)) + e.other[oi]
 	e.forget(i, oi, j)
 	e.forget(j, oj, i)
-	e.slots[oi].peer, e.slots[oj].peer = -1, -1
+	e.peer[oi], e.peer[oj] = -1, -1
 	e.nconn[i]--
 	e.nconn[j]--
 	if j == e.origin {
@@ -899,30 +960,23 @@ func (e *engine) replace(j int32) bool {
 	if e.now < connProveTime || e.now < e.replAt[j] {
 		return false
 	}
-	off, cp := int(e.cOff[j]), int(e.cCap[j])
-	var open []int32
-	for s := range cp {
-		if e.slots[off+s].peer >= 0 {
-			open = append(open, int32(s))
+	off, cp := e.slotOff(j), e.slotCap(j)
+	open := e.open[:0]
+	for s := range int32(cp) {
+		if o := off + int(s); e.peer[o] >= 0 {
+			open = append(open, openConn{help: e.lastHelp(j, s), since: e.meta[o].since, slot: s})
 		}
 	}
-	sort.Slice(open, func(a, b int) bool {
-		x, y := off+int(open[a]), off+int(open[b])
-		if e.help[x] != e.help[y] {
-			return e.help[x] < e.help[y]
-		}
-		if e.meta[x].since != e.meta[y].since {
-			return e.meta[x].since < e.meta[y].since
-		}
-		return open[a] < open[b]
+	e.open = open
+	slices.SortFunc(open, func(a, b openConn) int {
+		return cmp.Or(cmp.Compare(a.help, b.help), cmp.Compare(a.since, b.since), cmp.Compare(a.slot, b.slot))
 	})
 	worse := len(open) - (cp+1)/2
-	for _, s := range open[:max(worse, 0)] {
-		o := off + int(s)
-		if e.now-e.meta[o].since <= connProveTime || e.busy(j, e.slots[o].peer) {
+	for _, c := range open[:max(worse, 0)] {
+		if e.now-c.since <= connProveTime || e.busy(j, e.peer[off+int(c.slot)]) {
 			continue
 		}
-		e.dropConn(j, s)
+		e.dropConn(j, c.slot)
 		e.replaced++
 		return true
 	}
@@ -952,7 +1006,7 @@ func (e *engine) peerRefresh(i int32) {
 		return
 	}
 	e.misc.push(event{t: e.now + e.refresh, node: i, kind: mRefresh})
-	if e.nconn[i] >= e.cCap[i] {
+	if int(e.nconn[i]) >= e.slotCap(i) {
 		return
 	}
 	e.connect(i, e.origin)

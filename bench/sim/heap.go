@@ -63,45 +63,56 @@ func (h *eventHeap) pop() event {
 }
 
 // keyHeap is an indexed 4-ary min-heap of items 0..n-1 by a float key, ties
-// by item: an item's key can change in place.
+// by item: an item's key can change in place. Keys live in the heap array
+// beside their items, so that comparing a node's children reads one cache
+// line instead of one per child.
 type keyHeap struct {
-	key  []float64
 	pos  []int32 // -1 when absent
-	heap []int32
+	heap []keyed
+}
+
+type keyed struct {
+	key  float64
+	item int32
 }
 
 func newKeyHeap(n int) keyHeap {
-	h := keyHeap{key: make([]float64, n), pos: make([]int32, n), heap: make([]int32, 0, n)}
+	h := keyHeap{pos: make([]int32, n), heap: make([]keyed, 0, n)}
 	for i := range h.pos {
 		h.pos[i] = -1
 	}
 	return h
 }
 
-func (h *keyHeap) less(a, b int32) bool {
-	ka, kb := h.key[a], h.key[b]
-	return ka < kb || (ka == kb && a < b)
+func (a keyed) less(b keyed) bool {
+	return a.key < b.key || (a.key == b.key && a.item < b.item)
 }
 
 func (h *keyHeap) len() int { return len(h.heap) }
 
 // min returns the item with the smallest key and that key.
 func (h *keyHeap) min() (int32, float64) {
-	it := h.heap[0]
-	return it, h.key[it]
+	return h.heap[0].item, h.heap[0].key
 }
 
 // set inserts item with key k or moves it to k.
 func (h *keyHeap) set(item int32, k float64) {
-	h.key[item] = k
+	x := keyed{key: k, item: item}
 	i := h.pos[item]
 	if i < 0 {
-		i = int32(len(h.heap))
-		h.heap = append(h.heap, item)
-		h.pos[item] = i
+		h.heap = append(h.heap, x)
+		h.up(int32(len(h.heap)-1), x)
+		return
 	}
-	h.up(i)
-	h.down(h.pos[item])
+	old := h.heap[i].key
+	switch {
+	case k < old:
+		h.up(i, x)
+	case k > old:
+		h.down(i, x)
+	default:
+		h.heap[i] = x
+	}
 }
 
 // remove takes item out if present.
@@ -112,56 +123,58 @@ func (h *keyHeap) remove(item int32) {
 	}
 	last := int32(len(h.heap) - 1)
 	h.pos[item] = -1
+	moved := h.heap[last]
+	h.heap = h.heap[:last]
 	if i == last {
-		h.heap = h.heap[:last]
 		return
 	}
-	moved := h.heap[last]
-	h.heap[i] = moved
-	h.pos[moved] = i
-	h.heap = h.heap[:last]
-	h.up(i)
-	h.down(h.pos[moved])
+	if moved.less(h.heap[i]) {
+		h.up(i, moved)
+	} else {
+		h.down(i, moved)
+	}
 }
 
 // The heap is 4-ary: half the levels of a binary heap, and the children
-// of a node share a cache line.
+// of a node (16 bytes each) share a cache line.
 const keyArity = 4
 
-func (h *keyHeap) up(i int32) {
+// up places x, whose slot is i, at or above i.
+func (h *keyHeap) up(i int32, x keyed) {
 	for i > 0 {
 		p := (i - 1) / keyArity
-		if !h.less(h.heap[i], h.heap[p]) {
-			return
+		if !x.less(h.heap[p]) {
+			break
 		}
-		h.swap(i, p)
+		h.heap[i] = h.heap[p]
+		h.pos[h.heap[i].item] = i
 		i = p
 	}
+	h.heap[i] = x
+	h.pos[x.item] = i
 }
 
-func (h *keyHeap) down(i int32) {
+// down places x, whose slot is i, at or below i.
+func (h *keyHeap) down(i int32, x keyed) {
 	n := int32(len(h.heap))
 	for {
 		first := keyArity*i + 1
 		if first >= n {
-			return
+			break
 		}
 		m := first
 		for c := first + 1; c < min(first+keyArity, n); c++ {
-			if h.less(h.heap[c], h.heap[m]) {
+			if h.heap[c].less(h.heap[m]) {
 				m = c
 			}
 		}
-		if !h.less(h.heap[m], h.heap[i]) {
-			return
+		if !h.heap[m].less(x) {
+			break
 		}
-		h.swap(i, m)
+		h.heap[i] = h.heap[m]
+		h.pos[h.heap[i].item] = i
 		i = m
 	}
-}
-
-func (h *keyHeap) swap(i, j int32) {
-	h.heap[i], h.heap[j] = h.heap[j], h.heap[i]
-	h.pos[h.heap[i]] = i
-	h.pos[h.heap[j]] = j
+	h.heap[i] = x
+	h.pos[x.item] = i
 }

@@ -61,7 +61,8 @@ func TestBytesConserved(t *testing.T) {
 			res, e := run(t, sc.cfg)
 			n, f := int64(sc.cfg.Nodes), sc.cfg.SizeBytes
 			var sum int64
-			for v, got := range e.recv {
+			for v, h := range e.hot {
+				got := h.recv
 				if got != f {
 					t.Errorf("node %d received %d useful bytes, want %d", v, got, f)
 				}
