@@ -139,8 +139,10 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 
 	r.OriginBytes = c.Seeder.TorrentStats().BytesSent
 	var staged, installs, gossiped []float64
+	var opened int64
 	for _, n := range nodes {
 		s := n.TorrentStats()
+		opened += s.ConnsOpened
 		r.PeerBytes += s.BytesFromPeers
 		r.DuplicateBytes += s.BytesWasted
 		active, okA := n.PhaseEnteredAt(benchApp, pub.ReleaseID, gossip.PhaseActive)
@@ -169,6 +171,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 		storage = "shared storage"
 	}
 	addNote(&r, fmt.Sprintf("bundle %d bytes, %s; setup %.1fs; publish call %.2fs", b.Manifest.BundleSize, storage, setupS, publishS))
+	addNote(&r, fmt.Sprintf("%d peer connections opened (%.1f per agent)", opened, float64(opened)/float64(max(len(nodes), 1))))
 	if len(staged) == p.Nodes {
 		r.DownloadS = staged[len(staged)-1]
 	}

@@ -64,9 +64,11 @@ type Client struct {
 	log     *zap.Logger
 	slogger *slog.Logger
 
-	fromOrigin atomic.Int64
-	fromPeers  atomic.Int64
-	shared     *sharedPages // buffers of unverified pieces; nil unless Config.SharedDir
+	fromOrigin  atomic.Int64
+	fromPeers   atomic.Int64
+	connsOpened atomic.Int64 // BitTorrent handshakes completed
+	connsClosed atomic.Int64
+	shared      *sharedPages // buffers of unverified pieces; nil unless Config.SharedDir
 
 	mu      sync.Mutex
 	cl      *torrent.Client
@@ -87,6 +89,11 @@ type Stats struct {
 	BytesSent       int64 // payload uploaded
 	BytesWasted     int64 // payload received that was not needed (duplicates)
 	BadPieces       int64 // pieces that failed hash checks
+	// ConnsOpened and ConnsClosed count peer connections that completed the
+	// BitTorrent handshake and that closed; their difference is how many are
+	// open, and a fast-growing ConnsOpened means connections churn.
+	ConnsOpened int64
+	ConnsClosed int64
 }
 
 // New returns a Client for cfg. It does no I/O; Start binds the listener.
@@ -212,6 +219,8 @@ func (c *Client) clientConfig() (*torrent.ClientConfig, error) {
 		Logger:          c.slogger,
 	})
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, c.countReceived)
+	cc.Callbacks.PeerConnAdded = append(cc.Callbacks.PeerConnAdded, func(*torrent.PeerConn) { c.connsOpened.Add(1) })
+	cc.Callbacks.PeerConnClosed = func(*torrent.PeerConn) { c.connsClosed.Add(1) }
 	return cc, nil
 }
 
@@ -309,6 +318,8 @@ func (c *Client) statsFrom(cl *torrent.Client) Stats {
 		BytesSent:       cs.BytesWrittenData.Int64(),
 		BytesWasted:     cs.BytesReadData.Int64() - cs.BytesReadUsefulData.Int64(),
 		BadPieces:       cs.PiecesDirtiedBad.Int64(),
+		ConnsOpened:     c.connsOpened.Load(),
+		ConnsClosed:     c.connsClosed.Load(),
 	}
 }
 
