@@ -33,14 +33,35 @@ type GossipScaleConfig struct {
 	// GossipInterval is how often nodes gossip queued broadcasts; default
 	// 200ms.
 	GossipInterval time.Duration
-	// ProbeInterval drives failure detection; default 5s (1s spirals into
-	// false deaths at 1000 nodes on one machine). The probe timeout is a
-	// fifth of it.
+	// ProbeInterval drives failure detection; default 5s up to 1000 nodes
+	// (1s spirals into false deaths at 1000 nodes on one machine), then
+	// growing with N (10s at 2000). The probe timeout is a fifth of it.
+	// On one machine every node's packets queue behind every other's: a
+	// probe answered late is a false suspicion, whose refutation costs the
+	// cluster as much as a join, so the interval (and with it the timeout
+	// and the suspicion period) grows with the load.
 	ProbeInterval time.Duration
+	// RetransmitMult scales how often each node re-gossips a broadcast
+	// (RetransmitMult × ceil(log10 N) times). Default memberlist's 4 up to
+	// 1000 nodes and 2 above: each join is one broadcast, so joining N
+	// nodes costs about N² × that many deliveries, the load that sank 2000
+	// nodes. Halving it still leaves each broadcast about 8 forwards per
+	// node at 2000, enough to reach all but a rare member, and push/pull
+	// repairs those.
+	RetransmitMult int
+	// RumourFanout is gossip.Config.RumourFanout: 0 takes the gossip
+	// package's default, negative turns direct sends off (the broadcast
+	// queue and push/pull alone, for comparison).
+	RumourFanout int
 	// PushPullInterval is the base anti-entropy interval; memberlist scales
 	// it up with the cluster size (×(log2(N/32)+1) above 32 nodes).
 	// Default 30s, memberlist's own.
 	PushPullInterval time.Duration
+	// PublishEarly publishes as soon as every node has started and its join
+	// returned, without waiting for membership to settle: the state then
+	// competes with the join broadcasts still in flight, as when a release
+	// is published while a fleet boots. JoinS and SettleS stay zero.
+	PublishEarly bool
 	// Seed makes the join targets repeatable.
 	Seed uint64
 	// JoinRate is how many nodes start per second. Zero spreads them all
@@ -86,6 +107,13 @@ type GossipScaleResult struct {
 	Reach99S  float64 `json:"reach_99_s"`
 	Reach100S float64 `json:"reach_100_s"`
 	Accepted  int     `json:"accepted"`
+	// DirectSent is how many direct copies of the state the nodes sent
+	// (gossip.Stats.DirectSent): the rumour's cost, at most N × fan-out.
+	DirectSent uint64 `json:"direct_sent"`
+	// The timings the run used, defaults applied.
+	JoinRate       float64 `json:"join_rate"`
+	ProbeIntervalS float64 `json:"probe_interval_s"`
+	RetransmitMult int     `json:"retransmit_mult"`
 	// Delivered and Dropped count packets on the in-memory network from the
 	// first start until the nodes close; a packet is dropped when its
 	// receiver's queue is full.
@@ -114,8 +142,13 @@ type GossipScaleResult struct {
 
 // Defaults and bounds of a gossip-scale run.
 const (
-	scaleGossipInterval   = 200 * time.Millisecond
-	scaleProbeInterval    = 5 * time.Second
+	scaleGossipInterval = 200 * time.Millisecond
+	scaleProbeInterval  = 5 * time.Second
+	// scaleProbeNodes is the cluster size up to which scaleProbeInterval
+	// and memberlist's retransmit multiplier hold; above it both scale.
+	scaleProbeNodes       = 1000
+	scaleRetransmitMult   = 4
+	scaleRetransmitLarge  = 2
 	scalePushPullInterval = 30 * time.Second
 	scaleSpreadTimeout    = time.Minute
 	scaleMaxSettle        = 4 * time.Minute
@@ -143,6 +176,15 @@ func (c *GossipScaleConfig) applyDefaults() {
 	}
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = scaleProbeInterval
+		if c.Nodes > scaleProbeNodes {
+			c.ProbeInterval = scaleProbeInterval * time.Duration(c.Nodes) / scaleProbeNodes
+		}
+	}
+	if c.RetransmitMult == 0 {
+		c.RetransmitMult = scaleRetransmitMult
+		if c.Nodes > scaleProbeNodes {
+			c.RetransmitMult = scaleRetransmitLarge
+		}
 	}
 	if c.PushPullInterval == 0 {
 		c.PushPullInterval = scalePushPullInterval
@@ -170,8 +212,8 @@ func RunGossipScale(ctx context.Context, cfg GossipScaleConfig, log *zap.Logger,
 	if cfg.Nodes < 1 {
 		return GossipScaleResult{}, fmt.Errorf("gossip scale: nodes %d: need at least one", cfg.Nodes)
 	}
-	if cfg.JoinRate < 0 || cfg.GossipInterval < 0 || cfg.ProbeInterval < 0 || cfg.PushPullInterval < 0 {
-		return GossipScaleResult{}, errors.New("gossip scale: join rate and intervals must not be negative")
+	if cfg.JoinRate < 0 || cfg.GossipInterval < 0 || cfg.ProbeInterval < 0 || cfg.PushPullInterval < 0 || cfg.RetransmitMult < 0 {
+		return GossipScaleResult{}, errors.New("gossip scale: join rate, intervals and retransmit mult must not be negative")
 	}
 	cfg.applyDefaults()
 	if log == nil {
@@ -185,7 +227,8 @@ func RunGossipScale(ctx context.Context, cfg GossipScaleConfig, log *zap.Logger,
 		log:      log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)).Named("gossipscale"),
 		progress: progress,
 		network:  gossip.NewMemNetwork(),
-		res:      GossipScaleResult{Nodes: cfg.Nodes},
+		res: GossipScaleResult{Nodes: cfg.Nodes, JoinRate: cfg.JoinRate,
+			ProbeIntervalS: cfg.ProbeInterval.Seconds(), RetransmitMult: cfg.RetransmitMult},
 	}
 	err := r.run(ctx)
 	return r.res, err
@@ -238,7 +281,10 @@ func (r *gossipScaleRun) run(ctx context.Context) error {
 		return err
 	}
 	r.res.StartS = time.Since(start).Seconds()
-	if err := r.settle(ctx, start); err != nil {
+	if r.cfg.PublishEarly {
+		r.res.MembersMinFrac = float64(r.leastMembers()) / float64(r.cfg.Nodes)
+		r.note("published before membership settled")
+	} else if err := r.settle(ctx, start); err != nil {
 		return err
 	}
 	return r.spread(ctx, sd)
@@ -340,6 +386,8 @@ func (r *gossipScaleRun) nodeConfig(i int, ring release.Keyring) gossip.Config {
 		ProbeInterval:    r.cfg.ProbeInterval,
 		ProbeTimeout:     r.cfg.ProbeInterval / 5,
 		PushPullInterval: r.cfg.PushPullInterval,
+		RetransmitMult:   r.cfg.RetransmitMult,
+		RumourFanout:     r.cfg.RumourFanout,
 		// Teardown need not be graceful: do not wait for leave messages.
 		LeaveTimeout: time.Millisecond,
 	}
@@ -441,11 +489,16 @@ func (r *gossipScaleRun) spread(ctx context.Context, sd release.SignedDesiredSta
 			return err
 		}
 		if err := r.pause(ctx, every); err != nil {
+			r.res.Accepted = len(took)
+			r.note("%d of %d nodes accepted when the run was cut short", len(took), n)
 			return fmt.Errorf("gossip scale: spreading: %w", err)
 		}
 	}
 	r.res.CPUSpreadCores = (cpuSeconds() - cpu0) / time.Since(published).Seconds()
 	r.res.Accepted = len(took)
+	for _, node := range r.nodes {
+		r.res.DirectSent += node.Stats().DirectSent
+	}
 	slices.Sort(took)
 	if len(took) >= int(math.Ceil(0.99*float64(n))) {
 		r.res.Reach99S = took[int(math.Ceil(0.99*float64(n)))-1]

@@ -31,6 +31,11 @@ func TestGossipScale(t *testing.T) {
 	if !(res.Reach99S > 0 && res.Reach99S <= res.Reach100S) {
 		t.Errorf("reach 99%% = %vs, 100%% = %vs: want 0 < 99%% ≤ 100%%", res.Reach99S, res.Reach100S)
 	}
+	// Every node sends the state on once, to at most 12 others (the gossip
+	// package's largest default fan-out).
+	if res.DirectSent == 0 || res.DirectSent > uint64(12*cfg.Nodes) {
+		t.Errorf("%d direct sends for %d nodes", res.DirectSent, cfg.Nodes)
+	}
 	if res.JoinS <= 0 || res.MembersMinFrac < 0.99 || res.JoinFailures != 0 {
 		t.Errorf("membership: join %vs, least known %v, %d join failures", res.JoinS, res.MembersMinFrac, res.JoinFailures)
 	}
@@ -50,6 +55,20 @@ func TestGossipScale(t *testing.T) {
 	}
 }
 
+// TestGossipScalePublishEarly publishes while the cluster is still joining.
+func TestGossipScalePublishEarly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := GossipScaleConfig{Nodes: 30, Seed: 2, PublishEarly: true, PushPullInterval: time.Second, SpreadTimeout: 20 * time.Second}
+	res, err := RunGossipScale(ctx, cfg, zaptest.NewLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted != cfg.Nodes || res.SettleS != 0 || !strings.Contains(res.Notes, "before membership settled") {
+		t.Errorf("%d of %d accepted, settle %vs, notes %q", res.Accepted, cfg.Nodes, res.SettleS, res.Notes)
+	}
+}
+
 func TestGossipScaleRefusesNoNodes(t *testing.T) {
 	if _, err := RunGossipScale(context.Background(), GossipScaleConfig{}, nil, nil); err == nil {
 		t.Fatal("a run of 0 nodes was accepted")
@@ -60,7 +79,10 @@ func TestGossipScaleRefusesNoNodes(t *testing.T) {
 // SWARM_GOSSIP_SCALE_NODES (default "500,1000"), one JSON line each. Above
 // 500 nodes they start 8 a second (SWARM_GOSSIP_SCALE_RATE overrides; 0
 // starts them all at once), which keeps 2 cores below saturation. It stops
-// at the first size that does not converge.
+// at the first size that does not converge. SWARM_GOSSIP_SCALE_EARLY=1
+// publishes before membership settles (GossipScaleConfig.PublishEarly) and
+// SWARM_GOSSIP_SCALE_FANOUT sets the rumour fan-out (-1: off), to compare
+// the spread with and without direct sends while a cluster joins.
 func TestGossipScaleLong(t *testing.T) {
 	if os.Getenv("SWARM_TEST_LONG") == "" {
 		t.Skip("set SWARM_TEST_LONG=1 to run")
@@ -76,19 +98,27 @@ func TestGossipScaleLong(t *testing.T) {
 			t.Fatalf("SWARM_GOSSIP_SCALE_RATE %q: want nodes per second", s)
 		}
 	}
+	fanout := 0
+	if s := os.Getenv("SWARM_GOSSIP_SCALE_FANOUT"); s != "" {
+		var err error
+		if fanout, err = strconv.Atoi(s); err != nil {
+			t.Fatalf("SWARM_GOSSIP_SCALE_FANOUT %q: want an integer", s)
+		}
+	}
+	early := os.Getenv("SWARM_GOSSIP_SCALE_EARLY") == "1"
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			t.Fatalf("SWARM_GOSSIP_SCALE_NODES: %v", err)
 		}
-		cfg := GossipScaleConfig{Nodes: n, Seed: 1, JoinRate: rate}
+		cfg := GossipScaleConfig{Nodes: n, Seed: 1, JoinRate: rate, RumourFanout: fanout, PublishEarly: early}
 		if rate < 0 {
 			cfg.JoinRate = 0
 			if n > 500 {
 				cfg.JoinRate = 8
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		res, err := RunGossipScale(ctx, cfg, nil, func(stage string, done, total int) {
 			if (stage == "start" || stage == "close") && (done == total || done%500 == 0) {
 				t.Logf("%s %d/%d", stage, done, total)

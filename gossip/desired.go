@@ -134,8 +134,9 @@ func (n *Node) HighestSeq(app string) uint64 {
 }
 
 // accept is the one path every desired state takes, wherever it came from:
-// verify, compare with the highest sequence, persist, then broadcast. A
-// refused state changes nothing but a counter.
+// verify, compare with the highest sequence, persist, then broadcast and
+// rumour. A refused state changes nothing but a counter; only a state taken
+// here for the first time is passed on, so copies of it end here.
 func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 	if n.heldAlready(sd) {
 		return nil
@@ -157,7 +158,19 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 		n.logRefusalLocked(src, reason, u.App, u.Sequence, sd.KeyID, err)
 		return err
 	}
+	msg, err := n.take(d, sd, src)
+	if err != nil || msg == nil {
+		return err
+	}
+	// Outside n.mu: sending goes through memberlist.
+	n.rumour(d, msg)
+	return nil
+}
 
+// take records a verified state if it is newer than the one held, persists
+// and queues it, and returns it encoded for rumour; nil for the state
+// already held.
+func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src source) ([]byte, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	high := n.highest[d.App]
@@ -165,13 +178,13 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 	case d.Sequence == high:
 		n.stats.Duplicates++
 		if cur, ok := n.desired[d.App]; ok && sameEnvelope(cur.signed, sd) {
-			return nil
+			return nil, nil
 		}
-		return fmt.Errorf("%w: sequence %d for app %s is already held with other contents", ErrStale, d.Sequence, d.App)
+		return nil, fmt.Errorf("%w: sequence %d for app %s is already held with other contents", ErrStale, d.Sequence, d.App)
 	case d.Sequence < high:
 		n.stats.RefusedStale++
 		n.logRefusalLocked(src, reasonStale, d.App, d.Sequence, sd.KeyID, nil)
-		return fmt.Errorf("%w: sequence %d for app %s is below the %d held", ErrStale, d.Sequence, d.App, high)
+		return nil, fmt.Errorf("%w: sequence %d for app %s is below the %d held", ErrStale, d.Sequence, d.App, high)
 	}
 
 	sd = cloneSigned(sd)
@@ -182,19 +195,19 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 			n.logOnceLocked("persist/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
 				l.Error("cannot persist desired state; not accepting it", zap.String("app", d.App), zap.Uint64("seq", d.Sequence), zap.Error(err))
 			})
-			return err
+			return nil, err
 		}
 	}
 	n.desired[d.App] = entry{signed: sd, state: d, accepted: time.Now()}
 	n.highest[d.App] = d.Sequence
 	n.stats.Accepted++
-	n.broadcastLocked(d, sd)
+	msg := n.broadcastLocked(d, sd)
 	n.notify()
 	tm, _ := d.Target.Unverified() // verified above
 	n.log.Info("accepted desired state", zap.String("app", d.App), zap.Uint64("seq", d.Sequence),
 		zap.String("version", tm.Version), zap.String("release_id", string(tm.ReleaseID)),
 		zap.String("source", string(src)))
-	return nil
+	return msg, nil
 }
 
 // heldAlready reports, and counts as a duplicate, an envelope identical to
@@ -233,22 +246,28 @@ func (n *Node) persistLocked(app string, sd release.SignedDesiredState, seq uint
 }
 
 // broadcastLocked queues the state for gossip under the name
-// "desired/<app>", replacing any older one still queued for the app. A state
-// that does not fit one packet even deflated is left to push/pull.
-func (n *Node) broadcastLocked(d release.DesiredState, sd release.SignedDesiredState) {
+// "desired/<app>", replacing any older one still queued for the app, and
+// returns it encoded. A state that does not fit one packet even deflated is
+// not queued: it is left to rumour (over streams) and push/pull.
+func (n *Node) broadcastLocked(d release.DesiredState, sd release.SignedDesiredState) []byte {
 	limit := maxBroadcast(len(n.cfg.SecretKey) > 0)
 	msg, err := encodeDesired(sd, limit)
-	if err == nil && len(msg) > limit {
-		err = fmt.Errorf("%d bytes encoded, one packet holds %d", len(msg), limit)
-	}
 	if err != nil {
-		n.logOnceLocked("broadcast/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
-			l.Error("desired state too large to broadcast; it will spread by push/pull only, which is much slower",
-				zap.String("app", d.App), zap.Uint64("seq", d.Sequence), zap.Error(err))
+		n.logOnceLocked("encode/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
+			l.Error("cannot encode desired state; it will spread by push/pull only", zap.String("app", d.App),
+				zap.Uint64("seq", d.Sequence), zap.Error(err))
 		})
-		return
+		return nil
+	}
+	if len(msg) > limit {
+		n.logOnceLocked("broadcast/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
+			l.Warn("desired state too large to broadcast; it will spread only by direct sends (unless turned off) and push/pull",
+				zap.String("app", d.App), zap.Uint64("seq", d.Sequence), zap.Int("bytes", len(msg)), zap.Int("limit", limit))
+		})
+		return msg
 	}
 	n.queue.QueueBroadcast(&desiredBroadcast{name: "desired/" + d.App, msg: msg})
+	return msg
 }
 
 // logRefusalLocked logs a refused state once per (reason, app, seq, key).

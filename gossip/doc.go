@@ -9,7 +9,10 @@
 // this package's API. A desired state is accepted, persisted and re-gossiped
 // only if it verifies against the pinned keyring and its sequence number is
 // higher than any the node has accepted for that app; everything else is
-// counted in Stats and changes nothing. Push/pull anti-entropy carries every
-// accepted desired state, so a node that joins late or missed a broadcast
-// catches up.
+// counted in Stats and changes nothing. A newly accepted state spreads three
+// ways: memberlist's broadcast queue; a direct send, once, to a few random
+// members (a rumour, which does not wait behind membership news the way the
+// queue does while a cluster joins); and push/pull anti-entropy, which
+// carries every accepted desired state, so a node that joins late or missed
+// both catches up.
 package gossip

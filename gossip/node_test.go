@@ -37,6 +37,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad role", func(c *Config) { c.Role = "leader" }, "unknown role"},
 		{"bad secret", func(c *Config) { c.SecretKey = make([]byte, 10) }, "secret key is 10 bytes"},
 		{"negative interval", func(c *Config) { c.ProbeInterval = -time.Second }, "probe interval is negative"},
+		{"rumour off", func(c *Config) { c.RumourFanout = -1 }, ""},
+		{"rumour fan-out too large", func(c *Config) { c.RumourFanout = 65 }, "rumour fan-out 65"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
