@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -44,8 +45,13 @@ type Config struct {
 	HealthCheck   string
 	HookTimeout   time.Duration
 	HealthTimeout time.Duration
-	// Keep is how many releases per app stay on disk. Default 3.
+	// Keep is how many releases per app stay on disk, unpacked and as
+	// bundles (which keep seeding). Default 3.
 	Keep int
+	// MinFreeBytes is the disk watermark: while the data dir's file system
+	// has less free, bundles beyond the current, previous, desired and
+	// in-flight releases are removed, oldest first. 0 = no watermark.
+	MinFreeBytes int64
 	// UploadRate and DownloadRate cap BitTorrent traffic in bytes/s; 0 = none.
 	UploadRate   int64
 	DownloadRate int64
@@ -104,6 +110,9 @@ func (c *Config) Validate() error {
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = 2 * time.Second
 	}
+	if c.MinFreeBytes < 0 {
+		return errors.New("agent: min free bytes must not be negative")
+	}
 	if c.UploadRate < 0 || c.DownloadRate < 0 {
 		return errors.New("agent: rates must not be negative")
 	}
@@ -133,6 +142,9 @@ type Agent struct {
 	// Owned by Run's goroutine (reconcile).
 	verifiedCache map[string]verified // by signature
 	lastRefresh   time.Time
+	lastRetain    time.Time
+	warnedShort   bool // retention logged that the watermark cannot be met
+	retainNow     atomic.Bool // a worker finished: apply retention at the next reconcile
 
 	startOnce sync.Once
 	startErr  error
@@ -400,8 +412,15 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.lastRefresh = now
 		a.refreshPeers()
 	}
+	if now := time.Now(); now.Sub(a.lastRetain) >= retainEvery || a.retainNow.Swap(false) {
+		a.lastRetain = now
+		a.retain()
+	}
 	a.report()
 }
+
+// retainEvery is how often reconcile applies bundle retention.
+const retainEvery = 10 * time.Second
 
 // verified is a desired state whose signatures checked out, and its target.
 type verified struct {
@@ -448,6 +467,7 @@ func (a *Agent) startWorker(ctx context.Context, d release.DesiredState, m relea
 		defer close(w.done)
 		defer cancel()
 		a.drive(wctx, d, m)
+		a.retainNow.Store(true)
 		a.mu.Lock()
 		if a.workers[d.App] == w {
 			delete(a.workers, d.App)
@@ -492,6 +512,11 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 		case <-ctx.Done():
 			return
 		case <-time.After(a.cfg.RetryBackoff):
+		}
+	}
+	if a.cfg.SharedBundleDir == "" {
+		if err := a.recordBundle(m); err != nil {
+			log.Warn("cannot record the bundle for retention; it stays until removed by hand", zap.Error(err))
 		}
 	}
 	st.Phase, st.Error = gossip.PhaseStaged, ""

@@ -164,6 +164,10 @@ func (c *Cluster) OriginBundlesDir() string { return filepath.Join(c.seederDir()
 type AgentOptions struct {
 	Hook, HealthCheck *string // nil = the cluster's
 	Trust             []release.PublicKey
+	// Keep and MinFreeBytes are the agent's retention (agent.Config);
+	// zero = its defaults.
+	Keep         int
+	MinFreeBytes int64
 }
 
 // AddAgent starts one more agent named name that joins the seeder. Its data
@@ -194,6 +198,7 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 		MaxConns: c.cfg.MaxConns, MaxPeers: c.cfg.MaxPeers, SharedBundleDir: shared,
 		Gossip: c.cfg.Gossip, Tick: c.cfg.Tick,
 		RetryBackoff: 200 * time.Millisecond,
+		Keep:         o.Keep, MinFreeBytes: o.MinFreeBytes,
 	}, c.log)
 	if err != nil {
 		return nil, err

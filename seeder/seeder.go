@@ -39,6 +39,9 @@ type Config struct {
 	Join []string
 	// UploadRate caps the origin's upload in bytes/s; 0 means no cap.
 	UploadRate int64
+	// MaxConns caps the origin's BitTorrent connections per release (its
+	// upload slots); 0 = the swarm package's default.
+	MaxConns int
 	// Gossip adjusts gossip timing (tests and benchmarks cut it to
 	// milliseconds); its identity and address fields are ignored.
 	Gossip gossip.Config
@@ -73,6 +76,9 @@ func (c *Config) Validate() error {
 		if err := CheckHostPort(f.addr); err != nil {
 			return fmt.Errorf("seeder: %s: %w", f.flag, err)
 		}
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("seeder: max conns %d is negative", c.MaxConns)
 	}
 	if c.UploadRate < 0 {
 		return fmt.Errorf("seeder: upload rate %d is negative", c.UploadRate)
@@ -143,7 +149,7 @@ func (s *Seeder) start() (err error) {
 		return err
 	}
 
-	tc := swarm.Config{Dir: s.store.releasesDir(), ListenAddr: s.cfg.TorrentAddr, Origin: true, UploadRate: s.cfg.UploadRate}
+	tc := swarm.Config{Dir: s.store.releasesDir(), ListenAddr: s.cfg.TorrentAddr, Origin: true, UploadRate: s.cfg.UploadRate, MaxConnsPerTorrent: s.cfg.MaxConns}
 	if s.torrent, err = swarm.New(tc, s.log); err != nil {
 		return err
 	}

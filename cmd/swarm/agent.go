@@ -14,7 +14,8 @@ type agentOptions struct {
 	join, trust              []string
 	joinTimeout, hookTimeout time.Duration
 	healthTimeout            time.Duration
-	keep                     int
+	keep, maxConns           int
+	minFree                  string
 	uploadRate, downloadRate string
 	addrFile                 string
 }
@@ -46,7 +47,9 @@ switches DIR/releases/<app>/current atomically and gossips its state.`,
 	f.DurationVar(&o.joinTimeout, "join-timeout", 60*time.Second, "give up if no member answers within this time")
 	f.DurationVar(&o.hookTimeout, "hook-timeout", 5*time.Minute, "kill the hook after this long")
 	f.DurationVar(&o.healthTimeout, "health-timeout", time.Minute, "kill the health check after this long")
-	f.IntVar(&o.keep, "keep", 3, "releases kept on disk per app")
+	f.IntVar(&o.keep, "keep", 3, "releases kept on disk per app (bundles keep seeding); current and previous are never removed")
+	f.StringVar(&o.minFree, "min-free", "0", "disk watermark: below this much free space, remove older bundles first, e.g. 5GiB (0 = none)")
+	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release")
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "upload cap in bytes/s, e.g. 20MiB (0 = none)")
 	f.StringVar(&o.downloadRate, "download-rate", "0", "download cap in bytes/s (0 = none)")
 	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
@@ -75,6 +78,13 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 	if err != nil {
 		return err
 	}
+	minFree, err := parseBytes(o.minFree)
+	if err != nil || minFree < 0 {
+		return usageErrorf("agent: --min-free %q: use a size such as 0 (none), 500MiB, 5GiB", o.minFree)
+	}
+	if o.maxConns <= 0 {
+		return usageErrorf("agent: --max-conns %d: need at least 1", o.maxConns)
+	}
 	trust, err := loadTrust(o.trust)
 	if err != nil {
 		return err
@@ -88,7 +98,7 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 		DataDir: o.data, Name: o.name, Join: join, JoinTimeout: o.joinTimeout, Trust: trust,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent,
 		Hook: o.hook, HealthCheck: o.health, HookTimeout: o.hookTimeout, HealthTimeout: o.healthTimeout,
-		Keep: o.keep, UploadRate: up, DownloadRate: down,
+		Keep: o.keep, MinFreeBytes: minFree, UploadRate: up, DownloadRate: down, MaxConns: o.maxConns,
 	}, log)
 	if err != nil {
 		return usageErrorf("%w", err)

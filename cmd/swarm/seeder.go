@@ -12,6 +12,7 @@ type seederOptions struct {
 	gossip, torrent, api string
 	trust, join          []string
 	uploadRate, addrFile string
+	maxConns             int
 }
 
 func newSeederCmd(ios streams, g *globalOptions) *cobra.Command {
@@ -36,6 +37,7 @@ app and gossips it to the agents. Its API listens on 127.0.0.1 by default.`,
 	f.StringSliceVar(&o.trust, "trust", nil, "more public key files whose signed releases are accepted")
 	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of other members to join, comma-separated")
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "origin upload cap in bytes/s, e.g. 100MiB (0 = none)")
+	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release: the origin's upload slots")
 	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
 	return cmd
 }
@@ -58,6 +60,9 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	if err != nil {
 		return err
 	}
+	if o.maxConns <= 0 {
+		return usageErrorf("seeder: --max-conns %d: need at least 1", o.maxConns)
+	}
 	trust, err := loadTrust(o.trust)
 	if err != nil {
 		return err
@@ -74,7 +79,7 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	s, err := seeder.New(seeder.Config{
 		StoreDir: o.store, Key: key, Trust: trust, Name: o.name,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent, APIAddr: o.api,
-		Join: join, UploadRate: up,
+		Join: join, UploadRate: up, MaxConns: o.maxConns,
 	}, log)
 	if err != nil {
 		return usageErrorf("%w", err)

@@ -1,0 +1,37 @@
+package swarm
+
+import (
+	"testing"
+	"time"
+)
+
+// A source handed to anacrolix is not handed again for regiveAfter: agents
+// pass their peer list on every tick, and refilling anacrolix's pool each
+// time made it reshuffle connections without end.
+func TestAddSourcesGivesEachAddressOnce(t *testing.T) {
+	c := newClient(t, Config{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0"})
+	e := newEntry(newBundle(t, 64<<10).m, func() {})
+	src := Sources{Origins: []string{"127.0.0.1:9"}, Peers: []string{"127.0.0.1:10", "127.0.0.1:11"}}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.addSourcesLocked(e, src)
+	if got := len(e.pending); got != 3 {
+		t.Fatalf("first call: %d pending sources, want 3", got)
+	}
+	c.addSourcesLocked(e, src)
+	if got := len(e.pending); got != 3 {
+		t.Fatalf("the same sources again: %d pending, want still 3", got)
+	}
+	c.addSourcesLocked(e, Sources{Peers: []string{"127.0.0.1:10", "127.0.0.1:12"}})
+	if got := len(e.pending); got != 4 {
+		t.Fatalf("one new peer: %d pending, want 4", got)
+	}
+	// Long enough ago, an address is given again (a closed connection is
+	// redialled only when anacrolix is told the address anew).
+	e.given["127.0.0.1:9"] = time.Now().Add(-regiveAfter - time.Second)
+	c.addSourcesLocked(e, src)
+	if got := len(e.pending); got != 5 {
+		t.Fatalf("after regiveAfter: %d pending, want 5", got)
+	}
+}
