@@ -143,7 +143,7 @@ type Agent struct {
 	verifiedCache map[string]verified // by signature
 	lastRefresh   time.Time
 	lastRetain    time.Time
-	warnedShort   bool // retention logged that the watermark cannot be met
+	warnedShort   bool        // retention logged that the watermark cannot be met
 	retainNow     atomic.Bool // a worker finished: apply retention at the next reconcile
 
 	startOnce sync.Once
