@@ -362,6 +362,19 @@ func (a *Agent) AppPhase(app string) (gossip.Phase, release.ID, bool) {
 	return s.Phase, s.ReleaseID, ok
 }
 
+// DownloadProgress reports the verified bytes and the size of the release
+// the agent is working on for app; ok is false if it is not fetching or
+// holding one.
+func (a *Agent) DownloadProgress(app string) (have, total int64, ok bool) {
+	a.mu.Lock()
+	st, known := a.apps[app]
+	a.mu.Unlock()
+	if !known {
+		return 0, 0, false
+	}
+	return a.torrent.Progress(st.ReleaseID)
+}
+
 // Current is the app's active release as the installer has it.
 func (a *Agent) Current(app string) (release.Manifest, bool, error) { return a.inst.Current(app) }
 

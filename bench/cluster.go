@@ -85,9 +85,20 @@ type Cluster struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	stopSeeder context.CancelFunc
+	seederDone chan struct{}
+
 	mu     sync.Mutex
 	agents []*Node
 	wg     sync.WaitGroup
+}
+
+// StopSeeder stops the seeder (the origin: its gossip, BitTorrent and API)
+// and waits for it; the agents keep running.
+func (c *Cluster) StopSeeder() {
+	c.stopSeeder()
+	<-c.seederDone
+	c.Seeder.Close()
 }
 
 // Node is one agent of a Cluster.
@@ -133,10 +144,14 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	if err := c.Seeder.Start(); err != nil {
 		return nil, err
 	}
+	sctx, scancel := context.WithCancel(c.ctx)
+	c.seederDone = make(chan struct{})
+	c.stopSeeder = scancel
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		if err := c.Seeder.Run(c.ctx); err != nil {
+		defer close(c.seederDone)
+		if err := c.Seeder.Run(sctx); err != nil {
 			log.Error("seeder stopped", zap.Error(err))
 		}
 	}()
@@ -168,6 +183,8 @@ type AgentOptions struct {
 	// zero = its defaults.
 	Keep         int
 	MinFreeBytes int64
+	// Join is the gossip address to join; empty = the seeder's.
+	Join string
 }
 
 // AddAgent starts one more agent named name that joins the seeder. Its data
@@ -185,12 +202,16 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 	if trust == nil {
 		trust = []release.PublicKey{c.Key.Public()}
 	}
+	join := o.Join
+	if join == "" {
+		join = c.Seeder.GossipAddr()
+	}
 	var shared string
 	if c.cfg.SharedStorage {
 		shared = c.OriginBundlesDir()
 	}
 	a, err := agent.New(agent.Config{
-		DataDir: filepath.Join(c.cfg.Dir, name), Name: name, Join: []string{c.Seeder.GossipAddr()},
+		DataDir: filepath.Join(c.cfg.Dir, name), Name: name, Join: []string{join},
 		JoinTimeout: 20 * time.Second, Trust: trust,
 		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0",
 		Hook: hook, HealthCheck: health, HookTimeout: 30 * time.Second,

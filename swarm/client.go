@@ -68,6 +68,7 @@ type Client struct {
 	fromPeers   atomic.Int64
 	connsOpened atomic.Int64 // BitTorrent handshakes completed
 	connsClosed atomic.Int64
+	banned      map[string]bool // peer IPs already reported banned; guarded by mu
 	shared      *sharedPages // buffers of unverified pieces; nil unless Config.SharedDir
 
 	mu      sync.Mutex
@@ -94,6 +95,10 @@ type Stats struct {
 	// open, and a fast-growing ConnsOpened means connections churn.
 	ConnsOpened int64
 	ConnsClosed int64
+	// PeersBanned counts peer addresses banned for sending data that failed
+	// a piece hash. anacrolix bans the IP for every release until the
+	// client restarts.
+	PeersBanned int64
 }
 
 // New returns a Client for cfg. It does no I/O; Start binds the listener.
@@ -224,6 +229,51 @@ func (c *Client) clientConfig() (*torrent.ClientConfig, error) {
 	return cc, nil
 }
 
+// banCheckInterval is how often a fetch looks for newly banned peers.
+const banCheckInterval = time.Second
+
+// noteBans logs, once each, the peers anacrolix banned since the last call:
+// it drops and bans the IP of a peer whose data fails a piece hash, and the
+// download goes on from the others.
+func (c *Client) noteBans(m release.Manifest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cl == nil || c.closed {
+		return
+	}
+	for _, ip := range bannedIPs(c.cl) {
+		if c.banned[ip] {
+			continue
+		}
+		if c.banned == nil {
+			c.banned = map[string]bool{}
+		}
+		c.banned[ip] = true
+		c.log.Warn("banned a peer that sent data failing its piece hash; downloading from the others",
+			zap.String("peer_ip", ip), zap.String("app", m.App), zap.String("version", m.Version),
+			zap.String("release_id", string(m.ReleaseID)))
+	}
+}
+
+// bannedIPs lists the IPs cl has banned, once each: anacrolix keeps an IPv4
+// peer under both its plain and its IPv4-mapped IPv6 form.
+func bannedIPs(cl *torrent.Client) []string {
+	var out []string
+	seen := map[netip.Addr]bool{}
+	for _, s := range cl.BadPeerIPs() {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			out = append(out, s)
+			continue
+		}
+		if ip = ip.Unmap(); !seen[ip] {
+			seen[ip] = true
+			out = append(out, ip.String())
+		}
+	}
+	return out
+}
+
 // countReceived runs under anacrolix's client lock: atomics only.
 func (c *Client) countReceived(ev torrent.ReceivedUsefulDataEvent) {
 	n := int64(len(ev.Message.Piece))
@@ -318,6 +368,7 @@ func (c *Client) statsFrom(cl *torrent.Client) Stats {
 		BytesSent:       cs.BytesWrittenData.Int64(),
 		BytesWasted:     cs.BytesReadData.Int64() - cs.BytesReadUsefulData.Int64(),
 		BadPieces:       cs.PiecesDirtiedBad.Int64(),
+		PeersBanned:     int64(len(bannedIPs(cl))),
 		ConnsOpened:     c.connsOpened.Load(),
 		ConnsClosed:     c.connsClosed.Load(),
 	}

@@ -272,13 +272,22 @@ func (c *Client) download(ctx context.Context, e *entry, path string) error {
 	if err := c.downloadAll(ctx, t, m); err != nil {
 		return err
 	}
-	select {
-	case <-t.Complete().On():
-	case err := <-e.writeErr:
-		return fmt.Errorf("write bundle: %w", err)
-	case <-ctx.Done():
-		return ctx.Err()
+	bans := time.NewTicker(banCheckInterval)
+	defer bans.Stop()
+wait:
+	for {
+		select {
+		case <-t.Complete().On():
+			break wait
+		case err := <-e.writeErr:
+			return fmt.Errorf("write bundle: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-bans.C:
+			c.noteBans(m)
+		}
 	}
+	c.noteBans(m)
 
 	id, err := fileID(path, ctx.Done())
 	if errors.Is(err, errStopped) {
