@@ -69,7 +69,7 @@ type Client struct {
 	connsOpened atomic.Int64 // BitTorrent handshakes completed
 	connsClosed atomic.Int64
 	banned      map[string]bool // peer IPs already reported banned; guarded by mu
-	shared      *sharedPages // buffers of unverified pieces; nil unless Config.SharedDir
+	shared      *sharedPages    // buffers of unverified pieces; nil unless Config.SharedDir
 
 	mu      sync.Mutex
 	cl      *torrent.Client
