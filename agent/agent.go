@@ -136,6 +136,7 @@ type Agent struct {
 	mu      sync.Mutex
 	apps    map[string]appState
 	entered map[string]phaseTimes // by app; in memory only
+	rates   map[string]rateSample // download rate by app; in memory only
 	workers map[string]*worker    // by app
 	wake    chan struct{}
 
@@ -657,6 +658,7 @@ func (a *Agent) report() {
 				// Whole percents: finer steps would re-gossip the node on
 				// every tick for nothing anyone acts on.
 				as.Progress = math.Floor(float64(have)/float64(total)*100) / 100
+				as.Rate = a.rateLocked(st, have)
 			}
 		default:
 			as.Progress = 1
@@ -667,6 +669,50 @@ func (a *Agent) report() {
 	if err := a.gossip.SetApps(out); err != nil {
 		a.log.Warn("cannot gossip node state", zap.Error(err))
 	}
+}
+
+// rateSample is the last download-rate measurement of one app.
+type rateSample struct {
+	id    release.ID
+	bytes int64
+	at    time.Time
+	rate  int64 // bytes/s, two significant digits
+}
+
+// rateWindow is the shortest interval a download rate is measured over.
+const rateWindow = time.Second
+
+// rateLocked is st's download rate in bytes/s given have verified bytes now,
+// measured over at least rateWindow and rounded to two significant digits
+// so that small wobbles do not re-gossip the node.
+func (a *Agent) rateLocked(st appState, have int64) int64 {
+	if a.rates == nil {
+		a.rates = map[string]rateSample{}
+	}
+	now := time.Now()
+	s, ok := a.rates[st.App]
+	if !ok || s.id != st.ReleaseID || have < s.bytes {
+		a.rates[st.App] = rateSample{id: st.ReleaseID, bytes: have, at: now}
+		return 0
+	}
+	if dt := now.Sub(s.at); dt >= rateWindow {
+		s.rate = twoDigits(int64(float64(have-s.bytes) / dt.Seconds()))
+		s.bytes, s.at = have, now
+		a.rates[st.App] = s
+	}
+	return s.rate
+}
+
+// twoDigits rounds n to two significant decimal digits.
+func twoDigits(n int64) int64 {
+	if n < 100 {
+		return n
+	}
+	scale := int64(1)
+	for n/scale >= 100 {
+		scale *= 10
+	}
+	return (n + scale/2) / scale * scale
 }
 
 // shortError keeps gossiped errors within the node-state budget.

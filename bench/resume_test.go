@@ -19,7 +19,7 @@ func TestResumeAfterKill(t *testing.T) {
 	defer cancel()
 	const size = 8 << 20
 	// A slow origin and no other agent: the download takes seconds.
-	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), OriginUploadRate: 2 << 20}, zaptest.NewLogger(t))
+	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), OriginUploadRate: 1 << 20}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,6 +32,17 @@ func TestResumeAfterKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Progress and rate reach the seeder's status through gossip.
+	waitFor(ctx, t, "the seeder's status to show the download's progress and rate", func() bool {
+		for _, n := range c.Seeder.Status().Nodes {
+			for _, a := range n.Apps {
+				if n.Name == "resumer" && a.Phase == string(gossip.PhaseDownloading) && a.Progress > 0 && a.RateBps > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
 	var had, total int64
 	waitFor(ctx, t, "a third of the bundle verified", func() bool {
 		had, total, _ = first.DownloadProgress("hello")

@@ -33,6 +33,7 @@ type wireApp struct {
 	Phase    Phase  `json:"p,omitempty"`
 	Healthy  bool   `json:"h,omitempty"`
 	Progress uint16 `json:"g,omitempty"` // thousandths
+	Rate     uint32 `json:"r,omitempty"` // KiB/s
 	Error    string `json:"e,omitempty"`
 }
 
@@ -75,6 +76,7 @@ func encodeMeta(role Role, torrent string, apps []AppState) ([]byte, error) {
 			Phase:    a.Phase,
 			Healthy:  a.Healthy,
 			Progress: permille(a.Progress),
+			Rate:     uint32(min(max(a.Rate, 0)>>10, math.MaxUint32)),
 		}
 	}
 	var b []byte
@@ -110,6 +112,7 @@ func decodeMeta(b []byte) (wireMeta, []AppState, error) {
 			Phase:     a.Phase,
 			Healthy:   a.Healthy,
 			Progress:  float64(min(a.Progress, 1000)) / 1000,
+			Rate:      int64(a.Rate) << 10,
 			Error:     a.Error,
 		}
 	}

@@ -19,7 +19,7 @@ func TestMetaRoundTrip(t *testing.T) {
 		{"none", nil},
 		{"one", []AppState{{App: "web", Version: "1.2.3", ReleaseID: id, Phase: PhaseActive, Healthy: true, Progress: 1}}},
 		{"several", []AppState{
-			{App: "web", Version: "1.2.3", ReleaseID: id, Phase: PhaseDownloading, Progress: 0.25},
+			{App: "web", Version: "1.2.3", ReleaseID: id, Phase: PhaseDownloading, Progress: 0.25, Rate: 12 << 20},
 			{App: "api", Version: "2.0.0-rc.1", ReleaseID: release.IDOf([]byte("x")), Phase: PhaseFailed, Error: "hook exited 1"},
 			{App: "worker", Phase: PhaseStaged},
 		}},

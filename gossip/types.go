@@ -48,6 +48,9 @@ type AppState struct {
 	Healthy   bool
 	// Progress is the download progress in [0,1]; it travels in steps of 0.001.
 	Progress float64
+	// Rate is the download rate in bytes/s while downloading; it travels in
+	// KiB/s.
+	Rate int64
 	// Error is a short reason when the phase is failed. It is truncated as
 	// needed to keep the node's state within the gossip limit.
 	Error string

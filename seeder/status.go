@@ -31,7 +31,9 @@ type AppStatus struct {
 	Phase     string     `json:"phase"`
 	Healthy   bool       `json:"healthy"`
 	Progress  float64    `json:"progress"`
-	Error     string     `json:"error,omitempty"`
+	// RateBps is the download rate in bytes/s while downloading.
+	RateBps int64  `json:"rate_bps,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // DesiredStatus is the desired state of one app.
@@ -55,7 +57,7 @@ func (s *Seeder) Status() Status {
 		for _, a := range mbr.Apps {
 			ns.Apps = append(ns.Apps, AppStatus{
 				App: a.App, Version: a.Version, ReleaseID: a.ReleaseID, Phase: string(a.Phase),
-				Healthy: a.Healthy, Progress: a.Progress, Error: a.Error,
+				Healthy: a.Healthy, Progress: a.Progress, RateBps: a.Rate, Error: a.Error,
 			})
 		}
 		sort.Slice(ns.Apps, func(i, j int) bool { return ns.Apps[i].App < ns.Apps[j].App })

@@ -131,18 +131,22 @@ func printStatus(w io.Writer, st seeder.Status) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tAPP\tVERSION\tRELEASE\tPHASE\tPROGRESS\tHEALTH\tERROR")
+	fmt.Fprintln(tw, "NODE\tAPP\tVERSION\tRELEASE\tPHASE\tPROGRESS\tRATE\tHEALTH\tERROR")
 	for _, n := range st.Nodes {
 		if len(n.Apps) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\tidle\t-\t-\t\n", n.Name)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\tidle\t-\t-\t-\t\n", n.Name)
 		}
 		for _, a := range n.Apps {
 			health := "-"
 			if a.Phase == "active" || a.Phase == "failed" || a.Phase == "rolled-back" {
 				health = map[bool]string{true: "ok", false: "bad"}[a.Healthy]
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, a.App, a.Version, short(string(a.ReleaseID)),
-				a.Phase, progressCell(a.Progress), health, a.Error)
+			rate := "-"
+			if a.Phase == "downloading" {
+				rate = humanBytes(a.RateBps) + "/s"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, a.App, a.Version, short(string(a.ReleaseID)),
+				a.Phase, progressCell(a.Progress), rate, health, a.Error)
 		}
 	}
 	tw.Flush()
