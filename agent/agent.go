@@ -3,12 +3,14 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,17 @@ type Config struct {
 	DownloadRate int64
 	// MaxPeers is how many peers one fetch is told of at a time. Default 20.
 	MaxPeers int
+	// OriginFeeders is how many nodes fetch each release from the origin,
+	// each a different share of its pieces (see swarm.OriginUse); every
+	// other node fetches from peers and turns to the origin only after
+	// OriginFallback without progress. Nodes agree on the feeders by
+	// ranking member names hashed with the release id. 0 = every node uses
+	// the origin from the start, so that it uploads until the last node is
+	// done. Default 4 (negative: 0).
+	OriginFeeders int
+	// OriginFallback is how long a node that is no feeder goes without a
+	// verified piece before it asks the origin. Default 10s.
+	OriginFallback time.Duration
 	// MaxConns caps BitTorrent connections per release; 0 = the swarm
 	// package's default.
 	MaxConns int
@@ -103,6 +116,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPeers <= 0 {
 		c.MaxPeers = 20
+	}
+	switch {
+	case c.OriginFeeders == 0:
+		c.OriginFeeders = 4
+	case c.OriginFeeders < 0:
+		c.OriginFeeders = 0
+	}
+	if c.OriginFallback <= 0 {
+		c.OriginFallback = 10 * time.Second
 	}
 	if c.Tick <= 0 {
 		c.Tick = time.Second
@@ -210,6 +232,9 @@ func (a *Agent) start() (err error) {
 	tc := swarm.Config{
 		Dir: a.bundlesDir(), ListenAddr: a.cfg.TorrentAddr, UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
 		MaxConnsPerTorrent: a.cfg.MaxConns, SharedDir: a.cfg.SharedBundleDir,
+		// With feeders, the origin's address must not spread by peer
+		// exchange to nodes meant to stay off it; gossip names every peer.
+		DisablePEX: a.cfg.OriginFeeders > 0,
 	}
 	if a.torrent, err = swarm.New(tc, a.log); err != nil {
 		return err
@@ -506,7 +531,7 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 	a.setState(st)
 	log.Info("downloading")
 	for {
-		err := a.torrent.Fetch(ctx, m, a.sources(m))
+		err := a.torrent.FetchWith(ctx, m, a.sources(m), a.originUse(m, log))
 		if err == nil {
 			break
 		}
@@ -578,6 +603,44 @@ func (a *Agent) admitted(m release.Manifest) bool {
 		return false
 	}
 	return rollout.Admitted(a.cfg.Name, &d, m.ReleaseID)
+}
+
+// originUse is this node's part in fetching m from the origin: a feeder's
+// share, or peers first with the origin as a fallback (Config.OriginFeeders).
+// Feeders are the OriginFeeders agents whose names, hashed with the release
+// id, rank first; every node ranks the members it knows the same way.
+func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
+	if a.cfg.OriginFeeders <= 0 {
+		return swarm.OriginUse{}
+	}
+	var names []string
+	for _, mbr := range a.gossip.Members() {
+		if mbr.Role != gossip.RoleSeeder {
+			names = append(names, mbr.Name)
+		}
+	}
+	if !slices.Contains(names, a.cfg.Name) {
+		names = append(names, a.cfg.Name)
+	}
+	rank := feederRank(m.ReleaseID, names)
+	k := min(a.cfg.OriginFeeders, len(names))
+	if i := slices.Index(rank, a.cfg.Name); i < k {
+		log.Info("origin feeder for this release", zap.Int("share", i), zap.Int("of", k))
+		return swarm.OriginUse{Share: i, Of: k, Fallback: a.cfg.OriginFallback}
+	}
+	return swarm.OriginUse{Fallback: a.cfg.OriginFallback}
+}
+
+// feederRank orders names by the hash of id and name: a different order
+// for every release, the same on every node.
+func feederRank(id release.ID, names []string) []string {
+	key := func(n string) [32]byte { return sha256.Sum256([]byte(string(id) + "\x00" + n)) }
+	out := slices.Clone(names)
+	slices.SortFunc(out, func(x, y string) int {
+		kx, ky := key(x), key(y)
+		return bytes.Compare(kx[:], ky[:])
+	})
+	return out
 }
 
 // sources lists the origin and up to MaxPeers random peers that advertise m.

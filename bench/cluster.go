@@ -48,6 +48,11 @@ type ClusterConfig struct {
 	Gossip gossip.Config
 	// Tick is the agents' reconcile tick; default 100ms.
 	Tick time.Duration
+	// OriginFeeders is the agents' agent.Config.OriginFeeders: 0 = the
+	// agent's default, negative = none (every agent uses the origin).
+	OriginFeeders int
+	// OriginFallback is the agents' agent.Config.OriginFallback; 0 = 3s.
+	OriginFallback time.Duration
 }
 
 // FastGossip is gossip timing for in-process clusters of tens of nodes:
@@ -125,6 +130,9 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = 100 * time.Millisecond
+	}
+	if cfg.OriginFallback <= 0 {
+		cfg.OriginFallback = 3 * time.Second
 	}
 	key, err := release.GenerateKey(rand.Reader)
 	if err != nil {
@@ -220,6 +228,7 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 		Gossip: c.cfg.Gossip, Tick: c.cfg.Tick,
 		RetryBackoff: 200 * time.Millisecond,
 		Keep:         o.Keep, MinFreeBytes: o.MinFreeBytes,
+		OriginFeeders: c.cfg.OriginFeeders, OriginFallback: c.cfg.OriginFallback,
 	}, c.log)
 	if err != nil {
 		return nil, err

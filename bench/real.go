@@ -93,7 +93,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 		Dir:             filepath.Join(cfg.Dir, "cluster"),
 		AgentUploadRate: p.NodeUp, AgentDownloadRate: p.NodeDown, OriginUploadRate: p.OriginUp,
 		MaxConns: p.MaxConns, MaxPeers: p.MaxPeers, SharedStorage: cfg.SharedStorage,
-		Gossip: cfg.Gossip,
+		Gossip: cfg.Gossip, OriginFeeders: feedersFor(p.OriginFeeders),
 	}, log)
 	if err != nil {
 		return r, fmt.Errorf("real: start cluster: %w", err)
@@ -195,6 +195,15 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 		return r, fmt.Errorf("real: %w", waitErr)
 	}
 	return r, nil
+}
+
+// feedersFor turns Params.OriginFeeders (0 = naive) into
+// ClusterConfig.OriginFeeders (negative = naive).
+func feedersFor(k int) int {
+	if k == 0 {
+		return -1
+	}
+	return k
 }
 
 // joinBatch is how many agents RunReal starts at once. Hundreds of joins

@@ -29,9 +29,14 @@ type Params struct {
 	OriginUp    int64 `json:"origin_up_bps"`
 	// MaxPeers is how many peers each node is told of; MaxConns caps the
 	// connections of one node per torrent.
-	MaxPeers int    `json:"max_peers"`
-	MaxConns int    `json:"max_conns"`
-	Seed     uint64 `json:"seed"`
+	MaxPeers int `json:"max_peers"`
+	MaxConns int `json:"max_conns"`
+	// OriginFeeders is the origin policy: how many nodes fetch from the
+	// origin, each a share of the pieces, while the others fetch from peers
+	// (see swarm.OriginUse). 0 = every node uses the origin from the start
+	// (the naive policy).
+	OriginFeeders int    `json:"origin_feeders"`
+	Seed          uint64 `json:"seed"`
 }
 
 // Validate refuses parameters no run can use, with a message that names
@@ -46,6 +51,8 @@ func (p Params) Validate() error {
 		return errors.New("rates must be positive (or 0 for no cap where a command allows it)")
 	case p.MaxPeers < 0 || p.MaxConns < 0:
 		return errors.New("--max-peers and --max-conns must not be negative")
+	case p.OriginFeeders < 0:
+		return errors.New("--origin-feeders must not be negative")
 	}
 	return nil
 }
@@ -128,6 +135,17 @@ func Percentile(sorted []float64, q float64) float64 {
 	}
 	i := int(math.Ceil(q*float64(len(sorted)))) - 1
 	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// AutoFeeders is the origin feeder count for p: enough feeders to take the
+// origin's whole upload rate at the nodes' download rate, at least 2 (so no
+// one node is the swarm's only way in) and at most 16 and Nodes.
+func AutoFeeders(p Params) int {
+	k := 2
+	if p.NodeDown > 0 && p.OriginUp > 0 {
+		k = max(k, int((p.OriginUp+p.NodeDown-1)/p.NodeDown))
+	}
+	return max(min(k, 16, p.Nodes), 1)
 }
 
 // TStar is the Kumar–Ross lower bound on the time to get a file of F bytes

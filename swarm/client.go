@@ -274,10 +274,15 @@ func bannedIPs(cl *torrent.Client) []string {
 	return out
 }
 
+// isOrigin reports whether pc's peer says it is an origin.
+func isOrigin(pc *torrent.PeerConn) bool {
+	return string(pc.PeerID[:len(originPeerIDPrefix)]) == originPeerIDPrefix
+}
+
 // countReceived runs under anacrolix's client lock: atomics only.
 func (c *Client) countReceived(ev torrent.ReceivedUsefulDataEvent) {
 	n := int64(len(ev.Message.Piece))
-	if pc, ok := ev.Peer.TryAsPeerConn(); ok && string(pc.PeerID[:len(originPeerIDPrefix)]) == originPeerIDPrefix {
+	if pc, ok := ev.Peer.TryAsPeerConn(); ok && isOrigin(pc) {
 		c.fromOrigin.Add(n)
 		return
 	}

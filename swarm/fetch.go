@@ -9,11 +9,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
+	"github.com/anacrolix/torrent/types"
 	"go.uber.org/zap"
 
 	"github.com/swarmdeploy/swarm/release"
@@ -49,6 +51,11 @@ type entry struct {
 	store    storage.ClientImplCloser
 	pending  []torrent.PeerInfo   // sources given before t exists
 	given    map[string]time.Time // when each address was last handed to anacrolix
+
+	use         OriginUse // how this fetch uses the origins
+	originsOpen bool      // origins may be handed to anacrolix now
+	origins     []string  // the origins' addresses, as last given
+	peers       []string  // the peers' addresses, as last given
 }
 
 func newEntry(m release.Manifest, cancel context.CancelFunc) *entry {
@@ -161,7 +168,43 @@ func wrapOp(op, short string, err error) error {
 // download; when the last of them gives up on its ctx, the download stops and
 // its partial file stays for a later Fetch to resume.
 func (c *Client) Fetch(ctx context.Context, m release.Manifest, src Sources) error {
+	return c.FetchWith(ctx, m, src, OriginUse{})
+}
+
+// OriginUse says how a fetch uses the origins among its sources. The zero
+// value takes from origins and peers alike from the start, so the origin
+// uploads to every node until the last one is done.
+//
+// A fleet sets it so that the origin sends each piece about once: a few
+// nodes are feeders, each fetching a different share of the pieces from the
+// origin (Share of Of), and every other node fetches from peers only,
+// turning to the origin (Fallback) only if it goes that long without a
+// verified piece.
+type OriginUse struct {
+	// Share and Of, with Of > 0, make this fetch an origin feeder: from the
+	// origins it takes only the pieces whose index is Share mod Of, and once
+	// it holds them it closes its origin connections and fetches the rest
+	// from peers.
+	Share, Of int
+	// Fallback, when positive, keeps a fetch off the origins until it has
+	// gone this long without a verified piece (a feeder: after its share).
+	Fallback time.Duration
+}
+
+func (u OriginUse) validate() error {
+	if u.Of < 0 || u.Share < 0 || (u.Of > 0 && u.Share >= u.Of) || u.Fallback < 0 {
+		return fmt.Errorf("origin use: share %d of %d, fallback %v", u.Share, u.Of, u.Fallback)
+	}
+	return nil
+}
+
+// FetchWith is Fetch with an origin policy; the first call for a release
+// sets it for the whole download.
+func (c *Client) FetchWith(ctx context.Context, m release.Manifest, src Sources, use OriginUse) error {
 	short := m.ReleaseID.Short()
+	if err := use.validate(); err != nil {
+		return fmt.Errorf("fetch %s: %w", short, err)
+	}
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("fetch %s: %w", short, err)
 	}
@@ -172,7 +215,7 @@ func (c *Client) Fetch(ctx context.Context, m release.Manifest, src Sources) err
 	}
 	e := c.entries[m.ReleaseID]
 	if e == nil {
-		e = c.startFetchLocked(m)
+		e = c.startFetchLocked(m, use)
 	} else if e.m.InfoHash != m.InfoHash {
 		c.mu.Unlock()
 		return fmt.Errorf("fetch %s: already served with infohash %s, not %s", short, e.m.InfoHash, m.InfoHash)
@@ -200,9 +243,11 @@ func (c *Client) Fetch(ctx context.Context, m release.Manifest, src Sources) err
 
 // startFetchLocked registers an entry for m and starts the goroutine that
 // fetches it.
-func (c *Client) startFetchLocked(m release.Manifest) *entry {
+func (c *Client) startFetchLocked(m release.Manifest, use OriginUse) *entry {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := newEntry(m, cancel)
+	e.use = use
+	e.originsOpen = use.Of > 0 || use.Fallback == 0
 	c.entries[m.ReleaseID] = e
 	c.log.Info("fetch started",
 		zap.String("release_id", string(m.ReleaseID)),
@@ -264,16 +309,25 @@ func (c *Client) download(ctx context.Context, e *entry, path string) error {
 		return ctx.Err()
 	}
 
-	select {
-	case <-t.GotInfo():
-	case <-ctx.Done():
-		return ctx.Err()
+	// The policy runs from the start: a node held off the origin whose
+	// peers have nothing may not even get the info dictionary from them.
+	tick := time.NewTicker(policyInterval)
+	defer tick.Stop()
+	w := &watch{feeding: e.use.Of > 0, lastAt: time.Now()}
+info:
+	for {
+		select {
+		case <-t.GotInfo():
+			break info
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-tick.C:
+			c.applyPolicy(e, t, w, now)
+		}
 	}
 	if err := c.downloadAll(ctx, t, m); err != nil {
 		return err
 	}
-	bans := time.NewTicker(banCheckInterval)
-	defer bans.Stop()
 wait:
 	for {
 		select {
@@ -283,8 +337,8 @@ wait:
 			return fmt.Errorf("write bundle: %w", err)
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-bans.C:
-			c.noteBans(m)
+		case now := <-tick.C:
+			c.applyPolicy(e, t, w, now)
 		}
 	}
 	c.noteBans(m)
@@ -313,6 +367,13 @@ func (c *Client) downloadAll(ctx context.Context, t *torrent.Torrent, m release.
 	if info := t.Info(); info.Length != m.BundleSize || info.PieceLength != m.PieceLength || len(info.Files) != 0 {
 		return fmt.Errorf("%w: peers' info has length %d, piece length %d, %d files; manifest says %d, %d, one file",
 			ErrInfoHashMismatch, info.Length, info.PieceLength, len(info.Files), m.BundleSize, m.PieceLength)
+	}
+	if e := c.entries[m.ReleaseID]; e != nil && e.use.Of > 0 {
+		// A feeder wants only its share until it holds it.
+		for i := e.use.Share; i < t.NumPieces(); i += e.use.Of {
+			t.Piece(i).SetPriority(types.PiecePriorityNormal)
+		}
+		return nil
 	}
 	t.DownloadAll()
 	return nil
@@ -461,7 +522,7 @@ func (c *Client) AddSources(id release.ID, src Sources) {
 // regiveAfter is how long an address handed to anacrolix is not handed
 // again: anacrolix keeps it in its pool until it dials it, and redials a
 // connection that closed only when given the address anew.
-const regiveAfter = 30 * time.Second
+const regiveAfter = 5 * time.Second
 
 // addSourcesLocked hands e's torrent the sources it has not had lately, and
 // none while it has at least half its connections. anacrolix dials whatever
@@ -470,9 +531,33 @@ const regiveAfter = 30 * time.Second
 // refilling the pool on every agent tick kept 100 in-process agents
 // reshuffling their connections, 100–170 handshakes each per release.
 func (c *Client) addSourcesLocked(e *entry, src Sources) {
-	if e.t != nil && e.t.Stats().ActivePeers >= max(c.cfg.MaxConnsPerTorrent/2, 1) {
+	if len(src.Origins) > 0 {
+		e.origins = slices.Clone(src.Origins)
+	}
+	if len(src.Peers) > 0 {
+		e.peers = slices.Clone(src.Peers)
+	}
+	var fresh []torrent.PeerInfo
+	if e.originsOpen {
+		// The origins are wanted whatever the connection count.
+		fresh = c.freshLocked(e, Sources{Origins: src.Origins})
+	}
+	if e.t == nil || e.t.Stats().ActivePeers < max(c.cfg.MaxConnsPerTorrent/2, 1) {
+		fresh = append(fresh, c.freshLocked(e, Sources{Peers: src.Peers})...)
+	}
+	if len(fresh) == 0 {
 		return
 	}
+	if e.t == nil {
+		e.pending = append(e.pending, fresh...)
+		return
+	}
+	e.t.AddPeers(fresh)
+}
+
+// freshLocked turns src into peers, leaving out those handed to anacrolix
+// less than regiveAfter ago.
+func (c *Client) freshLocked(e *entry, src Sources) []torrent.PeerInfo {
 	now := time.Now()
 	if e.given == nil {
 		e.given = map[string]time.Time{}
@@ -486,14 +571,29 @@ func (c *Client) addSourcesLocked(e *entry, src Sources) {
 		e.given[addr] = now
 		fresh = append(fresh, p)
 	}
-	if len(fresh) == 0 {
-		return
+	return fresh
+}
+
+// openOriginsLocked lets e use the origins from now on.
+func (c *Client) openOriginsLocked(e *entry) {
+	e.originsOpen = true
+	for _, a := range e.origins {
+		delete(e.given, a)
 	}
+	c.addSourcesLocked(e, Sources{Origins: e.origins})
+}
+
+// leaveOriginsLocked closes e's connections to origins and keeps them out.
+func (c *Client) leaveOriginsLocked(e *entry) {
+	e.originsOpen = false
 	if e.t == nil {
-		e.pending = append(e.pending, fresh...)
 		return
 	}
-	e.t.AddPeers(fresh)
+	for _, pc := range e.t.PeerConns() {
+		if isOrigin(pc) {
+			pc.Close()
+		}
+	}
 }
 
 // Progress reports how many bytes of release id have passed their piece
@@ -542,6 +642,84 @@ func (c *Client) Drop(id release.ID) {
 	if e := c.entries[id]; e != nil {
 		c.removeLocked(e, ErrDropped)
 	}
+}
+
+// policyInterval is how often a download checks its origin policy (a
+// feeder's share, a stall) and looks for banned peers.
+const policyInterval = 250 * time.Millisecond
+
+// infoRedial is how long a fetch waits for the info dictionary before it
+// dials its peers again.
+const infoRedial = time.Second
+
+// watch is one download's policy state, owned by its goroutine.
+type watch struct {
+	feeding  bool      // a feeder that does not hold its share yet
+	have     int64     // verified bytes at lastAt
+	lastAt   time.Time // when have last grew
+	lastBans time.Time
+	redialAt time.Time // when peers were last redialled for the info
+}
+
+// applyPolicy moves a feeder off the origins once it holds its share, opens
+// the origins to a fetch that made no progress for OriginUse.Fallback, and
+// reports banned peers.
+func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Time) {
+	if now.Sub(w.lastBans) >= banCheckInterval {
+		w.lastBans = now
+		c.noteBans(e.m)
+	}
+	hasInfo := t.Info() != nil
+	if hasInfo {
+		if have := verifiedBytes(t); have > w.have {
+			w.have, w.lastAt = have, now
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e.t != t {
+		return // removed meanwhile
+	}
+	if w.feeding && hasInfo && shareComplete(t, e.use) {
+		w.feeding = false
+		c.leaveOriginsLocked(e)
+		t.DownloadAll()
+		w.lastAt = now // the fallback clock starts now
+		c.log.Info("feeder holds its share of the origin's pieces; fetching the rest from peers",
+			zap.String("release_id", string(e.m.ReleaseID)), zap.Int("share", e.use.Share), zap.Int("of", e.use.Of))
+	}
+	if !hasInfo && now.Sub(w.redialAt) >= infoRedial && now.Sub(e.started) >= infoRedial {
+		// A peer that had no info dictionary at the handshake does not offer
+		// it later on that connection (anacrolix v1.59.1 asks only peers
+		// that announced its size), so peers dialled before they had it
+		// never hand it over: dial them again.
+		w.redialAt = now
+		for _, pc := range t.PeerConns() {
+			if !isOrigin(pc) {
+				pc.Close()
+			}
+		}
+		for _, a := range e.peers {
+			delete(e.given, a)
+		}
+	}
+	// Connections that closed are replaced from the sources last given.
+	c.addSourcesLocked(e, Sources{Origins: e.origins, Peers: e.peers})
+	if !e.originsOpen && !w.feeding && e.use.Fallback > 0 && now.Sub(w.lastAt) >= e.use.Fallback && len(e.origins) > 0 {
+		c.log.Warn("no verified piece from peers lately; asking the origin",
+			zap.String("release_id", string(e.m.ReleaseID)), zap.Duration("stalled", now.Sub(w.lastAt)))
+		c.openOriginsLocked(e)
+	}
+}
+
+// shareComplete reports whether t holds every piece of use's share.
+func shareComplete(t *torrent.Torrent, use OriginUse) bool {
+	for i := use.Share; i < t.NumPieces(); i += use.Of {
+		if !t.PieceState(i).Complete {
+			return false
+		}
+	}
+	return true
 }
 
 // verifyBundle hashes the stored bundle at path and checks it against m: its

@@ -11,6 +11,7 @@ import (
 func TestAddSourcesGivesEachAddressOnce(t *testing.T) {
 	c := newClient(t, Config{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0"})
 	e := newEntry(newBundle(t, 64<<10).m, func() {})
+	e.originsOpen = true // OriginUse{}: origins from the start
 	src := Sources{Origins: []string{"127.0.0.1:9"}, Peers: []string{"127.0.0.1:10", "127.0.0.1:11"}}
 
 	c.mu.Lock()
@@ -33,5 +34,12 @@ func TestAddSourcesGivesEachAddressOnce(t *testing.T) {
 	c.addSourcesLocked(e, src)
 	if got := len(e.pending); got != 5 {
 		t.Fatalf("after regiveAfter: %d pending, want 5", got)
+	}
+	// Held off the origins (a node that is no feeder), an origin is
+	// remembered but not given.
+	e.originsOpen = false
+	c.addSourcesLocked(e, Sources{Origins: []string{"127.0.0.1:13"}})
+	if got := len(e.pending); got != 5 || e.origins[0] != "127.0.0.1:13" {
+		t.Fatalf("origins held back: %d pending (want 5), origins %v", got, e.origins)
 	}
 }

@@ -14,7 +14,8 @@ type agentOptions struct {
 	join, trust              []string
 	joinTimeout, hookTimeout time.Duration
 	healthTimeout            time.Duration
-	keep, maxConns           int
+	keep, maxConns, feeders  int
+	fallback                 time.Duration
 	minFree                  string
 	uploadRate, downloadRate string
 	addrFile                 string
@@ -50,6 +51,8 @@ switches DIR/releases/<app>/current atomically and gossips its state.`,
 	f.IntVar(&o.keep, "keep", 3, "releases kept on disk per app (bundles keep seeding); current and previous are never removed")
 	f.StringVar(&o.minFree, "min-free", "0", "disk watermark: below this much free space, remove older bundles first, e.g. 5GiB (0 = none)")
 	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release")
+	f.IntVar(&o.feeders, "origin-feeders", 4, "nodes that fetch each release from the origin, each a share of its pieces; the rest fetch from peers (0 = every node uses the origin)")
+	f.DurationVar(&o.fallback, "origin-fallback", 10*time.Second, "a node that is no feeder asks the origin after this long without progress")
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "upload cap in bytes/s, e.g. 20MiB (0 = none)")
 	f.StringVar(&o.downloadRate, "download-rate", "0", "download cap in bytes/s (0 = none)")
 	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
@@ -85,6 +88,13 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 	if o.maxConns <= 0 {
 		return usageErrorf("agent: --max-conns %d: need at least 1", o.maxConns)
 	}
+	if o.feeders < 0 || o.fallback <= 0 {
+		return usageErrorf("agent: --origin-feeders %d --origin-fallback %v: need a count ≥ 0 and a positive duration", o.feeders, o.fallback)
+	}
+	feeders := o.feeders
+	if feeders == 0 {
+		feeders = -1 // agent.Config: negative = none
+	}
 	trust, err := loadTrust(o.trust)
 	if err != nil {
 		return err
@@ -99,6 +109,7 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 		GossipAddr: o.gossip, TorrentAddr: o.torrent,
 		Hook: o.hook, HealthCheck: o.health, HookTimeout: o.hookTimeout, HealthTimeout: o.healthTimeout,
 		Keep: o.keep, MinFreeBytes: minFree, UploadRate: up, DownloadRate: down, MaxConns: o.maxConns,
+		OriginFeeders: feeders, OriginFallback: o.fallback,
 	}, log)
 	if err != nil {
 		return usageErrorf("%w", err)

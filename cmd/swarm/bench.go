@@ -106,6 +106,7 @@ type benchRealOptions struct {
 	central bool
 	dir     string
 	profile string // write a CPU profile of the swarm run here
+	feeders int    // --origin-feeders: -1 auto, 0 naive
 }
 
 func newBenchRealCmd(ios streams, g *globalOptions) *cobra.Command {
@@ -124,6 +125,8 @@ func newBenchRealCmd(ios streams, g *globalOptions) *cobra.Command {
 	cmd.Flags().BoolVar(&o.central, "central", true, "also run the central HTTP baseline with the same caps")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
 	cmd.Flags().StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the swarm run to this file (go tool pprof)")
+	cmd.Flags().IntVar(&o.feeders, "origin-feeders", -1,
+		"origin policy: nodes that fetch from the origin, each a share of the pieces, while the rest fetch from peers; 0 = every node uses the origin (naive), -1 = enough to take the origin's rate")
 	return cmd
 }
 
@@ -131,6 +134,14 @@ func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRe
 	p, err := o.params()
 	if err != nil {
 		return err
+	}
+	switch {
+	case o.feeders == -1:
+		p.OriginFeeders = bench.AutoFeeders(p)
+	case o.feeders < -1:
+		return usageErrorf("bench: --origin-feeders %d: give a count, 0 for none, or -1 for automatic", o.feeders)
+	default:
+		p.OriginFeeders = o.feeders
 	}
 	dir := o.dir
 	if dir == "" {

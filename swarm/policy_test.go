@@ -1,0 +1,89 @@
+package swarm
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Two feeders split the origin's pieces between them; two more nodes never
+// touch the origin. The origin sends the bundle about once, and everyone
+// ends with all of it.
+func TestOriginFeedersSendEachPieceOnce(t *testing.T) {
+	b := newBundle(t, 8<<20)
+	origin := newOrigin(t, b, Config{})
+	const n = 4
+	nodes := make([]*Client, n)
+	addrs := make([]string, n)
+	for i := range nodes {
+		nodes[i] = newClient(t, Config{DisablePEX: true})
+		addrs[i] = nodes[i].Addr()
+	}
+	uses := []OriginUse{{Share: 0, Of: 2}, {Share: 1, Of: 2}, {Fallback: time.Minute}, {Fallback: time.Minute}}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, c := range nodes {
+		wg.Go(func() {
+			errs[i] = c.FetchWith(ctx, b.m, Sources{Origins: []string{origin.Addr()}, Peers: addrs}, uses[i])
+		})
+	}
+	wg.Wait()
+	for i, c := range nodes {
+		if errs[i] != nil {
+			t.Fatalf("node %d (%+v): %v", i, uses[i], errs[i])
+		}
+		checkFetched(t, c, b)
+		s := c.Stats()
+		if uses[i].Of == 0 && s.BytesFromOrigin != 0 {
+			t.Errorf("node %d is no feeder but got %d bytes from the origin", i, s.BytesFromOrigin)
+		}
+		if uses[i].Of > 0 && s.BytesFromOrigin > b.m.BundleSize/2+2*b.m.PieceLength {
+			t.Errorf("feeder %d got %d bytes from the origin, more than its half share", i, s.BytesFromOrigin)
+		}
+	}
+	sent := origin.Stats().BytesSent
+	t.Logf("origin sent %.2f copies of %d bytes", float64(sent)/float64(b.m.BundleSize), b.m.BundleSize)
+	if sent > b.m.BundleSize+4*b.m.PieceLength {
+		t.Errorf("origin sent %d bytes for a %d-byte bundle: more than about one copy", sent, b.m.BundleSize)
+	}
+}
+
+// A node kept off the origin that gets nothing from peers turns to the
+// origin once Fallback has passed without progress.
+func TestOriginFallbackAfterStall(t *testing.T) {
+	b := newBundle(t, 1<<20)
+	origin := newOrigin(t, b, Config{})
+	c := newClient(t, Config{DisablePEX: true})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	// The only peer has nothing; the origin is known but held back.
+	empty := newClient(t, Config{})
+	src := Sources{Origins: []string{origin.Addr()}, Peers: []string{empty.Addr()}}
+	start := time.Now()
+	if err := c.FetchWith(ctx, b.m, src, OriginUse{Fallback: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, c, b)
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("fetched in %v, before the fallback could open the origin", took)
+	}
+	if s := c.Stats(); s.BytesFromOrigin != b.m.BundleSize {
+		t.Errorf("stats %+v: want the whole bundle from the origin", s)
+	}
+}
+
+func TestOriginUseValidate(t *testing.T) {
+	for _, u := range []OriginUse{{Share: 2, Of: 2}, {Share: -1, Of: 2}, {Of: -1}, {Fallback: -time.Second}} {
+		if err := u.validate(); err == nil {
+			t.Errorf("%+v accepted", u)
+		}
+	}
+	for _, u := range []OriginUse{{}, {Share: 1, Of: 2}, {Fallback: time.Second}} {
+		if err := u.validate(); err != nil {
+			t.Errorf("%+v: %v", u, err)
+		}
+	}
+}
