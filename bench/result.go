@@ -137,15 +137,20 @@ func Percentile(sorted []float64, q float64) float64 {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-// AutoFeeders is the origin feeder count for p: enough feeders to take the
-// origin's whole upload rate at the nodes' download rate, at least 2 (so no
-// one node is the swarm's only way in) and at most 16 and Nodes.
+// AutoFeeders is the origin feeder count for p: four times as many feeders
+// as it takes to absorb the origin's upload rate at the nodes' download
+// rate, at most 64 and Nodes. One share per feeder is the only data that
+// leaves the origin, so more feeders cost no origin bytes, and they spread
+// the fresh pieces over more uploaders: in the simulator at 5000 nodes
+// (1 GiB, 1 Gbit/s nodes, 10 Gbit/s origin) 5, 10, 20 and 40 feeders
+// completed in 1.85, 1.59, 1.49 and 1.47 × T*, all with the origin sending
+// 1.00 copies (every node on the origin: 1.45 × T* and 13.3 copies).
 func AutoFeeders(p Params) int {
-	k := 2
+	k := 1
 	if p.NodeDown > 0 && p.OriginUp > 0 {
-		k = max(k, int((p.OriginUp+p.NodeDown-1)/p.NodeDown))
+		k = int((p.OriginUp + p.NodeDown - 1) / p.NodeDown)
 	}
-	return max(min(k, 16, p.Nodes), 1)
+	return max(min(4*k, 64, p.Nodes), 1)
 }
 
 // TStar is the Kumar–Ross lower bound on the time to get a file of F bytes

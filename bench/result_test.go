@@ -70,3 +70,20 @@ func TestParamsValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestAutoFeeders(t *testing.T) {
+	for _, tt := range []struct {
+		p    Params
+		want int
+	}{
+		{Params{Nodes: 200, NodeDown: 20 << 20, OriginUp: 50 << 20}, 12},
+		{Params{Nodes: 5000, NodeDown: 125e6, OriginUp: 1250e6}, 40},
+		{Params{Nodes: 5000, NodeDown: 1, OriginUp: 1000}, 64},
+		{Params{Nodes: 3, NodeDown: 1, OriginUp: 1000}, 3},
+		{Params{Nodes: 10, NodeDown: 100, OriginUp: 10}, 4},
+	} {
+		if got := AutoFeeders(tt.p); got != tt.want {
+			t.Errorf("AutoFeeders(%+v) = %d, want %d", tt.p, got, tt.want)
+		}
+	}
+}

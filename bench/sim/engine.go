@@ -109,6 +109,8 @@ type openConn struct {
 type engine struct {
 	n, pieces, r int
 	origin       int32
+	feeders      int     // the origin policy; see engineParams
+	shareLeft    []int32 // by feeder: share pieces it does not hold yet
 	pow2         bool
 	pieceSize    int64 // every simulated piece but the last
 	lastSize     int64
@@ -200,6 +202,11 @@ type engineParams struct {
 	refresh                                                     float64
 	accept                                                      []float64
 	check                                                       bool
+	// feeders, when positive, is the origin policy: nodes 0..feeders-1
+	// take from the origin only their share (pieces p with p mod feeders
+	// equal to their index) and leave it once they hold it; no other node
+	// connects to the origin.
+	feeders int
 }
 
 func newEngine(p engineParams, rng *rand.Rand) *engine {
@@ -212,6 +219,8 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 		nodeUp:   p.nodeUp, originUp: p.originUp,
 		refresh: p.refresh, maxPeers: p.maxPeers, rng: rng,
 	}
+	e.feeders = min(p.feeders, n)
+	e.shareLeft = make([]int32, e.feeders)
 	e.hot = make([]nodeHot, n)
 	e.perm = make([]uint64, n+1) // the origin's is read, never used
 	e.permInv = make([]uint32, n)
@@ -238,6 +247,17 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 		if pad := e.aw*16 - P; pad > 0 {
 			// Nibbles past the last piece are never candidates.
 			e.av[v*e.aw+e.aw-1] = ^uint64(0) << (64 - 4*pad)
+		}
+	}
+
+	for f := range e.feeders {
+		// A feeder wants only its share until it holds it.
+		for q := range P {
+			if q%e.feeders == f {
+				e.shareLeft[f]++
+			} else {
+				e.exclude(int32(f), q, e.pos(int32(f), q))
+			}
 		}
 	}
 
@@ -770,7 +790,38 @@ func (e *engine) got(d int32, p int) {
 	e.announce(d, p)
 	if int(h.haveN) == e.pieces {
 		e.complete(d)
+		return
 	}
+	if int(d) < e.feeders && p%e.feeders == int(d) {
+		if e.shareLeft[d]--; e.shareLeft[d] == 0 {
+			e.leaveOrigin(d)
+		}
+	}
+}
+
+// leaveOrigin is feeder d holding its share: it closes its origin
+// connection and wants every other piece from its peers.
+func (e *engine) leaveOrigin(d int32) {
+	off, cp := e.slotOff(d), e.slotCap(d)
+	for s := range cp {
+		if e.peer[off+s] == e.origin {
+			e.dropConn(d, int32(s))
+			break
+		}
+	}
+	for q := range e.pieces {
+		if q%e.feeders != int(d) && !e.hasPiece(d, q) {
+			e.recount(d, q, e.pos(d, q))
+		}
+	}
+	if e.hot[d].state == stDownloading && int(e.hot[d].active) < e.r {
+		e.fill(d)
+	}
+}
+
+// usesOrigin reports whether node i may connect to the origin now.
+func (e *engine) usesOrigin(i int32) bool {
+	return e.feeders == 0 || (int(i) < e.feeders && e.shareLeft[i] > 0)
 }
 
 // announce tells node d's connections that it has piece p (a have
@@ -1009,7 +1060,9 @@ func (e *engine) peerRefresh(i int32) {
 	if int(e.nconn[i]) >= e.slotCap(i) {
 		return
 	}
-	e.connect(i, e.origin)
+	if e.usesOrigin(i) {
+		e.connect(i, e.origin)
+	}
 	for e.advK < len(e.adv) && e.advT[e.advK] <= e.now {
 		e.advK++
 	}

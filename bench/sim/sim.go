@@ -28,6 +28,14 @@
 // mutually complete peers), which frees the origin's slots as its
 // neighbours finish.
 //
+// Origin policy. With Params.OriginFeeders = k > 0, nodes 0..k-1 are
+// feeders: feeder f is handed the origin and wants only its share, the
+// pieces p with p mod k = f, until it holds them; then it closes its origin
+// connection and wants every other piece from its peers. No other node is
+// ever handed the origin, so the origin sends each piece exactly once.
+// (The agents' fallback to the origin after a stall is not modelled.) With
+// k = 0 every node is handed the origin at every refresh.
+//
 // Pieces. Nodes hold bitfields; the origin has everything. A node has
 // MaxRequests chunk requests in flight. A free request slot takes the next
 // chunk of a piece the node is already fetching (anacrolix prefers partial
@@ -270,6 +278,7 @@ func simulate(ctx context.Context, cfg Config, progress func(done, total int), c
 		refresh: cfg.PeerRefresh.Seconds(),
 		accept:  accept,
 		check:   check,
+		feeders: cfg.OriginFeeders,
 	}, rand.New(rand.NewPCG(cfg.Seed, seedData)))
 	if err := e.run(ctx, progress); err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -289,9 +298,13 @@ func simulate(ctx context.Context, cfg Config, progress func(done, total int), c
 		PeerBytes:   e.peerBytes,
 	}
 	res.Gossip99S, res.Gossip100S = spreadPercentiles(accept)
-	res.Notes = fmt.Sprintf("sim: %d pieces of %d B in %d chunks, %d requests per node, origin max conns %d, peer refresh %v; "+
+	policy := "every node uses the origin"
+	if cfg.OriginFeeders > 0 {
+		policy = fmt.Sprintf("%d origin feeders", min(cfg.OriginFeeders, cfg.Nodes))
+	}
+	res.Notes = fmt.Sprintf("sim: %s; %d pieces of %d B in %d chunks, %d requests per node, origin max conns %d, peer refresh %v; "+
 		"completion = every piece held (install time not modelled); duplicates not modelled",
-		pieces, length, min(int64(cfg.MaxRequests), length), cfg.MaxRequests, cfg.OriginMaxConns, cfg.PeerRefresh)
+		policy, pieces, length, min(int64(cfg.MaxRequests), length), cfg.MaxRequests, cfg.OriginMaxConns, cfg.PeerRefresh)
 	res.Finish()
 	res.WallS = time.Since(began).Seconds()
 	return res, e, nil

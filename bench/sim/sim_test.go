@@ -41,6 +41,10 @@ var scenarios = []struct {
 	// Long enough (slow links) for anacrolix's one-minute connection
 	// replacement to take part.
 	{"slow and long", Config{Params: bench.Params{Nodes: 40, SizeBytes: 8 * MiB, NodeUp: 64 * KiB, NodeDown: 256 * KiB, OriginUp: 256 * KiB, MaxPeers: 3, Seed: 11}, OriginMaxConns: 2}},
+	// The origin policy: feeders take shares, everyone else peers only.
+	{"feeders", Config{Params: bench.Params{Nodes: 150, SizeBytes: 32 * MiB, NodeUp: 2 * MiB, NodeDown: 100 * MiB, OriginUp: 20 * MiB, OriginFeeders: 8, Seed: 5}}},
+	{"one feeder", Config{Params: bench.Params{Nodes: 30, SizeBytes: 5*MiB + 777, PieceLength: 256 * KiB, NodeUp: 4 * MiB, NodeDown: 8 * MiB, OriginUp: 8 * MiB, OriginFeeders: 1, MaxPeers: 4, Seed: 9}}},
+	{"more feeders than nodes", Config{Params: bench.Params{Nodes: 3, SizeBytes: 8 * MiB, NodeUp: 10 * MiB, NodeDown: 10 * MiB, OriginUp: 40 * MiB, OriginFeeders: 5}}},
 }
 
 func run(t *testing.T, cfg Config) (bench.Result, *engine) {
@@ -104,6 +108,22 @@ func TestBounds(t *testing.T) {
 			}
 			if res.OriginBytes < sc.cfg.SizeBytes {
 				t.Errorf("origin sent %d bytes, less than the bundle (%d)", res.OriginBytes, sc.cfg.SizeBytes)
+			}
+		})
+	}
+}
+
+// TestFeedersSendOneCopy checks the origin policy: with feeders the origin
+// sends every piece exactly once.
+func TestFeedersSendOneCopy(t *testing.T) {
+	for _, sc := range scenarios {
+		if sc.cfg.OriginFeeders == 0 {
+			continue
+		}
+		t.Run(sc.name, func(t *testing.T) {
+			res, _ := run(t, sc.cfg)
+			if res.OriginBytes != sc.cfg.SizeBytes {
+				t.Errorf("origin sent %d bytes, want exactly the bundle (%d)", res.OriginBytes, sc.cfg.SizeBytes)
 			}
 		})
 	}

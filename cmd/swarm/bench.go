@@ -27,6 +27,7 @@ type benchOptions struct {
 	size                     string
 	nodeUp, nodeDown, origin string
 	maxPeers, maxConns       int
+	feeders                  int // --origin-feeders: -1 auto, 0 naive
 	seed                     uint64
 	json                     bool
 	out                      string // append results here (JSON Lines)
@@ -42,6 +43,8 @@ func (o *benchOptions) register(cmd *cobra.Command, nodes int, size, up, down, o
 	f.StringVar(&o.origin, "origin-up", origin, "the origin's upload rate")
 	f.IntVar(&o.maxPeers, "max-peers", 20, "peers each node is told of")
 	f.IntVar(&o.maxConns, "max-conns", 50, "connections per node per torrent")
+	f.IntVar(&o.feeders, "origin-feeders", -1,
+		"origin policy: nodes that fetch from the origin, each a share of the pieces, while the rest fetch from peers; 0 = every node uses the origin (naive), -1 = enough to take the origin's rate")
 	f.Uint64Var(&o.seed, "seed", 1, "seed for payload bytes and random choices")
 	f.BoolVar(&o.json, "json", false, "print one JSON object per result instead of a summary")
 	f.StringVar(&o.out, "out", "", "also append results to this file (JSON Lines; read by 'swarm bench report')")
@@ -68,6 +71,14 @@ func (o *benchOptions) params() (bench.Params, error) {
 			return p, usageErrorf("bench: %s %q: give a positive rate such as 2MiB or 1Gbit (per second); T* needs every rate", r.flag, r.v)
 		}
 		*r.dst = n
+	}
+	switch {
+	case o.feeders == -1:
+		p.OriginFeeders = bench.AutoFeeders(p)
+	case o.feeders < -1:
+		return p, usageErrorf("bench: --origin-feeders %d: give a count, 0 for none, or -1 for automatic", o.feeders)
+	default:
+		p.OriginFeeders = o.feeders
 	}
 	if err := p.Validate(); err != nil {
 		return p, usageErrorf("bench: %w", err)
@@ -106,7 +117,6 @@ type benchRealOptions struct {
 	central bool
 	dir     string
 	profile string // write a CPU profile of the swarm run here
-	feeders int    // --origin-feeders: -1 auto, 0 naive
 }
 
 func newBenchRealCmd(ios streams, g *globalOptions) *cobra.Command {
@@ -125,8 +135,6 @@ func newBenchRealCmd(ios streams, g *globalOptions) *cobra.Command {
 	cmd.Flags().BoolVar(&o.central, "central", true, "also run the central HTTP baseline with the same caps")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
 	cmd.Flags().StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the swarm run to this file (go tool pprof)")
-	cmd.Flags().IntVar(&o.feeders, "origin-feeders", -1,
-		"origin policy: nodes that fetch from the origin, each a share of the pieces, while the rest fetch from peers; 0 = every node uses the origin (naive), -1 = enough to take the origin's rate")
 	return cmd
 }
 
@@ -134,14 +142,6 @@ func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRe
 	p, err := o.params()
 	if err != nil {
 		return err
-	}
-	switch {
-	case o.feeders == -1:
-		p.OriginFeeders = bench.AutoFeeders(p)
-	case o.feeders < -1:
-		return usageErrorf("bench: --origin-feeders %d: give a count, 0 for none, or -1 for automatic", o.feeders)
-	default:
-		p.OriginFeeders = o.feeders
 	}
 	dir := o.dir
 	if dir == "" {
