@@ -4,6 +4,11 @@
 #
 #   scripts/bench.sh BIN quick   a few minutes: small real and simulated sweeps
 #   scripts/bench.sh BIN full    the sweeps BENCHMARKS.md reports (about an hour)
+#
+# FEEDERS sets the origin policy (--origin-feeders): -1 (default) the kept
+# policy with an automatic feeder count, 0 every node on the origin (naive).
+# CENTRAL=false skips the central baseline (it does not depend on the policy).
+# SECTIONS=naive- writes the tables to other BENCHMARKS.md sections.
 set -euo pipefail
 
 BIN=${1:-bin/swarm}
@@ -34,17 +39,22 @@ full)
 	exit 2
 	;;
 esac
+FEEDERS=${FEEDERS:--1}
+# GOSSIP=no skips the gossip runs (they do not depend on the transfer policy).
+[ "${GOSSIP:-yes}" = no ] && GOSSIP_NODES=""
+SECTIONS=${SECTIONS:-$PROFILE-}
+PLOTS=$ROOT/docs/bench/${SECTIONS%-}
 # --max-conns 20 keeps 200 agents in one process under 20 000 descriptors.
-REAL_CAPS=(--node-up 2MiB --node-down 20MiB --origin-up "$ORIGIN_UP" --max-conns 20)
+REAL_CAPS=(--node-up 2MiB --node-down 20MiB --origin-up "$ORIGIN_UP" --max-conns 20 --origin-feeders "$FEEDERS")
 # The validation sweep uses caps low enough that one 2-core machine is not the
 # bottleneck at 200 agents (the simulator models the network, not the host).
-VALIDATE_CAPS=(--node-up 256KiB --node-down 2MiB --origin-up 8MiB --max-conns 20)
-SIM_CAPS=(--node-up 1Gbit --node-down 1Gbit --origin-up 10Gbit)
+VALIDATE_CAPS=(--node-up 256KiB --node-down 2MiB --origin-up 8MiB --max-conns 20 --origin-feeders "$FEEDERS")
+SIM_CAPS=(--node-up 1Gbit --node-down 1Gbit --origin-up 10Gbit --origin-feeders "$FEEDERS")
 
 echo "== $PROFILE sweep: $(nproc) cores, $(date -u +%F), results in $OUT"
 for n in $REAL_NODES; do
 	echo "-- real N=$n ($REAL_SIZE, ${REAL_CAPS[*]})"
-	"$BIN" bench real --nodes "$n" --size "$REAL_SIZE" "${REAL_CAPS[@]}" --out "$OUT/real.jsonl" >/dev/null
+	"$BIN" bench real --nodes "$n" --size "$REAL_SIZE" "${REAL_CAPS[@]}" --central="${CENTRAL:-true}" --out "$OUT/real.jsonl" >/dev/null
 done
 for n in $VALIDATE_NODES; do
 	echo "-- validation N=$n: real and sim ($VALIDATE_SIZE, ${VALIDATE_CAPS[*]})"
@@ -61,9 +71,11 @@ for n in $GOSSIP_NODES; do
 	if [ "$n" -ge 2000 ]; then rate=${GOSSIP_JOIN_RATE_2000:-0}; fi
 	"$BIN" bench gossip --nodes "$n" --join-rate "$rate" --json >>"$OUT/gossip.jsonl"
 done
+GOSSIP_ARGS=()
+[ -s "$OUT/gossip.jsonl" ] && GOSSIP_ARGS=(--gossip "$OUT/gossip.jsonl")
 "$BIN" bench report --real "$OUT/real.jsonl" --sim "$OUT/sim.jsonl" --validate "$OUT/validate.jsonl" \
 	--validate-real "$OUT/validate-real.jsonl" \
-	--gossip "$OUT/gossip.jsonl" --plots "$ROOT/docs/bench/$PROFILE" --csv "$OUT/results.csv" \
-	--markdown "$ROOT/BENCHMARKS.md" --section-prefix "$PROFILE-" \
-	--command "make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE)"
-echo "== BENCHMARKS.md ($PROFILE sections) and docs/bench/$PROFILE/*.png updated"
+	"${GOSSIP_ARGS[@]}" --plots "$PLOTS" --csv "$OUT/results.csv" \
+	--markdown "$ROOT/BENCHMARKS.md" --section-prefix "$SECTIONS" \
+	--command "$([ "$FEEDERS" = -1 ] || echo "FEEDERS=$FEEDERS ")make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE)"
+echo "== BENCHMARKS.md (${SECTIONS}* sections) and $PLOTS/*.png updated"

@@ -103,7 +103,8 @@ const (
 	MaxSize = 1 << 50
 	// DefaultMaxSimPieces bounds the simulated pieces; see Config.
 	DefaultMaxSimPieces = 512
-	// DefaultMaxRequests is chunks a node has in flight; see Config.
+	// DefaultMaxRequests is chunks a node has in flight with equal up and
+	// down links; see Config.
 	DefaultMaxRequests = 2
 	// DefaultPeerRefresh is agent.Config.Tick's default: the agent re-adds
 	// peers to a fetch at most once a tick.
@@ -132,9 +133,13 @@ type Config struct {
 	// MaxRequests is how many chunk requests a node has in flight, each at
 	// up to NodeDown/MaxRequests; a piece is fetched in that many chunks.
 	// More slots let a node route around more slow senders but cost
-	// simulation time in proportion. Default 2: the smallest number that
-	// lets a node fetch from two senders at once; at fine piece sizes
-	// completion moves by under 3% from 2 to 8 (N=1000, 1 GiB, 1 Gbit/s).
+	// simulation time in proportion. Default: NodeDown ÷ NodeUp rounded up,
+	// from 2 to 8, so that a node can fill its downlink from senders whose
+	// uplinks are slower (anacrolix requests from many peers at once): at
+	// 256 KiB/s up and 2 MiB/s down, 25 nodes complete in 80 s with 2 slots
+	// and 63 s with 8, against 58 s measured on real agents. With equal
+	// links it is 2; at fine piece sizes completion then moves by under 3%
+	// from 2 to 8 (N=1000, 1 GiB, 1 Gbit/s).
 	MaxRequests int
 	// MaxSimPieces bounds the simulated pieces: a bundle with more real
 	// pieces has them grouped. Default 512 (DefaultMaxSimPieces).
@@ -214,6 +219,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequests == 0 {
 		c.MaxRequests = DefaultMaxRequests
+		if c.NodeUp > 0 && c.NodeDown > c.NodeUp {
+			c.MaxRequests = int(min(max((c.NodeDown+c.NodeUp-1)/c.NodeUp, DefaultMaxRequests), 8))
+		}
 	}
 	if c.MaxSimPieces == 0 {
 		c.MaxSimPieces = DefaultMaxSimPieces
