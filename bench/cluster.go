@@ -51,7 +51,8 @@ type ClusterConfig struct {
 	// OriginFeeders is the agents' agent.Config.OriginFeeders: 0 = the
 	// agent's default, negative = none (every agent uses the origin).
 	OriginFeeders int
-	// OriginFallback is the agents' agent.Config.OriginFallback; 0 = 3s.
+	// OriginFallback is the agents' agent.Config.OriginFallback; 0 = the
+	// agent's default (10s).
 	OriginFallback time.Duration
 }
 
@@ -130,9 +131,6 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = 100 * time.Millisecond
-	}
-	if cfg.OriginFallback <= 0 {
-		cfg.OriginFallback = 3 * time.Second
 	}
 	key, err := release.GenerateKey(rand.Reader)
 	if err != nil {
