@@ -69,6 +69,7 @@ type Client struct {
 	connsOpened atomic.Int64 // BitTorrent handshakes completed
 	connsClosed atomic.Int64
 	banned      map[string]bool // peer IPs already reported banned; guarded by mu
+	bannedN     atomic.Int64    // len(banned), read without locks
 	shared      *sharedPages    // buffers of unverified pieces; nil unless Config.SharedDir
 
 	mu      sync.Mutex
@@ -249,6 +250,7 @@ func (c *Client) noteBans(m release.Manifest) {
 			c.banned = map[string]bool{}
 		}
 		c.banned[ip] = true
+		c.bannedN.Add(1)
 		c.log.Warn("banned a peer that sent data failing its piece hash; downloading from the others",
 			zap.String("peer_ip", ip), zap.String("app", m.App), zap.String("version", m.Version),
 			zap.String("release_id", string(m.ReleaseID)))
@@ -365,6 +367,8 @@ func (c *Client) Stats() Stats {
 	return c.statsFrom(cl)
 }
 
+// statsFrom reads counters that need no client lock: after a panic that
+// closeClient or dropTorrent survived, anacrolix may still hold its lock.
 func (c *Client) statsFrom(cl *torrent.Client) Stats {
 	cs := cl.ConnStats()
 	return Stats{
@@ -373,7 +377,7 @@ func (c *Client) statsFrom(cl *torrent.Client) Stats {
 		BytesSent:       cs.BytesWrittenData.Int64(),
 		BytesWasted:     cs.BytesReadData.Int64() - cs.BytesReadUsefulData.Int64(),
 		BadPieces:       cs.PiecesDirtiedBad.Int64(),
-		PeersBanned:     int64(len(bannedIPs(cl))),
+		PeersBanned:     c.bannedN.Load(),
 		ConnsOpened:     c.connsOpened.Load(),
 		ConnsClosed:     c.connsClosed.Load(),
 	}
