@@ -12,6 +12,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/RoaringBitmap/roaring"
+
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -313,7 +315,7 @@ func (c *Client) download(ctx context.Context, e *entry, path string) error {
 	// peers have nothing may not even get the info dictionary from them.
 	tick := time.NewTicker(policyInterval)
 	defer tick.Stop()
-	w := &watch{feeding: e.use.Of > 0, lastAt: time.Now()}
+	w := &watch{feeding: e.use.Of > 0, lastAt: time.Now(), progressAt: time.Now(), redialGap: infoRedial}
 info:
 	for {
 		select {
@@ -649,16 +651,48 @@ func (c *Client) Drop(id release.ID) {
 const policyInterval = 250 * time.Millisecond
 
 // infoRedial is how long a fetch waits for the info dictionary before it
-// dials its peers again.
-const infoRedial = time.Second
+// dials its peers again; each redial doubles the wait, up to maxInfoRedial,
+// so that hundreds of nodes waiting on a busy host do not churn.
+const (
+	infoRedial    = time.Second
+	maxInfoRedial = 16 * time.Second
+)
+
+// starveLimit: a fetch whose peers hold pieces it lacks but send none falls
+// back to the origin after this many OriginUse.Fallback periods.
+const starveLimit = 6
+
+// peerHasWanted reports whether a connected peer other than an origin holds
+// a piece t lacks.
+func peerHasWanted(t *torrent.Torrent) bool {
+	var done roaring.Bitmap
+	i := 0
+	for _, run := range t.PieceStateRuns() {
+		if run.Complete {
+			done.AddRange(uint64(i), uint64(i+run.Length))
+		}
+		i += run.Length
+	}
+	for _, pc := range t.PeerConns() {
+		if isOrigin(pc) {
+			continue
+		}
+		if pc.PeerPieces().AndCardinality(&done) < pc.PeerPieces().GetCardinality() {
+			return true
+		}
+	}
+	return false
+}
 
 // watch is one download's policy state, owned by its goroutine.
 type watch struct {
-	feeding  bool      // a feeder that does not hold its share yet
-	have     int64     // verified bytes at lastAt
-	lastAt   time.Time // when have last grew
-	lastBans time.Time
-	redialAt time.Time // when peers were last redialled for the info
+	feeding    bool      // a feeder that does not hold its share yet
+	have       int64     // verified bytes at lastAt
+	lastAt     time.Time // when have last grew, or a peer last held a wanted piece
+	progressAt time.Time // when have last grew
+	lastBans   time.Time
+	redialAt   time.Time     // when peers were last redialled for the info
+	redialGap  time.Duration // the wait before the next redial; doubles
 }
 
 // applyPolicy moves a feeder off the origins once it holds its share, opens
@@ -672,7 +706,13 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 	hasInfo := t.Info() != nil
 	if hasInfo {
 		if have := verifiedBytes(t); have > w.have {
-			w.have, w.lastAt = have, now
+			w.have, w.lastAt, w.progressAt = have, now, now
+		} else if peerHasWanted(t) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
+			// Slow is not stalled: a connected peer holds a piece this node
+			// lacks, so waiting costs the origin nothing. (Unless nothing
+			// came for several fallbacks: a peer may claim pieces it does
+			// not send.)
+			w.lastAt = now
 		}
 	}
 	c.mu.Lock()
@@ -688,12 +728,13 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 		c.log.Info("feeder holds its share of the origin's pieces; fetching the rest from peers",
 			zap.String("release_id", string(e.m.ReleaseID)), zap.Int("share", e.use.Share), zap.Int("of", e.use.Of))
 	}
-	if !hasInfo && now.Sub(w.redialAt) >= infoRedial && now.Sub(e.started) >= infoRedial {
+	if !hasInfo && now.Sub(w.redialAt) >= w.redialGap && now.Sub(e.started) >= infoRedial {
 		// A peer that had no info dictionary at the handshake does not offer
 		// it later on that connection (anacrolix v1.59.1 asks only peers
 		// that announced its size), so peers dialled before they had it
 		// never hand it over: dial them again.
 		w.redialAt = now
+		w.redialGap = min(2*w.redialGap, maxInfoRedial)
 		for _, pc := range t.PeerConns() {
 			if !isOrigin(pc) {
 				pc.Close()

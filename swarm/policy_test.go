@@ -87,3 +87,27 @@ func TestOriginUseValidate(t *testing.T) {
 		}
 	}
 }
+
+// A slow peer that holds what the node lacks is not a stall: the node
+// waits for it rather than turning to the origin, even though pieces come
+// slower than the fallback period.
+func TestSlowPeerIsNoStall(t *testing.T) {
+	b := newBundle(t, 1<<20)
+	origin := newOrigin(t, b, Config{})
+	slow := newClient(t, Config{UploadRate: 256 << 10})
+	store(t, slow.cfg.Dir, b)
+	if err := slow.Seed(b.m); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, Config{DisablePEX: true})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	src := Sources{Origins: []string{origin.Addr()}, Peers: []string{slow.Addr()}}
+	if err := c.FetchWith(ctx, b.m, src, OriginUse{Fallback: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, c, b)
+	if s := c.Stats(); s.BytesFromOrigin != 0 || s.BytesFromPeers != b.m.BundleSize {
+		t.Errorf("stats %+v: want the whole bundle from the slow peer, nothing from the origin", s)
+	}
+}
