@@ -60,7 +60,7 @@ func TestRunReal(t *testing.T) {
 				t.Errorf("progress called %d times, last with %d; want %d", calls, last, p.Nodes)
 			}
 			// Shared storage keeps no bundle per agent.
-			bundles, _ := filepath.Glob(filepath.Join(dir, "cluster", "agent-*", "bundles", "*", "*"))
+			bundles, _ := filepath.Glob(filepath.Join(dir, "cluster", "agent-*", "bundles", "*", "*.tar.zst"))
 			if shared && len(bundles) != 0 {
 				t.Errorf("shared storage left bundles in agents' dirs: %v", bundles)
 			}
