@@ -662,6 +662,17 @@ const (
 // back to the origin after this many OriginUse.Fallback periods.
 const starveLimit = 6
 
+// hasPeerConn reports whether t is connected to a peer other than an
+// origin.
+func hasPeerConn(t *torrent.Torrent) bool {
+	for _, pc := range t.PeerConns() {
+		if !isOrigin(pc) {
+			return true
+		}
+	}
+	return false
+}
+
 // peerHasWanted reports whether a connected peer other than an origin holds
 // a piece t lacks.
 func peerHasWanted(t *torrent.Torrent) bool {
@@ -714,6 +725,10 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 			// not send.)
 			w.lastAt = now
 		}
+	} else if hasPeerConn(t) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
+		// Still waiting for the info dictionary from connected peers
+		// (redialled with backoff below): not starved yet.
+		w.lastAt = now
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
