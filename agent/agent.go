@@ -272,6 +272,22 @@ func prepareDataDir(dir string) error {
 
 // reseed serves, after a restart, every release the agent already holds.
 func (a *Agent) reseed() {
+	for _, m := range a.desiredManifests() {
+		// Its own copy only: an agent in shared mode holds none.
+		if _, err := os.Stat(swarm.BundlePath(a.bundlesDir(), m.ReleaseID)); err != nil {
+			continue
+		}
+		if err := a.torrent.Seed(m); err != nil {
+			a.log.Warn("cannot seed a stored bundle", zap.String("app", m.App), zap.String("release_id", string(m.ReleaseID)), zap.Error(err))
+		}
+	}
+}
+
+// desiredManifests are the target and previous releases of every desired
+// state gossip holds, signatures unchecked (gossip accepted only verified
+// states).
+func (a *Agent) desiredManifests() []release.Manifest {
+	var out []release.Manifest
 	for _, sd := range a.gossip.DesiredAll() {
 		d, err := sd.Unverified()
 		if err != nil {
@@ -281,19 +297,12 @@ func (a *Agent) reseed() {
 			if smp == nil {
 				continue
 			}
-			m, err := smp.Unverified()
-			if err != nil {
-				continue
-			}
-			// Its own copy only: an agent in shared mode holds none.
-			if _, err := os.Stat(swarm.BundlePath(a.bundlesDir(), m.ReleaseID)); err != nil {
-				continue
-			}
-			if err := a.torrent.Seed(m); err != nil {
-				a.log.Warn("cannot seed a stored bundle", zap.String("app", m.App), zap.String("release_id", string(m.ReleaseID)), zap.Error(err))
+			if m, err := smp.Unverified(); err == nil {
+				out = append(out, m)
 			}
 		}
 	}
+	return out
 }
 
 // Run starts the agent if needed, joins the cluster and follows desired

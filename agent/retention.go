@@ -140,19 +140,8 @@ func (a *Agent) protectedReleases() map[release.ID]bool {
 			p[m.ReleaseID] = true
 		}
 	}
-	for _, sd := range a.gossip.DesiredAll() {
-		d, err := sd.Unverified()
-		if err != nil {
-			continue
-		}
-		for _, smp := range []*release.SignedManifest{&d.Target, d.Previous} {
-			if smp == nil {
-				continue
-			}
-			if m, err := smp.Unverified(); err == nil {
-				p[m.ReleaseID] = true
-			}
-		}
+	for _, m := range a.desiredManifests() {
+		p[m.ReleaseID] = true
 	}
 	return p
 }

@@ -15,20 +15,7 @@ func TestCorruptPeerIsBanned(t *testing.T) {
 	b := newBundle(t, 2<<20)
 	origin := newOrigin(t, b, Config{})
 
-	// bad holds a corrupted copy and claims it is complete. It listens on a
-	// different loopback address: anacrolix bans an IP, not a port.
-	bad := newClient(t, Config{DisablePEX: true, ListenAddr: "127.0.0.2:0"})
-	store(t, bad.cfg.Dir, b)
-	if err := bad.Seed(b.m); err != nil {
-		t.Fatal(err)
-	}
-	junk := make([]byte, len(b.data))
-	for i := range junk {
-		junk[i] = b.data[i] ^ 0x5a
-	}
-	if err := os.WriteFile(BundlePath(bad.cfg.Dir, b.m.ReleaseID), junk, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	bad := corruptSeeder(t, b)
 
 	core, logs := observer.New(zap.WarnLevel)
 	c, err := New(Config{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", DisablePEX: true}, zap.New(core))
@@ -71,4 +58,25 @@ func TestCorruptPeerIsBanned(t *testing.T) {
 	if ip := lines[0].ContextMap()["peer_ip"]; ip != "127.0.0.2" {
 		t.Errorf("ban logged for %v, want 127.0.0.2", ip)
 	}
+}
+
+// corruptSeeder seeds a verified copy of b, then overwrites its file in
+// place, so that it serves pieces that fail their hashes while claiming to
+// hold them all. It listens on 127.0.0.2: anacrolix bans an IP, not a port,
+// and the others are on 127.0.0.1.
+func corruptSeeder(t *testing.T, b bundle) *Client {
+	t.Helper()
+	bad := newClient(t, Config{DisablePEX: true, ListenAddr: "127.0.0.2:0"})
+	store(t, bad.cfg.Dir, b)
+	if err := bad.Seed(b.m); err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, len(b.data))
+	for i := range junk {
+		junk[i] = b.data[i] ^ 0x5a
+	}
+	if err := os.WriteFile(BundlePath(bad.cfg.Dir, b.m.ReleaseID), junk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return bad
 }

@@ -87,27 +87,7 @@ func TestSharedRejectsCorruptPieces(t *testing.T) {
 	b := newBundle(t, 2<<20)
 	origin := newOrigin(t, b, Config{})
 
-	// bad seeds a verified copy, then its file is overwritten in place. It
-	// has an address of its own: anacrolix bans an IP, not a port.
-	bad := newClient(t, Config{DisablePEX: true, ListenAddr: "127.0.0.2:0"})
-	store(t, bad.cfg.Dir, b)
-	if err := bad.Seed(b.m); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(BundlePath(bad.cfg.Dir, b.m.ReleaseID), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	junk := make([]byte, len(b.data))
-	for i := range junk {
-		junk[i] = b.data[i] ^ 0x5a
-	}
-	if _, err := f.WriteAt(junk, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	bad := corruptSeeder(t, b)
 
 	c := sharedClient(t, origin, Config{DisablePEX: true})
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
