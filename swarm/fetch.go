@@ -526,8 +526,9 @@ func (c *Client) AddSources(id release.ID, src Sources) {
 // connection that closed only when given the address anew.
 const regiveAfter = 5 * time.Second
 
-// addSourcesLocked hands e's torrent the sources it has not had lately, and
-// none while it has at least half its connections. anacrolix dials whatever
+// addSourcesLocked remembers src as e's sources and gives them (giveLocked):
+// those it has not had lately, and no peers while it has at least half its
+// connections. anacrolix dials whatever
 // sits in its peer pool and, at its connection cap, drops a connection for
 // each new one while its incoming and outgoing connections are unbalanced:
 // refilling the pool on every agent tick kept 100 in-process agents
@@ -539,13 +540,20 @@ func (c *Client) addSourcesLocked(e *entry, src Sources) {
 	if len(src.Peers) > 0 {
 		e.peers = slices.Clone(src.Peers)
 	}
+	c.giveLocked(e)
+}
+
+// giveLocked hands e's torrent the sources last given that it has not had
+// lately: the origins while they are open, the peers while it has fewer
+// than half its connections.
+func (c *Client) giveLocked(e *entry) {
 	var fresh []torrent.PeerInfo
 	if e.originsOpen {
 		// The origins are wanted whatever the connection count.
-		fresh = c.freshLocked(e, Sources{Origins: src.Origins})
+		fresh = c.freshLocked(e, Sources{Origins: e.origins})
 	}
 	if e.t == nil || e.t.Stats().ActivePeers < max(c.cfg.MaxConnsPerTorrent/2, 1) {
-		fresh = append(fresh, c.freshLocked(e, Sources{Peers: src.Peers})...)
+		fresh = append(fresh, c.freshLocked(e, Sources{Peers: e.peers})...)
 	}
 	if len(fresh) == 0 {
 		return
@@ -582,7 +590,7 @@ func (c *Client) openOriginsLocked(e *entry) {
 	for _, a := range e.origins {
 		delete(e.given, a)
 	}
-	c.addSourcesLocked(e, Sources{Origins: e.origins})
+	c.giveLocked(e)
 }
 
 // leaveOriginsLocked closes e's connections to origins and keeps them out.
@@ -760,7 +768,7 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 		}
 	}
 	// Connections that closed are replaced from the sources last given.
-	c.addSourcesLocked(e, Sources{Origins: e.origins, Peers: e.peers})
+	c.giveLocked(e)
 	if !e.originsOpen && !w.feeding && e.use.Fallback > 0 && now.Sub(w.lastAt) >= e.use.Fallback && len(e.origins) > 0 {
 		c.log.Warn("no verified piece from peers lately; asking the origin",
 			zap.String("release_id", string(e.m.ReleaseID)), zap.Duration("stalled", now.Sub(w.lastAt)))
