@@ -198,14 +198,7 @@ func TestEncryptedCluster(t *testing.T) {
 	if err := nodes[0].Publish(desired(t, k, "web", 2)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every node holds web seq 2", func() bool {
-		for _, n := range nodes {
-			if n.HighestSeq("web") != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, "every node holds web seq 2", func() bool { return allHold(nodes, "web", 2) })
 
 	// A node without the key cannot join.
 	cfg := testConfig("outsider", release.NewKeyring(k.Public()))

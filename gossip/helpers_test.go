@@ -173,3 +173,13 @@ func seqs(nodes []*Node, app string) string {
 	}
 	return b.String()
 }
+
+// allHold reports whether every node holds app's desired state at seq.
+func allHold(nodes []*Node, app string, seq uint64) bool {
+	for _, n := range nodes {
+		if n.HighestSeq(app) != seq {
+			return false
+		}
+	}
+	return true
+}

@@ -76,14 +76,7 @@ func TestRumourReachesEveryNodeWithoutGossip(t *testing.T) {
 	if err := nodes[0].Publish(sd); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every node holds web seq 1", func() bool {
-		for _, n := range nodes {
-			if n.HighestSeq("web") != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, "every node holds web seq 1", func() bool { return allHold(nodes, "web", 1) })
 	for _, n := range nodes {
 		// Still queued everywhere: no broadcast went out, the state came
 		// by direct sends alone.
@@ -119,14 +112,7 @@ func TestRumourReachesEveryNodeWithoutGossip(t *testing.T) {
 	if err := nodes[0].Publish(desired(t, k, "web", 2)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every node holds web seq 2", func() bool {
-		for _, n := range nodes {
-			if n.HighestSeq("web") != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, "every node holds web seq 2", func() bool { return allHold(nodes, "web", 2) })
 	stale, err := encodeDesired(sd, maxBroadcast(false))
 	if err != nil {
 		t.Fatal(err)
@@ -223,12 +209,7 @@ func TestRumourStreamsLargeState(t *testing.T) {
 	// node 0 too, which then accepts it and sends it on: 2 from each.
 	nodes[0].rumour(d, msg)
 	waitFor(t, "every node holds the state and every copy is counted", func() bool {
-		for _, n := range nodes {
-			if n.HighestSeq("web") != 1 {
-				return false
-			}
-		}
-		return sumStats(nodes).DirectSent == 2+3*2
+		return allHold(nodes, "web", 1) && sumStats(nodes).DirectSent == 2+3*2
 	})
 }
 
