@@ -204,7 +204,16 @@ func (c *Client) clientConfig() (*torrent.ClientConfig, error) {
 	cc.NoDefaultPortForwarding = true
 	cc.DisableWebtorrent = true
 	cc.DisableWebseeds = true
-	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
+	// Plain BitTorrent handshakes only: obfuscation (MSE) hides traffic from
+	// ISPs, costs a Diffie-Hellman exchange per connection, and on a failed
+	// plain attempt anacrolix would dial again to try it.
+	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: true}
+	// anacrolix refuses every incoming connection from a whole /24 for 15
+	// minutes after one failed handshake from it, such as a peer that
+	// dialled before this node added the release. A fleet's racks share
+	// /24s (and every in-process test node shares 127.0.0.0/24): one early
+	// dial would cut a node off from its neighbours for the whole rollout.
+	cc.DisableAcceptRateLimiting = true
 	cc.DisablePEX = c.cfg.DisablePEX
 	// Upload to anyone who asks, not only tit-for-tat.
 	cc.Seed = true
