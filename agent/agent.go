@@ -61,14 +61,16 @@ type Config struct {
 	MaxPeers int
 	// OriginFeeders is how many nodes fetch each release from the origin,
 	// each a different share of its pieces (see swarm.OriginUse); every
-	// other node fetches from peers and turns to the origin only after
-	// OriginFallback without progress. Nodes agree on the feeders by
+	// other node fetches from peers and turns to the origin only when
+	// starved (OriginFallback). Nodes agree on the feeders by
 	// ranking member names hashed with the release id. 0 = every node uses
 	// the origin from the start, so that it uploads until the last node is
 	// done. Default 4 (negative: 0).
 	OriginFeeders int
-	// OriginFallback is how long a node that is no feeder goes without a
-	// verified piece before it asks the origin. Default 10s.
+	// OriginFallback is how long a node that is no feeder goes starved
+	// before it asks the origin: without a verified piece, while no
+	// connected peer holds one it lacks and the other agents' gossiped
+	// progress for the release is flat (swarm.OriginUse). Default 10s.
 	OriginFallback time.Duration
 	// MaxConns caps BitTorrent connections per release; 0 = the swarm
 	// package's default.
@@ -633,11 +635,12 @@ func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
 	}
 	rank := feederRank(m.ReleaseID, names)
 	k := min(a.cfg.OriginFeeders, len(names))
+	use := swarm.OriginUse{Fallback: a.cfg.OriginFallback, SwarmProgress: func() float64 { return a.gossip.ReleaseProgress(m.ReleaseID) }}
 	if i := slices.Index(rank, a.cfg.Name); i < k {
 		log.Info("origin feeder for this release", zap.Int("share", i), zap.Int("of", k))
-		return swarm.OriginUse{Share: i, Of: k, Fallback: a.cfg.OriginFallback}
+		use.Share, use.Of = i, k
 	}
-	return swarm.OriginUse{Fallback: a.cfg.OriginFallback}
+	return use
 }
 
 // feederRank orders names by the hash of id and name: a different order
@@ -652,10 +655,15 @@ func feederRank(id release.ID, names []string) []string {
 	return out
 }
 
-// sources lists the origin and up to MaxPeers random peers that advertise m.
+// sources lists the origin and up to MaxPeers random peers that advertise m,
+// at least half of them, if there are that many, peers that gossip progress
+// with it (holders). Holders have the torrent's info dictionary and pieces to
+// give; a node that knows only peers with nothing waits for them to get
+// something, and for the info dictionary a hop at a time. The other half
+// stays random so that the first holders are not every node's only peers.
 func (a *Agent) sources(m release.Manifest) swarm.Sources {
 	var src swarm.Sources
-	var peers []string
+	var holders, others []string
 	for _, mbr := range a.gossip.Members() {
 		if mbr.Name == a.cfg.Name || mbr.TorrentAddr == "" {
 			continue
@@ -666,17 +674,28 @@ func (a *Agent) sources(m release.Manifest) swarm.Sources {
 		}
 		for _, as := range mbr.Apps {
 			if as.ReleaseID == m.ReleaseID && as.Phase != gossip.PhaseFailed {
-				peers = append(peers, mbr.TorrentAddr)
+				if as.Progress > 0 {
+					holders = append(holders, mbr.TorrentAddr)
+				} else {
+					others = append(others, mbr.TorrentAddr)
+				}
 				break
 			}
 		}
 	}
-	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	if len(peers) > a.cfg.MaxPeers {
-		peers = peers[:a.cfg.MaxPeers]
-	}
-	src.Peers = peers
+	src.Peers = pickPeers(holders, others, a.cfg.MaxPeers)
 	return src
+}
+
+// pickPeers picks up to limit peers at random, at least half of them (or
+// every one) from holders.
+func pickPeers(holders, others []string, limit int) []string {
+	shuffle := func(s []string) { rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] }) }
+	shuffle(holders)
+	n := min(len(holders), (limit+1)/2)
+	rest := append(slices.Clone(holders[n:]), others...)
+	shuffle(rest)
+	return append(holders[:n:n], rest[:min(len(rest), limit-n)]...)
 }
 
 // refreshPeers tells running downloads of peers that appeared since.

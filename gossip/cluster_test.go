@@ -291,3 +291,37 @@ func TestPersistedSequenceOutlivesItsKey(t *testing.T) {
 		t.Fatalf("publish seq 8: %v", err)
 	}
 }
+
+// ReleaseProgress sums what the other agents report for one release: a
+// node's own state, the seeder's, failed nodes and other releases do not
+// count.
+func TestReleaseProgress(t *testing.T) {
+	k := newKey(t)
+	nodes := cluster(t, 5, release.NewKeyring(k.Public()), nil)
+	id := release.IDOf([]byte("web@2"))
+	other := release.IDOf([]byte("web@1"))
+	states := [][]AppState{
+		{{App: "web", ReleaseID: id, Phase: PhaseActive, Progress: 1}}, // the seeder
+		{{App: "web", ReleaseID: id, Phase: PhaseDownloading, Progress: 0.25}},
+		{{App: "web", ReleaseID: id, Phase: PhaseActive, Progress: 1}},
+		{{App: "web", ReleaseID: id, Phase: PhaseFailed, Progress: 1}},
+		{{App: "web", ReleaseID: other, Phase: PhaseDownloading, Progress: 0.5}},
+	}
+	for i, n := range nodes {
+		if err := n.SetApps(states[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []float64{1.25, 1, 0.25, 1.25, 1.25}
+	waitFor(t, "every node sums the others' progress", func() bool {
+		for i, n := range nodes {
+			if n.ReleaseProgress(id) != want[i] {
+				return false
+			}
+		}
+		return true
+	})
+	if got := nodes[1].ReleaseProgress(other); got != 0.5 {
+		t.Errorf("progress of the other release = %v, want 0.5", got)
+	}
+}

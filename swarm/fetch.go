@@ -191,6 +191,16 @@ type OriginUse struct {
 	// Fallback, when positive, keeps a fetch off the origins until it has
 	// gone this long without a verified piece (a feeder: after its share).
 	Fallback time.Duration
+	// SwarmProgress, when set, reports how far the rest of the fleet has got
+	// with this release: any measure that rises while other nodes fetch it,
+	// such as the sum of their gossiped progress. While it has risen within
+	// the last Fallback the swarm is working, so a fetch that gets nothing
+	// from its own peers is slow, not starved, and waits for peers rather
+	// than asking the origin, up to starveLimit Fallback periods without a
+	// verified piece of its own. The policy loop calls it about once a
+	// second (four times per Fallback if that is shorter); it must not
+	// block.
+	SwarmProgress func() float64
 }
 
 func (u OriginUse) validate() error {
@@ -552,7 +562,7 @@ func (c *Client) giveLocked(e *entry) {
 		// The origins are wanted whatever the connection count.
 		fresh = c.freshLocked(e, Sources{Origins: e.origins})
 	}
-	if e.t == nil || e.t.Stats().ActivePeers < max(c.cfg.MaxConnsPerTorrent/2, 1) {
+	if e.t == nil || len(e.t.PeerConns()) < max(c.cfg.MaxConnsPerTorrent/2, 1) {
 		fresh = append(fresh, c.freshLocked(e, Sources{Peers: e.peers})...)
 	}
 	if len(fresh) == 0 {
@@ -666,9 +676,14 @@ const (
 	maxInfoRedial = 16 * time.Second
 )
 
-// starveLimit: a fetch whose peers hold pieces it lacks but send none falls
-// back to the origin after this many OriginUse.Fallback periods.
+// starveLimit: a fetch whose peers hold pieces it lacks but send none, or
+// whose swarm progresses without it, falls back to the origin after this many
+// OriginUse.Fallback periods.
 const starveLimit = 6
+
+// swarmSample is how often the policy loop asks OriginUse.SwarmProgress (or
+// four times per Fallback, if that is more often).
+const swarmSample = time.Second
 
 // hasPeerConn reports whether t is connected to a peer other than an
 // origin.
@@ -706,12 +721,33 @@ func peerHasWanted(t *torrent.Torrent) bool {
 // watch is one download's policy state, owned by its goroutine.
 type watch struct {
 	feeding    bool      // a feeder that does not hold its share yet
-	have       int64     // verified bytes at lastAt
+	have       int64     // bytes held (verified or written) at lastAt
 	lastAt     time.Time // when have last grew, or a peer last held a wanted piece
 	progressAt time.Time // when have last grew
 	lastBans   time.Time
 	redialAt   time.Time     // when peers were last redialled for the info
 	redialGap  time.Duration // the wait before the next redial; doubles
+	swarm      float64       // the highest OriginUse.SwarmProgress seen
+	swarmAt    time.Time     // when SwarmProgress was last asked
+	swarmRose  time.Time     // when it last rose
+}
+
+// swarmWorking asks use.SwarmProgress (at most once per swarmSample) and
+// reports whether it rose within the last Fallback, or has not left zero
+// yet: at the start of a rollout every node has nothing, and on a busy host
+// the feeders' first pieces can take longer than Fallback to show, which is
+// no reason for the whole fleet to turn to the origin at once.
+func (w *watch) swarmWorking(use OriginUse, now time.Time) bool {
+	if use.SwarmProgress == nil {
+		return false
+	}
+	if now.Sub(w.swarmAt) >= min(swarmSample, use.Fallback/4) {
+		w.swarmAt = now
+		if p := use.SwarmProgress(); p > w.swarm {
+			w.swarm, w.swarmRose = p, now
+		}
+	}
+	return w.swarm == 0 || now.Sub(w.swarmRose) < use.Fallback
 }
 
 // applyPolicy moves a feeder off the origins once it holds its share, opens
@@ -723,17 +759,23 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 		c.noteBans(e.m)
 	}
 	hasInfo := t.Info() != nil
+	working := w.swarmWorking(e.use, now)
 	if hasInfo {
-		if have := verifiedBytes(t); have > w.have {
+		// Progress counts chunks written, not only verified pieces: on a
+		// busy host a piece's last chunk and its hash check can lag far
+		// behind its first bytes. (BytesCompleted is also far cheaper than
+		// Stats or PieceStateRuns, and this runs four times a second.)
+		if have := t.BytesCompleted(); have > w.have {
 			w.have, w.lastAt, w.progressAt = have, now, now
-		} else if peerHasWanted(t) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
+		} else if (working || peerHasWanted(t)) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
 			// Slow is not stalled: a connected peer holds a piece this node
-			// lacks, so waiting costs the origin nothing. (Unless nothing
-			// came for several fallbacks: a peer may claim pieces it does
-			// not send.)
+			// lacks, or the rest of the swarm is progressing (on a busy host
+			// everyone is slow), so waiting costs the origin nothing.
+			// (Unless nothing came for several fallbacks: a peer may claim
+			// pieces it does not send.)
 			w.lastAt = now
 		}
-	} else if hasPeerConn(t) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
+	} else if (working || hasPeerConn(t)) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
 		// Still waiting for the info dictionary from connected peers
 		// (redialled with backoff below): not starved yet.
 		w.lastAt = now
@@ -771,7 +813,9 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 	c.giveLocked(e)
 	if !e.originsOpen && !w.feeding && e.use.Fallback > 0 && now.Sub(w.lastAt) >= e.use.Fallback && len(e.origins) > 0 {
 		c.log.Warn("no verified piece from peers lately; asking the origin",
-			zap.String("release_id", string(e.m.ReleaseID)), zap.Duration("stalled", now.Sub(w.lastAt)))
+			zap.String("release_id", string(e.m.ReleaseID)), zap.Duration("stalled", now.Sub(w.lastAt)),
+			zap.Duration("since_data", now.Sub(w.progressAt)), zap.Int64("have_bytes", w.have),
+			zap.Bool("has_info", hasInfo), zap.Int("peers", len(t.PeerConns())), zap.Bool("swarm_working", working))
 		c.openOriginsLocked(e)
 	}
 }

@@ -3,6 +3,7 @@ package swarm
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -72,6 +73,53 @@ func TestOriginFallbackAfterStall(t *testing.T) {
 	}
 	if s := c.Stats(); s.BytesFromOrigin != b.m.BundleSize {
 		t.Errorf("stats %+v: want the whole bundle from the origin", s)
+	}
+}
+
+// While the rest of the swarm makes progress, or has nothing yet, a node
+// whose own peers have nothing waits rather than asking the origin; once the
+// swarm stops (or starveLimit fallbacks pass with nothing), the fallback
+// opens the origin.
+func TestSwarmProgressHoldsOffFallback(t *testing.T) {
+	const fallback = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		// progress is the swarm's progress at d after the fetch started.
+		progress func(d time.Duration) float64
+		// wait is how long the fetch must hold off the origin.
+		wait time.Duration
+	}{
+		{"rising for 2s", func(d time.Duration) float64 { return min(d, 2*time.Second).Seconds() }, 2 * time.Second},
+		{"nothing yet", func(time.Duration) float64 { return 0 }, starveLimit * fallback},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBundle(t, 1<<20)
+			origin := newOrigin(t, b, Config{})
+			c := newClient(t, Config{DisablePEX: true})
+			empty := newClient(t, Config{})
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			start := time.Now()
+			var asked atomic.Int64
+			use := OriginUse{Fallback: fallback, SwarmProgress: func() float64 {
+				asked.Add(1)
+				return tc.progress(time.Since(start))
+			}}
+			src := Sources{Origins: []string{origin.Addr()}, Peers: []string{empty.Addr()}}
+			if err := c.FetchWith(ctx, b.m, src, use); err != nil {
+				t.Fatal(err)
+			}
+			checkFetched(t, c, b)
+			if took := time.Since(start); took < tc.wait {
+				t.Errorf("fetched in %v, before the swarm stopped", took)
+			}
+			if s := c.Stats(); s.BytesFromOrigin != b.m.BundleSize {
+				t.Errorf("stats %+v: want the whole bundle from the origin", s)
+			}
+			if n := asked.Load(); n < 2 {
+				t.Errorf("SwarmProgress asked %d times", n)
+			}
+		})
 	}
 }
 
