@@ -39,40 +39,36 @@ const (
 	// besides one per percent of nodes complete.
 	progressEvery = 1 << 18
 
-	// Availability is kept in nibbles: 0..maxLevel connections have the
-	// piece (maxLevel means that many or more); excluded means the node
-	// has the piece or is fetching it.
+	// maxLevel is where availability saturates: pieces that this many or
+	// more connections have rank alike.
 	maxLevel = 14
-	excluded = 15
-	levels   = maxLevel + 1
-	ones4    = 0x1111111111111111
-	highs4   = 0x8888888888888888
 )
 
 // nodeHot is what the inner loops touch of a node, two to a cache line.
 type nodeHot struct {
-	state uint8
-	// low and lowPos bound from below the availability levels of the
-	// node's candidates: all of them, and those above 0 (0 reads as 1).
-	// Only a closed connection or a recount lowers a level, and only a
-	// first holder adds a candidate above 0 at 1, so pick mostly finds the
-	// rarest level at the first level it tries.
-	low, lowPos uint8
-	active      int16 // chunks in flight to it
-	seeds       int16 // connected members that had every piece when connected
-	hint        int32 // first availability word that may hold a candidate
-	haveN       int32 // pieces it has
-	recv        int64 // useful bytes received
+	state  uint8
+	active int16 // chunks in flight to it
+	seeds  int16 // connected members that had every piece when connected
+	haveN  int32 // pieces it has
+	// first is a position in the node's piece order before which every
+	// piece is one it has, fetches, or (a feeder on the origin) leaves to
+	// others: firstIn starts there.
+	first int32
+	recv  int64 // useful bytes received
 }
 
 // uploader is one member's upload side: processor sharing with a virtual
 // clock. Each of its n uploads progresses at rate bytes/s; vclock is the
 // bytes each has progressed since the start, as of vtime; q holds its
-// uploads by the vclock value at which they complete.
+// uploads by the vclock value at which they complete. The first uploads
+// live in the uploader itself (q starts on inline), so that a node's
+// upload side is two adjacent cache lines rather than two places in
+// memory; the origin's and a few busy nodes' queues outgrow it.
 type uploader struct {
 	vclock, vtime, rate, cap float64
 	q                        []upload
 	n                        int32
+	inline                   [2]upload
 }
 
 // upload is one chunk in flight.
@@ -96,6 +92,9 @@ type slotMeta struct {
 	since float64 // handshake
 	seed  bool    // the peer was complete when connected: counted in seeds
 }
+
+// slotMask has a bit per connection slot of a node.
+type slotMask [maxConnsLimit/64 + 1]uint64
 
 // openConn is a connection replace ranks.
 type openConn struct {
@@ -124,7 +123,7 @@ type engine struct {
 
 	// Per node.
 	hot      []nodeHot
-	perm     []uint64 // a<<32|b: the node keeps piece p at position a·p+b mod pieces
+	perm     []uint64 // a<<32|b: the node ranks piece p at position a·p+b mod pieces
 	permInv  []uint32 // a⁻¹ mod pieces
 	doneAt   []float64
 	onOrigin []bool
@@ -132,22 +131,25 @@ type engine struct {
 	// to request; announce wakes it.
 	starved []uint64
 	fl      []flight // r per node; piece -1 when free
-	have    []uint64 // bitfields, hw words per node
-	hw      int
-	// hold is have transposed: per piece, a bit per member, nw words,
-	// each followed by a word with a bit per node whose availability of
-	// the piece is settled: saturated or excluded, so that a have message
-	// cannot change it. A piece spreads in bursts, so its row stays in
-	// cache while the loops over connections ask who has it and whom a
-	// have message would change.
+	// have holds bitfields, hw words per node (a cache line at up to 512
+	// pieces): pick counts availability from its connections' bitfields
+	// when it needs it instead of keeping counts that every have message
+	// would update.
+	have []uint64
+	hw   int
+	tail uint64 // valid bits of a bitfield's last word
+	// share holds, per feeder, the bitfield of its share.
+	share []uint64
+	// hold is have transposed: per piece, a bit per member, nw words. A
+	// piece spreads in bursts, so its row stays in cache while source asks
+	// which connections have it.
 	hold []uint64
 	nw   int
-	// av holds, per node, one nibble per piece in the node's own piece
-	// order: how many connected members that were partial when connected
-	// have the piece, saturating at maxLevel, or excluded. aw words per
-	// node.
-	av []uint64
-	aw int
+	// seedSlot has a bit per connection slot of a node whose peer had
+	// every piece when connected (counted in seeds, not per piece); sw
+	// words per node.
+	seedSlot []uint64
+	sw       int
 
 	// Per member: connection slots, slotCap(m) of them from slotOff(m).
 	// A slot holds the peer, or -1 when free, and the slot on the peer's
@@ -180,10 +182,19 @@ type engine struct {
 	wake   []int32
 	picked []int32
 	open   []openConn // scratch space of replace
-	// Scratch space of announce.
-	annPeers []int32
-	annWhere []int
-	firsts   []int32
+	// Scratch space of pick: where in have the bitfields it counts start,
+	// their slots, the candidates, the bit-sliced counts (8 words per
+	// bitfield word, planes of them used) and the slots that have the
+	// piece it picked, for sourceFrom.
+	pickRows  []int
+	pickSlots []int32
+	want      []uint64
+	held      []uint64
+	cand      []uint64
+	count     []uint64
+	planes    int
+	holders   slotMask
+	touched   uint64 // keeps pick's touch loop
 
 	originBytes, peerBytes int64
 	done                   int
@@ -232,37 +243,39 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 		e.fl[i].piece = -1
 	}
 	e.hw = (P + 63) / 64
+	e.tail = ^uint64(0) >> (e.hw*64 - P)
 	e.have = make([]uint64, n*e.hw)
 	e.nw = (n + 1 + 63) / 64 // and the origin, which holds everything
-	e.hold = make([]uint64, P*2*e.nw)
+	e.hold = make([]uint64, P*e.nw)
 	for q := range P {
-		e.hold[q*2*e.nw+2*(n>>6)] |= 1 << (n & 63)
+		e.hold[q*e.nw+n>>6] |= 1 << (n & 63)
 	}
-	e.aw = (P + 15) / 16
-	e.av = make([]uint64, n*e.aw)
 	for v := range n {
 		a := randomUnit(rng, P)
 		e.perm[v] = uint64(a)<<32 | uint64(rng.IntN(P))
 		e.permInv[v] = uint32(modInverse(a, P))
-		if pad := e.aw*16 - P; pad > 0 {
-			// Nibbles past the last piece are never candidates.
-			e.av[v*e.aw+e.aw-1] = ^uint64(0) << (64 - 4*pad)
-		}
 	}
 
+	// A feeder wants only its share until it holds it.
+	e.share = make([]uint64, e.feeders*e.hw)
 	for f := range e.feeders {
-		// A feeder wants only its share until it holds it.
-		for q := range P {
-			if q%e.feeders == f {
-				e.shareLeft[f]++
-			} else {
-				e.exclude(int32(f), q, e.pos(int32(f), q))
-			}
+		for q := f; q < P; q += e.feeders {
+			e.share[f*e.hw+q>>6] |= 1 << (q & 63)
+			e.shareLeft[f]++
 		}
 	}
 
 	members := n + 1
 	e.maxConns, e.originConns = p.maxConns, p.originConns
+	e.sw = (p.maxConns + 63) / 64
+	e.seedSlot = make([]uint64, n*e.sw)
+	e.pickRows = make([]int, 0, p.maxConns)
+	e.pickSlots = make([]int32, 0, p.maxConns)
+	e.want = make([]uint64, e.hw)
+	e.held = make([]uint64, e.hw)
+	e.cand = make([]uint64, e.hw)
+	e.planes = bits.Len(uint(p.maxConns))
+	e.count = make([]uint64, 8*e.hw)
 	e.nconn = make([]int32, members)
 	total := n*p.maxConns + p.originConns
 	e.peer = make([]int32, total)
@@ -273,14 +286,15 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	e.meta = make([]slotMeta, total)
 	e.help = make([]float32, total)
 	e.replAt = make([]float64, members)
-	e.annPeers = make([]int32, p.maxConns)
-	e.annWhere = make([]int, p.maxConns)
 
 	e.up = make([]uploader, members)
 	for m := range n {
 		e.up[m].cap = p.nodeUp
 	}
 	e.up[n].cap = p.originUp
+	for m := range e.up {
+		e.up[m].q = e.up[m].inline[:0]
+	}
 	e.full = make([]uint64, (members+63)/64)
 	e.nup = make([]int32, members)
 	e.ups = newKeyHeap(members)
@@ -415,133 +429,211 @@ func (e *engine) chunkSize(p, k int) int64 {
 	return n
 }
 
-// holdRow is piece p's row of hold; member v's bit is at word 2·(v>>6),
-// its settled bit in the word after.
+// holdRow is piece p's row of hold; member v's bit is at word v>>6.
 func (e *engine) holdRow(p int) []uint64 {
-	return e.hold[p*2*e.nw : (p+1)*2*e.nw]
+	return e.hold[p*e.nw : (p+1)*e.nw]
 }
 
-func (e *engine) hasPiece(v int32, p int) bool {
-	return e.holdRow(p)[2*(v>>6)]>>(v&63)&1 != 0
-}
-
-// settle records whether node v's availability of piece p is settled.
-func (e *engine) settle(v int32, p int, settled bool) {
-	w := &e.holdRow(p)[2*(v>>6)+1]
-	if settled {
-		*w |= 1 << (v & 63)
-	} else {
-		*w &^= 1 << (v & 63)
-	}
-}
-
-// nibble locates position i of node v's availability.
-func (e *engine) nibble(v int32, i int) (w int, sh uint, n uint32) {
-	w = int(v)*e.aw + i>>4
-	sh = uint(i&15) * 4
-	return w, sh, uint32(e.av[w]>>sh) & 0xf
-}
-
-// inc raises piece p's availability at node v.
-func (e *engine) inc(v int32, p int) {
-	w, sh, n := e.nibble(v, e.pos(v, p))
-	if n >= maxLevel {
-		return // saturated or excluded
-	}
-	e.av[w] += 1 << sh
-	if n == 0 {
-		e.hot[v].lowPos = 1
-	}
-	if n+1 == maxLevel {
-		e.settle(v, p, true)
-	}
-}
-
-// dec lowers piece p's availability at node v. A saturated count stays
-// saturated; fill repairs a count that proves wrong.
-func (e *engine) dec(v int32, p int) {
-	w, sh, n := e.nibble(v, e.pos(v, p))
-	if n == 0 || n >= maxLevel {
-		return
-	}
-	e.av[w] -= 1 << sh
-	e.lowered(v, n-1)
-}
-
-// lowered keeps node v's level bounds when one of its candidates drops to
-// level n.
-func (e *engine) lowered(v int32, n uint32) {
-	h := &e.hot[v]
-	h.low = min(h.low, uint8(n))
-	if n > 0 {
-		h.lowPos = min(h.lowPos, uint8(n))
-	}
-}
-
-// pick chooses node d's next piece by rarest first: the lowest availability
-// among its connections (members that had everything when they connected
-// count for every piece), ties broken by d's own random piece order, as
-// anacrolix orders requests (availability, then a per-torrent random
-// permutation). It returns d's position of the piece.
+// pick chooses node d's next piece by rarest first: the lowest
+// availability among its connections (members that had everything when
+// they connected count for every piece; counts saturate at maxLevel),
+// ties broken by d's own random piece order, as anacrolix orders requests
+// (availability, then a per-torrent random permutation). It leaves in
+// e.holders the slots of d whose peers have the piece, for sourceFrom.
+//
+// Availability is counted here, from the bitfields of d's connections,
+// rather than kept up to date by every have message: a node picks a piece
+// once per piece it gets, while each piece it gets is a have message to
+// every connection. The counts are bit-sliced (bit b of the counts of the
+// pieces of bitfield word w in count[b·hw+w]), so a connection costs a few
+// word operations per bitfield word, and the lowest count among the
+// candidates is found a bit at a time from the top.
 func (e *engine) pick(d int32) (int, bool) {
-	h := &e.hot[d]
-	row := e.av[int(d)*e.aw : int(d+1)*e.aw]
-	k := int(h.hint)
-	for k < len(row) && row[k] == ^uint64(0) {
-		k++
+	hw, planes := e.hw, e.planes
+	// The candidates: the pieces d lacks and is not fetching; of a feeder
+	// still on the origin, only those of its share.
+	want := e.want
+	have := e.have[int(d)*hw : int(d+1)*hw]
+	if int(d) < e.feeders && e.shareLeft[d] > 0 {
+		share := e.share[int(d)*hw : int(d+1)*hw]
+		for w := range want {
+			want[w] = share[w] &^ have[w]
+		}
+	} else {
+		for w := range want {
+			want[w] = ^have[w]
+		}
+		want[hw-1] &= e.tail
 	}
-	h.hint = int32(k)
-	// Levels below the bound hold no candidate, so the first level from it
-	// with a candidate is the lowest.
-	from := max(1, int(h.lowPos)) // without a seed, level 0 has no holder
-	if h.seeds > 0 {
-		from = int(h.low)
+	for _, f := range e.fl[int(d)*e.r : int(d+1)*e.r] {
+		if f.piece >= 0 {
+			want[f.piece>>6] &^= 1 << (f.piece & 63)
+		}
 	}
-	for l := from; l < levels; l++ {
-		pat := uint64(l) * ones4
-		for w := k; w < len(row); w++ {
-			x := row[w] ^ pat
-			if m := (x - ones4) &^ x & highs4; m != 0 {
-				if h.seeds > 0 || h.low > 0 {
-					// No candidate is below l (with seeds) or at 0.
-					h.low = uint8(l)
-				}
-				h.lowPos = max(h.lowPos, uint8(l))
-				return w*16 + bits.TrailingZeros64(m)>>2, true
+
+	// The connections counted per piece: those partial when connected.
+	off, cp := e.slotOff(d), e.slotCap(d)
+	seed := e.seedSlot[int(d)*e.sw : int(d+1)*e.sw]
+	rows, slots := e.pickRows[:0], e.pickSlots[:0]
+	for s, v := range e.peer[off : off+cp] {
+		if v >= 0 && seed[s>>6]>>(s&63)&1 == 0 {
+			rows = append(rows, int(v)*hw)
+			slots = append(slots, int32(s))
+		}
+	}
+	e.pickRows, e.pickSlots = rows, slots
+	// Count their bitfields (at offsets rows of have), word by word. A
+	// first loop, short enough that the processor runs far ahead, touches
+	// every bitfield so that their cache misses overlap.
+	var touch uint64
+	for _, o := range rows {
+		touch += e.have[o]
+	}
+	e.touched = touch
+	count := e.count
+	for w, x := range want {
+		if x != 0 { // else the stale counts meet no candidate
+			countWord(count[w:], hw, e.have[w:], rows)
+		}
+	}
+	// Those of the candidates that a connection has: all with a seed.
+	held := e.held
+	copy(held, want)
+	if e.hot[d].seeds == 0 {
+		for w := range held {
+			var any uint64
+			for b := range planes {
+				any |= count[b*hw+w]
+			}
+			held[w] &= any
+		}
+	}
+	none := true
+	for _, x := range held {
+		none = none && x == 0
+	}
+	if none {
+		return 0, false
+	}
+
+	// Those at the lowest count: from the top bit down, drop those with
+	// the bit set whenever some have it clear.
+	cand := e.cand
+	copy(cand, held)
+	low := 0
+	for b := planes - 1; b >= 0; b-- {
+		bit := count[b*hw : (b+1)*hw]
+		var clearSome uint64
+		for w, x := range cand {
+			clearSome |= x &^ bit[w]
+		}
+		if clearSome == 0 {
+			low |= 1 << b
+			continue
+		}
+		for w := range cand {
+			cand[w] &^= bit[w]
+		}
+	}
+	if low >= maxLevel {
+		cand = held // all saturated: they rank alike
+	}
+	p := e.firstIn(d, cand, want)
+
+	hm := &e.holders
+	*hm = slotMask{}
+	copy(hm[:], seed) // a seed has every piece
+	for i, o := range rows {
+		s := slots[i]
+		hm[s>>6] |= (e.have[o+p>>6] >> (p & 63) & 1) << (s & 63)
+	}
+	return p, true
+}
+
+// csa is a carry-save adder: per bit, the carry (h) and sum (l) of a+b+c.
+func csa(a, b, c uint64) (h, l uint64) {
+	u := a ^ b
+	return a&b | u&c, u ^ c
+}
+
+// countWord counts, per bit, how many of the words x[o], o in offs, have
+// it set, bit-sliced: bit b of the counts goes to count[b·stride], for
+// b < 8 (counts up to 255, which maxConnsLimit keeps to). Sixteen words at
+// a time go through a tree of carry-save adders (Harley and Seal), about
+// one adder a word.
+func countWord(count []uint64, stride int, x []uint64, offs []int) {
+	var ones, twos, fours, eights uint64
+	var high [4]uint64 // 16s to 128s
+	for ; len(offs) >= 16; offs = offs[16:] {
+		o := offs[:16]
+		var twosA, twosB, foursA, foursB, eightsA, eightsB, c uint64
+		twosA, ones = csa(ones, x[o[0]], x[o[1]])
+		twosB, ones = csa(ones, x[o[2]], x[o[3]])
+		foursA, twos = csa(twos, twosA, twosB)
+		twosA, ones = csa(ones, x[o[4]], x[o[5]])
+		twosB, ones = csa(ones, x[o[6]], x[o[7]])
+		foursB, twos = csa(twos, twosA, twosB)
+		eightsA, fours = csa(fours, foursA, foursB)
+		twosA, ones = csa(ones, x[o[8]], x[o[9]])
+		twosB, ones = csa(ones, x[o[10]], x[o[11]])
+		foursA, twos = csa(twos, twosA, twosB)
+		twosA, ones = csa(ones, x[o[12]], x[o[13]])
+		twosB, ones = csa(ones, x[o[14]], x[o[15]])
+		foursB, twos = csa(twos, twosA, twosB)
+		eightsB, fours = csa(fours, foursA, foursB)
+		c, eights = csa(eights, eightsA, eightsB)
+		for b := 0; c != 0; b++ {
+			high[b], c = high[b]^c, high[b]&c
+		}
+	}
+	for _, o := range offs {
+		c := x[o]
+		ones, c = ones^c, ones&c
+		twos, c = twos^c, twos&c
+		fours, c = fours^c, fours&c
+		eights, c = eights^c, eights&c
+		for b := 0; c != 0; b++ {
+			high[b], c = high[b]^c, high[b]&c
+		}
+	}
+	count[0], count[stride], count[2*stride], count[3*stride] = ones, twos, fours, eights
+	for b, h := range high {
+		count[(4+b)*stride] = h
+	}
+}
+
+// firstIn returns the piece of the non-empty set m, a subset of d's
+// candidates want, that node d ranks first in its own random order.
+func (e *engine) firstIn(d int32, m, want []uint64) int {
+	k := 0
+	for _, x := range m {
+		k += bits.OnesCount64(x)
+	}
+	if k > 32 {
+		// Many: walk d's order, from where its candidates begin.
+		h := &e.hot[d]
+		i := int(h.first)
+		for q := e.pieceAt(d, i); want[q>>6]>>(q&63)&1 == 0; q = e.pieceAt(d, i) {
+			i++
+		}
+		h.first = int32(i)
+		for ; ; i++ {
+			if q := e.pieceAt(d, i); m[q>>6]>>(q&63)&1 != 0 {
+				return q
 			}
 		}
 	}
-	if h.seeds > 0 || h.low > 0 {
-		h.low = levels
-	}
-	h.lowPos = levels
-	return 0, false
-}
-
-// exclude takes piece p, at position i, out of node d's candidates.
-func (e *engine) exclude(d int32, p, i int) {
-	w := int(d)*e.aw + i>>4
-	e.av[w] |= excluded << (uint(i&15) * 4)
-	e.settle(d, p, true)
-}
-
-// recount sets node d's availability of piece p, at position i, from its
-// connections; it repairs a saturated count that outlived the holders.
-func (e *engine) recount(d int32, p, i int) {
-	n := 0
-	off, cp := e.slotOff(d), e.slotCap(d)
-	for s := range cp {
-		if v := e.peer[off+s]; v >= 0 && !e.meta[off+s].seed && e.hasPiece(v, p) {
-			n++
+	best, bestPos := -1, e.pieces
+	for w, x := range m {
+		for x != 0 {
+			q := w*64 + bits.TrailingZeros64(x)
+			x &= x - 1
+			if i := e.pos(d, q); i < bestPos {
+				best, bestPos = q, i
+			}
 		}
 	}
-	n = min(n, maxLevel)
-	w, sh, _ := e.nibble(d, i)
-	e.av[w] = e.av[w]&^(0xf<<sh) | uint64(n)<<sh
-	e.lowered(d, uint32(n))
-	e.settle(d, p, n == maxLevel)
-	h := &e.hot[d]
-	h.hint = min(h.hint, int32(i>>4))
+	return best
 }
 
 // source chooses who sends node d a chunk of piece p: among d's
@@ -556,15 +648,40 @@ func (e *engine) source(d int32, p int) (u, ds int32, ok bool) {
 	// First, without branches on what is loaded so that the loads
 	// overlap: which slots hold the piece (hm), and which of those could
 	// send at the full slot rate (fm).
-	var hm, fm [maxConnsLimit/64 + 1]uint64
+	var hm, fm slotMask
 	for s, v := range row {
 		valid := uint64(^v>>31) & 1 // 0 for a free slot (peer -1)
 		vi := v &^ (v >> 31)
-		h := holders[2*(vi>>6)] >> (vi & 63) & valid
+		h := holders[vi>>6] >> (vi & 63) & valid
 		f := e.full[vi>>6] >> (vi & 63)
 		hm[s>>6] |= (h & 1) << (s & 63)
 		fm[s>>6] |= (h &^ f & 1) << (s & 63)
 	}
+	return e.choose(row, &hm, &fm)
+}
+
+// sourceFrom is source for the piece pick just chose, whose holders pick
+// found: hm.
+func (e *engine) sourceFrom(d int32, hm *slotMask) (u, ds int32, ok bool) {
+	off, cp := e.slotOff(d), e.slotCap(d)
+	row := e.peer[off : off+cp]
+	var fm slotMask
+	for w, x := range hm {
+		for x != 0 {
+			s := w*64 + bits.TrailingZeros64(x)
+			x &= x - 1
+			v := row[s]
+			fm[w] |= (^e.full[v>>6] >> (v & 63) & 1) << (s & 63)
+		}
+	}
+	return e.choose(row, hm, &fm)
+}
+
+// choose is the end of source: given the slots of row that have the piece
+// (hm) and those of them that could send at the full slot rate (fm), the
+// first of fm from a random slot, else the holder that gives most.
+func (e *engine) choose(row []int32, hm, fm *slotMask) (u, ds int32, ok bool) {
+	cp := len(row)
 	start := e.rng.IntN(cp)
 	best := firstFrom(fm[:], start, cp)
 	if best < 0 {
@@ -630,17 +747,14 @@ func (e *engine) fill(d int32) {
 			e.starved[d>>6] |= 1 << (d & 63)
 			return
 		}
-		i, ok := e.pick(d)
+		p, ok := e.pick(d)
 		if !ok {
 			e.starved[d>>6] |= 1 << (d & 63)
 			return
 		}
-		p := e.pieceAt(d, i)
-		e.exclude(d, p, i)
-		u, ds, ok := e.source(d, p)
+		u, ds, ok := e.sourceFrom(d, &e.holders)
 		if !ok {
-			e.recount(d, p, i)
-			continue
+			panic(fmt.Sprintf("sim: node %d picked piece %d that no connection has", d, p))
 		}
 		fl[k] = flight{piece: int32(p), next: 1, left: int32(e.chunks(p))}
 		e.start(u, d, p, e.chunkSize(p, 0), ds)
@@ -784,7 +898,7 @@ func (e *engine) got(d int32, p int) {
 		}
 	}
 	e.have[int(d)*e.hw+p>>6] |= 1 << (p & 63)
-	e.holdRow(p)[2*(d>>6)] |= 1 << (d & 63)
+	e.holdRow(p)[d>>6] |= 1 << (d & 63)
 	h := &e.hot[d]
 	h.haveN++
 	e.announce(d, p)
@@ -809,11 +923,7 @@ func (e *engine) leaveOrigin(d int32) {
 			break
 		}
 	}
-	for q := range e.pieces {
-		if q%e.feeders != int(d) && !e.hasPiece(d, q) {
-			e.recount(d, q, e.pos(d, q))
-		}
-	}
+	e.hot[d].first = 0 // it wants the other pieces now
 	if e.hot[d].state == stDownloading && int(e.hot[d].active) < e.r {
 		e.fill(d)
 	}
@@ -825,63 +935,23 @@ func (e *engine) usesOrigin(i int32) bool {
 }
 
 // announce tells node d's connections that it has piece p (a have
-// message) and wakes those that were starved. It is the simulator's inner
-// loop, written for memory-level parallelism: it first works out where
-// each peer that lacks the piece keeps it (every connection that lacks it
-// is downloading: complete nodes hold everything), then updates those
-// words, so that the cache misses of different peers overlap. Of a peer
-// it touches only the piece's availability word, and only when the piece
-// is not settled there (most have messages come when it is), and, for the
-// piece's first holder, the peer's level bound (see pick).
+// message): it wakes those that were starved and lack the piece. The
+// others learn of it when they next pick (see pick), so a have message
+// costs a bit test per connection.
 func (e *engine) announce(d int32, p int) {
 	off, cp := e.slotOff(d), e.slotCap(d)
 	row := e.holdRow(p)
-	peers, where := e.annPeers[:cp], e.annWhere[:cp]
-	mask := uint32(e.pieces - 1)
-	k := 0
 	for _, v := range e.peer[off : off+cp] {
-		// Without branches, as which peers lack the piece is random: a
-		// free slot and the origin read as holders.
-		vi := v &^ (v >> 31)
-		hold, settled := row[2*(vi>>6)]>>(vi&63), row[2*(vi>>6)+1]>>(vi&63)
-		lacks := ^hold & uint64(^v>>31) & 1
-		if v == e.origin {
-			lacks = 0
+		if v < 0 || v == e.origin {
+			continue
 		}
-		// A starved peer may want the piece even when settled: it fetches
-		// the piece and has chunks left to ask for whose holders had gone.
-		if st := &e.starved[vi>>6]; *st>>(vi&63)&lacks != 0 {
-			*st &^= 1 << (vi & 63)
-			e.wake = append(e.wake, vi)
-		}
-		pm := e.perm[vi]
-		x := uint32(pm>>32)*uint32(p) + uint32(pm)
-		if e.pow2 {
-			x &= mask
-		} else {
-			x %= uint32(e.pieces)
-		}
-		peers[k] = vi
-		where[k] = int(vi)*e.aw*16 + int(x)
-		k += int(lacks &^ settled)
-	}
-	first := e.firsts[:0]
-	for k, x := range where[:k] {
-		sh := uint(x&15) * 4
-		word := e.av[x>>4]
-		n := uint32(word>>sh) & 0xf // below maxLevel: not settled
-		e.av[x>>4] = word + 1<<sh
-		v := peers[k]
-		if n == 0 {
-			first = append(first, v)
-		} else if n+1 == maxLevel {
-			row[2*(v>>6)+1] |= 1 << (v & 63)
+		// A starved peer may want the piece even when it is fetching it:
+		// it has chunks left to ask for whose holders had gone.
+		if st := &e.starved[v>>6]; *st>>(v&63)&1 != 0 && row[v>>6]>>(v&63)&1 == 0 {
+			*st &^= 1 << (v & 63)
+			e.wake = append(e.wake, v)
 		}
 	}
-	for _, v := range first {
-		e.hot[v].lowPos = 1 // its first holder
-	}
-	e.firsts = first
 }
 
 // complete records node d's completion and drops its connections to the
@@ -948,8 +1018,10 @@ func (e *engine) connect(i, j int32) {
 	}
 }
 
-// learn counts what member y has at downloading node x over the connection
-// in x's slot at offset ox (the bitfield exchange).
+// learn records at downloading node x, over the connection in x's slot at
+// offset ox, whether member y has every piece (the bitfield exchange): a
+// seed counts for every piece, any other member per piece it has, which
+// pick reads from its bitfield.
 func (e *engine) learn(x, ox, y int32) {
 	if x == e.origin || e.hot[x].state != stDownloading {
 		return
@@ -957,30 +1029,20 @@ func (e *engine) learn(x, ox, y int32) {
 	if y == e.origin || e.hot[y].state == stComplete {
 		e.hot[x].seeds++
 		e.meta[ox].seed = true
-		return
+		s := int(ox) - e.slotOff(x)
+		e.seedSlot[int(x)*e.sw+s>>6] |= 1 << (s & 63)
 	}
-	e.eachPiece(y, func(p int) { e.inc(x, p) })
 }
 
 // forget undoes learn when the connection closes.
-func (e *engine) forget(x, ox, y int32) {
-	if x == e.origin || e.hot[x].state != stDownloading {
+func (e *engine) forget(x, ox int32) {
+	if x == e.origin {
 		return
 	}
-	if e.meta[ox].seed {
+	s := int(ox) - e.slotOff(x)
+	e.seedSlot[int(x)*e.sw+s>>6] &^= 1 << (s & 63)
+	if e.hot[x].state == stDownloading && e.meta[ox].seed {
 		e.hot[x].seeds--
-		return
-	}
-	e.eachPiece(y, func(p int) { e.dec(x, p) })
-}
-
-func (e *engine) eachPiece(y int32, f func(p int)) {
-	row := e.have[int(y)*e.hw : int(y+1)*e.hw]
-	for w, word := range row {
-		for word != 0 {
-			f(w*64 + bits.TrailingZeros64(word))
-			word &= word - 1
-		}
 	}
 }
 
@@ -989,8 +1051,8 @@ func (e *engine) dropConn(i, si int32) {
 	oi := int32(e.slotOff(i)) + si
 	j := e.peer[oi]
 	oj := int32(e.slotOff(j)) + e.other[oi]
-	e.forget(i, oi, j)
-	e.forget(j, oj, i)
+	e.forget(i, oi)
+	e.forget(j, oj)
 	e.peer[oi], e.peer[oj] = -1, -1
 	e.nconn[i]--
 	e.nconn[j]--
