@@ -637,7 +637,7 @@ func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
 	k := min(a.cfg.OriginFeeders, len(names))
 	use := swarm.OriginUse{Fallback: a.cfg.OriginFallback, SwarmProgress: func() float64 { return a.gossip.ReleaseProgress(m.ReleaseID) }}
 	if i := slices.Index(rank, a.cfg.Name); i < k {
-		log.Info("origin feeder for this release", zap.Int("share", i), zap.Int("of", k))
+		log.Info("origin feeder for this release", zap.Int("share", i), zap.Int("of", k), zap.Int("members", len(names)))
 		use.Share, use.Of = i, k
 	}
 	return use
