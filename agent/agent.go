@@ -70,7 +70,8 @@ type Config struct {
 	// OriginFallback is how long a node that is no feeder goes starved
 	// before it asks the origin: without a verified piece, while no
 	// connected peer holds one it lacks and the other agents' gossiped
-	// progress for the release is flat (swarm.OriginUse). Default 10s.
+	// progress for the release is flat (swarm.OriginUse); it then keeps the
+	// origin for a quarter of this. Default 10s.
 	OriginFallback time.Duration
 	// MaxConns caps BitTorrent connections per release; 0 = the swarm
 	// package's default.

@@ -189,7 +189,8 @@ type OriginUse struct {
 	// from peers.
 	Share, Of int
 	// Fallback, when positive, keeps a fetch off the origins until it has
-	// gone this long without a verified piece (a feeder: after its share).
+	// gone this long without a verified piece (a feeder: after its share),
+	// and then opens them for a pulse of Fallback/4 at a time.
 	Fallback time.Duration
 	// SwarmProgress, when set, reports how far the rest of the fleet has got
 	// with this release: any measure that rises while other nodes fetch it,
@@ -727,6 +728,7 @@ type watch struct {
 	lastBans   time.Time
 	redialAt   time.Time     // when peers were last redialled for the info
 	redialGap  time.Duration // the wait before the next redial; doubles
+	pulseAt    time.Time     // when a fallback opened the origins; zero: none open
 	swarm      float64       // the highest OriginUse.SwarmProgress seen
 	swarmAt    time.Time     // when SwarmProgress was last asked
 	swarmRose  time.Time     // when it last rose
@@ -809,15 +811,32 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 			delete(e.given, a)
 		}
 	}
+	if !w.pulseAt.IsZero() && now.Sub(w.pulseAt) >= fallbackPulse(e.use) {
+		// The pulse is over: back to peers, with the pieces it brought to
+		// trade; starving for another Fallback opens the origin again.
+		w.pulseAt = time.Time{}
+		w.lastAt = now
+		c.leaveOriginsLocked(e)
+	}
 	// Connections that closed are replaced from the sources last given.
 	c.giveLocked(e)
 	if !e.originsOpen && !w.feeding && e.use.Fallback > 0 && now.Sub(w.lastAt) >= e.use.Fallback && len(e.origins) > 0 {
 		c.log.Warn("no verified piece from peers lately; asking the origin",
 			zap.String("release_id", string(e.m.ReleaseID)), zap.Duration("stalled", now.Sub(w.lastAt)),
 			zap.Duration("since_data", now.Sub(w.progressAt)), zap.Int64("have_bytes", w.have),
-			zap.Bool("has_info", hasInfo), zap.Int("peers", len(t.PeerConns())), zap.Bool("swarm_working", working))
+			zap.Bool("has_info", hasInfo), zap.Int("peers", len(t.PeerConns())), zap.Bool("swarm_working", working),
+			zap.Duration("for", fallbackPulse(e.use)))
+		w.pulseAt = now
 		c.openOriginsLocked(e)
 	}
+}
+
+// fallbackPulse is how long a starved fetch keeps the origin open: long
+// enough for pieces to trade with its peers, short enough that one stuck
+// node does not pull a whole copy from the origin (at 2 MiB/s, 10s of
+// fallback gave the origin a second copy of a 32 MiB bundle per stuck node).
+func fallbackPulse(use OriginUse) time.Duration {
+	return max(use.Fallback/4, policyInterval)
 }
 
 // shareComplete reports whether t holds every piece of use's share.

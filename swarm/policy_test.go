@@ -6,6 +6,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // Two feeders split the origin's pieces between them; two more nodes never
@@ -120,6 +123,38 @@ func TestSwarmProgressHoldsOffFallback(t *testing.T) {
 				t.Errorf("SwarmProgress asked %d times", n)
 			}
 		})
+	}
+}
+
+// A starved node asks the origin in pulses, not until it is done: one stuck
+// node must not pull a whole copy while its peers could still feed it.
+func TestFallbackPulses(t *testing.T) {
+	b := newBundle(t, 1<<20)
+	origin := newOrigin(t, b, Config{UploadRate: 512 << 10})
+	core, logs := observer.New(zap.WarnLevel)
+	c, err := New(Config{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", DisablePEX: true}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	empty := newClient(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	src := Sources{Origins: []string{origin.Addr()}, Peers: []string{empty.Addr()}}
+	if err := c.FetchWith(ctx, b.m, src, OriginUse{Fallback: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, c, b)
+	// Two seconds of origin time at 512 KiB/s, in pulses of a quarter
+	// second (policyInterval) at most.
+	if n := logs.FilterMessageSnippet("asking the origin").Len(); n < 3 {
+		t.Errorf("the origin opened %d times; want a pulse at a time", n)
+	}
+	if s := c.Stats(); s.BytesFromOrigin != b.m.BundleSize {
+		t.Errorf("stats %+v: want the whole bundle from the origin", s)
 	}
 }
 

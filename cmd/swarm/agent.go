@@ -52,7 +52,7 @@ switches DIR/releases/<app>/current atomically and gossips its state.`,
 	f.StringVar(&o.minFree, "min-free", "0", "disk watermark: below this much free space, remove older bundles first, e.g. 5GiB (0 = none)")
 	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release")
 	f.IntVar(&o.feeders, "origin-feeders", 4, "nodes that fetch each release from the origin, each a share of its pieces; the rest fetch from peers (0 = every node uses the origin)")
-	f.DurationVar(&o.fallback, "origin-fallback", 10*time.Second, "a node that is no feeder asks the origin after this long starved: no verified piece, no connected peer with one it lacks, and the swarm's gossiped progress flat (or 6× this with no piece at all)")
+	f.DurationVar(&o.fallback, "origin-fallback", 10*time.Second, "a node that is no feeder asks the origin, for a quarter of this at a time, after this long starved: no verified piece, no connected peer with one it lacks, and the swarm's gossiped progress flat (or 6× this with no piece at all)")
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "upload cap in bytes/s, e.g. 20MiB (0 = none)")
 	f.StringVar(&o.downloadRate, "download-rate", "0", "download cap in bytes/s (0 = none)")
 	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
