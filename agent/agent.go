@@ -656,15 +656,27 @@ func feederRank(id release.ID, names []string) []string {
 	return out
 }
 
-// sources lists the origin and up to MaxPeers random peers that advertise m,
-// at least half of them, if there are that many, peers that gossip progress
-// with it (holders). Holders have the torrent's info dictionary and pieces to
-// give; a node that knows only peers with nothing waits for them to get
-// something, and for the info dictionary a hop at a time. The other half
-// stays random so that the first holders are not every node's only peers.
+// sources lists the origin and up to MaxPeers random peers for m: at least
+// half of them, if there are that many, peers that gossip progress with it
+// (holders), then peers that advertise it, then, while fewer than MaxPeers
+// advertise it, members the rollout admits to it that have not said so yet.
+//
+// Holders have the torrent's info dictionary and pieces to give; a node that
+// knows only peers with nothing waits for them to get something, and for the
+// info dictionary a hop at a time. The rest stays random so that the first
+// holders are not every node's only peers. Admitted members start the same
+// release within a gossip round: dialling them before their state has
+// spread saves the round (a dial to a node that has not added the release
+// yet fails, and is tried again a few seconds later).
 func (a *Agent) sources(m release.Manifest) swarm.Sources {
 	var src swarm.Sources
-	var holders, others []string
+	var holders, others, coming []string
+	d, _, haveDesired := a.gossip.Desired(m.App)
+	if haveDesired {
+		if tm, err := d.Target.Unverified(); err != nil || tm.ReleaseID != m.ReleaseID {
+			haveDesired = false
+		}
+	}
 	for _, mbr := range a.gossip.Members() {
 		if mbr.Name == a.cfg.Name || mbr.TorrentAddr == "" {
 			continue
@@ -673,18 +685,22 @@ func (a *Agent) sources(m release.Manifest) swarm.Sources {
 			src.Origins = append(src.Origins, mbr.TorrentAddr)
 			continue
 		}
-		for _, as := range mbr.Apps {
-			if as.ReleaseID == m.ReleaseID && as.Phase != gossip.PhaseFailed {
-				if as.Progress > 0 {
-					holders = append(holders, mbr.TorrentAddr)
-				} else {
-					others = append(others, mbr.TorrentAddr)
-				}
-				break
-			}
+		i := slices.IndexFunc(mbr.Apps, func(as gossip.AppState) bool { return as.ReleaseID == m.ReleaseID })
+		switch {
+		case i >= 0 && mbr.Apps[i].Phase == gossip.PhaseFailed:
+		case i >= 0 && mbr.Apps[i].Progress > 0:
+			holders = append(holders, mbr.TorrentAddr)
+		case i >= 0:
+			others = append(others, mbr.TorrentAddr)
+		case haveDesired && rollout.Admitted(mbr.Name, &d, m.ReleaseID):
+			coming = append(coming, mbr.TorrentAddr)
 		}
 	}
 	src.Peers = pickPeers(holders, others, a.cfg.MaxPeers)
+	if n := a.cfg.MaxPeers - len(src.Peers); n > 0 && len(coming) > 0 {
+		rand.Shuffle(len(coming), func(i, j int) { coming[i], coming[j] = coming[j], coming[i] })
+		src.Peers = append(src.Peers, coming[:min(n, len(coming))]...)
+	}
 	return src
 }
 

@@ -140,9 +140,13 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 	r.OriginBytes = c.Seeder.TorrentStats().BytesSent
 	var staged, installs, gossiped []float64
 	var opened int64
+	var fromOrigin []int64 // per agent that got any
 	for _, n := range nodes {
 		s := n.TorrentStats()
 		opened += s.ConnsOpened
+		if s.BytesFromOrigin > 0 {
+			fromOrigin = append(fromOrigin, s.BytesFromOrigin)
+		}
 		r.PeerBytes += s.BytesFromPeers
 		r.DuplicateBytes += s.BytesWasted
 		active, okA := n.PhaseEnteredAt(benchApp, pub.ReleaseID, gossip.PhaseActive)
@@ -172,6 +176,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 	}
 	addNote(&r, fmt.Sprintf("bundle %d bytes, %s; setup %.1fs; publish call %.2fs", b.Manifest.BundleSize, storage, setupS, publishS))
 	addNote(&r, fmt.Sprintf("%d peer connections opened (%.1f per agent)", opened, float64(opened)/float64(max(len(nodes), 1))))
+	addNote(&r, originSpread(fromOrigin, b.Manifest.BundleSize))
 	if len(staged) == p.Nodes {
 		r.DownloadS = staged[len(staged)-1]
 	}
@@ -301,4 +306,14 @@ func waitAllActive(ctx context.Context, nodes []*Node, id release.ID, progress f
 		case <-time.After(pollInterval):
 		}
 	}
+}
+
+// originSpread says how many agents received bytes from the origin and how
+// many bundle copies the largest of them took: with feeders, as many agents
+// as feeders, each a share; an agent that fell back shows as a larger one.
+func originSpread(perAgent []int64, size int64) string {
+	if len(perAgent) == 0 || size <= 0 {
+		return "no agent received bytes from the origin"
+	}
+	return fmt.Sprintf("%d agents received bytes from the origin, the most %.2f bundle copies", len(perAgent), float64(slices.Max(perAgent))/float64(size))
 }

@@ -162,3 +162,17 @@ func TestRunCentralDetectsMissingFile(t *testing.T) {
 		t.Errorf("err = %v, want not exist", err)
 	}
 }
+
+func TestOriginSpread(t *testing.T) {
+	for _, tc := range []struct {
+		per  []int64
+		want string
+	}{
+		{nil, "no agent received bytes from the origin"},
+		{[]int64{25, 25, 50}, "3 agents received bytes from the origin, the most 0.50 bundle copies"},
+	} {
+		if got := originSpread(tc.per, 100); got != tc.want {
+			t.Errorf("originSpread(%v) = %q, want %q", tc.per, got, tc.want)
+		}
+	}
+}
