@@ -559,8 +559,11 @@ func (c *Client) addSourcesLocked(e *entry, src Sources) {
 // than half its connections.
 func (c *Client) giveLocked(e *entry) {
 	var fresh []torrent.PeerInfo
-	if e.originsOpen {
-		// The origins are wanted whatever the connection count.
+	if e.originsOpen && (e.t == nil || !hasOriginConn(e.t)) {
+		// The origins are wanted whatever the connection count; but not
+		// given again while connected to one: anacrolix keeps an address
+		// it is already connected to in its pool until a slot frees, and
+		// would dial the origin again after the fetch left it.
 		fresh = c.freshLocked(e, Sources{Origins: e.origins})
 	}
 	if e.t == nil || len(e.t.PeerConns()) < max(c.cfg.MaxConnsPerTorrent/2, 1) {
@@ -607,14 +610,25 @@ func (c *Client) openOriginsLocked(e *entry) {
 // leaveOriginsLocked closes e's connections to origins and keeps them out.
 func (c *Client) leaveOriginsLocked(e *entry) {
 	e.originsOpen = false
-	if e.t == nil {
-		return
+	if e.t != nil {
+		closeOrigins(e.t)
 	}
-	for _, pc := range e.t.PeerConns() {
+}
+
+// hasOriginConn reports whether t is connected to an origin.
+func hasOriginConn(t *torrent.Torrent) bool {
+	return slices.ContainsFunc(t.PeerConns(), isOrigin)
+}
+
+// closeOrigins closes t's connections to origins and says how many.
+func closeOrigins(t *torrent.Torrent) (n int) {
+	for _, pc := range t.PeerConns() {
 		if isOrigin(pc) {
 			pc.Close()
+			n++
 		}
 	}
+	return n
 }
 
 // Progress reports how many bytes of release id have passed their piece
@@ -731,15 +745,19 @@ type watch struct {
 	pulseAt    time.Time     // when a fallback opened the origins; zero: none open
 	swarm      float64       // the highest OriginUse.SwarmProgress seen
 	swarmAt    time.Time     // when SwarmProgress was last asked
-	swarmRose  time.Time     // when it last rose
+	swarmRose  time.Time     // when it, or peerPieces, last rose
+	peerPieces uint64        // pieces connected peers held when last asked
 }
 
-// swarmWorking asks use.SwarmProgress (at most once per swarmSample) and
-// reports whether it rose within the last Fallback, or has not left zero
-// yet: at the start of a rollout every node has nothing, and on a busy host
-// the feeders' first pieces can take longer than Fallback to show, which is
-// no reason for the whole fleet to turn to the origin at once.
-func (w *watch) swarmWorking(use OriginUse, now time.Time) bool {
+// swarmWorking asks use.SwarmProgress and counts the pieces connected peers
+// hold (at most once per swarmSample), and reports whether either rose
+// within the last Fallback, or SwarmProgress has not left zero yet: at the
+// start of a rollout every node has nothing, and on a busy host the
+// feeders' first pieces can take longer than Fallback to show, which is no
+// reason for the whole fleet to turn to the origin at once. Peers gaining
+// pieces is the local sign: gossiped progress lags when hundreds of nodes
+// update their state at once.
+func (w *watch) swarmWorking(t *torrent.Torrent, use OriginUse, now time.Time) bool {
 	if use.SwarmProgress == nil {
 		return false
 	}
@@ -748,8 +766,24 @@ func (w *watch) swarmWorking(use OriginUse, now time.Time) bool {
 		if p := use.SwarmProgress(); p > w.swarm {
 			w.swarm, w.swarmRose = p, now
 		}
+		n := peersPieces(t)
+		if n > w.peerPieces {
+			w.swarmRose = now
+		}
+		w.peerPieces = n
 	}
 	return w.swarm == 0 || now.Sub(w.swarmRose) < use.Fallback
+}
+
+// peersPieces is the number of pieces t's peers other than origins hold,
+// summed over its connections.
+func peersPieces(t *torrent.Torrent) (n uint64) {
+	for _, pc := range t.PeerConns() {
+		if !isOrigin(pc) {
+			n += pc.PeerPieces().GetCardinality()
+		}
+	}
+	return n
 }
 
 // applyPolicy moves a feeder off the origins once it holds its share, opens
@@ -761,7 +795,7 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 		c.noteBans(e.m)
 	}
 	hasInfo := t.Info() != nil
-	working := w.swarmWorking(e.use, now)
+	working := w.swarmWorking(t, e.use, now)
 	if hasInfo {
 		// Progress counts chunks written, not only verified pieces: on a
 		// busy host a piece's last chunk and its hash check can lag far
@@ -817,6 +851,15 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 		w.pulseAt = time.Time{}
 		w.lastAt = now
 		c.leaveOriginsLocked(e)
+	}
+	if !e.originsOpen {
+		// A dial to an origin that was in flight when the fetch left the
+		// origins completes afterwards; left open, it would serve a
+		// feeder the whole bundle (16 feeders sent 3.8 copies so).
+		if n := closeOrigins(t); n > 0 {
+			c.log.Info("closed origin connections opened after the fetch left the origins",
+				zap.String("release_id", string(e.m.ReleaseID)), zap.Int("conns", n))
+		}
 	}
 	// Connections that closed are replaced from the sources last given.
 	c.giveLocked(e)
