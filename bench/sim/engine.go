@@ -439,7 +439,8 @@ func (e *engine) holdRow(p int) []uint64 {
 // they connected count for every piece; counts saturate at maxLevel),
 // ties broken by d's own random piece order, as anacrolix orders requests
 // (availability, then a per-torrent random permutation). It leaves in
-// e.holders the slots of d whose peers have the piece, for sourceFrom.
+// e.holders the slots of d whose peers have the piece, for sourceFrom, and
+// its candidates (e.want) and counts (e.count) for pickFree.
 //
 // Availability is counted here, from the bitfields of d's connections,
 // rather than kept up to date by every have message: a node picks a piece
@@ -516,12 +517,22 @@ func (e *engine) pick(d int32) (int, bool) {
 		return 0, false
 	}
 
+	p := e.rarest(d, held)
+	e.setHolders(d, p)
+	return p, true
+}
+
+// rarest returns the piece of held, a non-empty subset of the candidates
+// pick counted (e.want), that pick ranks first: the lowest count in
+// e.count, then d's own order.
+func (e *engine) rarest(d int32, held []uint64) int {
+	hw, count := e.hw, e.count
 	// Those at the lowest count: from the top bit down, drop those with
 	// the bit set whenever some have it clear.
 	cand := e.cand
 	copy(cand, held)
 	low := 0
-	for b := planes - 1; b >= 0; b-- {
+	for b := e.planes - 1; b >= 0; b-- {
 		bit := count[b*hw : (b+1)*hw]
 		var clearSome uint64
 		for w, x := range cand {
@@ -538,16 +549,78 @@ func (e *engine) pick(d int32) (int, bool) {
 	if low >= maxLevel {
 		cand = held // all saturated: they rank alike
 	}
-	p := e.firstIn(d, cand, want)
+	return e.firstIn(d, cand, e.want)
+}
 
+// setHolders leaves in e.holders the slots of d whose peers have piece p,
+// from the connections pick counted (e.pickRows, e.pickSlots) and d's
+// seeds.
+func (e *engine) setHolders(d int32, p int) {
 	hm := &e.holders
 	*hm = slotMask{}
-	copy(hm[:], seed) // a seed has every piece
-	for i, o := range rows {
-		s := slots[i]
+	copy(hm[:], e.seedSlot[int(d)*e.sw:int(d+1)*e.sw]) // a seed has every piece
+	for i, o := range e.pickRows {
+		s := e.pickSlots[i]
 		hm[s>>6] |= (e.have[o+p>>6] >> (p & 63) & 1) << (s & 63)
 	}
-	return p, true
+}
+
+// freeHolder reports whether one of the slots of node d in hm has a peer
+// whose upload is not saturated.
+func (e *engine) freeHolder(d int32, hm *slotMask) bool {
+	row := e.peer[e.slotOff(d):]
+	for w, x := range hm {
+		for x != 0 {
+			v := row[w*64+bits.TrailingZeros64(x)]
+			x &= x - 1
+			if e.full[v>>6]>>(v&63)&1 == 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pickFree is pick's second thought when every holder of the piece it
+// chose is saturated: the rarest candidate (as pick ranks them) of a
+// connection, looked for from a random slot, whose upload is not
+// saturated and that has a candidate; ok is false if there is none, and
+// then d fetches pick's piece from a saturated holder. It leaves the
+// piece's holders in e.holders, as pick does.
+//
+// anacrolix keeps a request queue per peer and asks every unchoked peer
+// for pieces that peer has, so a crowd at the holders of the rarest piece
+// does not leave a downloader waiting on them while other peers have
+// upload to spare; rarest first orders what it asks each peer for.
+func (e *engine) pickFree(d int32) (int, bool) {
+	off, cp := e.slotOff(d), e.slotCap(d)
+	start := e.rng.IntN(cp)
+	set := e.held // pick is done with it
+	for k := range cp {
+		s := start + k
+		if s >= cp {
+			s -= cp
+		}
+		v := e.peer[off+s]
+		// The origin (not in have) is a holder of every piece: if it had
+		// upload to spare, pick's piece would have a free holder.
+		if v < 0 || v == e.origin || e.full[v>>6]>>(v&63)&1 != 0 {
+			continue
+		}
+		theirs := e.have[int(v)*e.hw : int(v+1)*e.hw]
+		var any uint64
+		for w, x := range e.want {
+			set[w] = x & theirs[w]
+			any |= set[w]
+		}
+		if any == 0 {
+			continue
+		}
+		p := e.rarest(d, set)
+		e.setHolders(d, p)
+		return p, true
+	}
+	return 0, false
 }
 
 // csa is a carry-save adder: per bit, the carry (h) and sum (l) of a+b+c.
@@ -732,7 +805,7 @@ func firstFrom(m []uint64, start, n int) int {
 // fill starts downloads on node d's free slots while it has candidates:
 // first the next chunk of a piece it is already fetching (anacrolix
 // prefers partial pieces), else the first chunk of a new piece chosen by
-// pick.
+// pick or, when every holder of that piece is saturated, by pickFree.
 func (e *engine) fill(d int32) {
 	fl := e.fl[int(d)*e.r : int(d+1)*e.r]
 	h := &e.hot[d]
@@ -751,6 +824,11 @@ func (e *engine) fill(d int32) {
 		if !ok {
 			e.starved[d>>6] |= 1 << (d & 63)
 			return
+		}
+		if !e.freeHolder(d, &e.holders) {
+			if q, ok := e.pickFree(d); ok {
+				p = q
+			}
 		}
 		u, ds, ok := e.sourceFrom(d, &e.holders)
 		if !ok {
@@ -990,10 +1068,14 @@ func (e *engine) freeSlot(m int32) int32 {
 }
 
 // connect has downloading node i dial member j, as anacrolix does for every
-// peer it is given: i must be under its connection cap and j must accept.
+// peer it is given: i must be under its connection cap and j must accept,
+// which a node that has not started (added the release) does not.
 func (e *engine) connect(i, j int32) {
 	if i == j || e.connected(i, j) || int(e.nconn[i]) >= e.slotCap(i) {
 		return
+	}
+	if j != e.origin && e.hot[j].state == stWaiting {
+		return // j has not added the release: the dial fails
 	}
 	if int(e.nconn[j]) >= e.slotCap(j) && !e.replace(j) {
 		return
@@ -1113,7 +1195,11 @@ func (e *engine) busy(a, b int32) bool {
 }
 
 // peerRefresh is the agent handing node i's fetch the origin and up to
-// MaxPeers random members that advertise the release.
+// MaxPeers random members that advertise the release and, while fewer
+// than MaxPeers others do, as many random members that do not advertise it
+// yet (every node is admitted to the release): a dial to one that has not
+// started fails (see connect), and it may be handed again at the next
+// refresh.
 func (e *engine) peerRefresh(i int32) {
 	if e.hot[i].state != stDownloading {
 		return
@@ -1128,16 +1214,30 @@ func (e *engine) peerRefresh(i int32) {
 	for e.advK < len(e.adv) && e.advT[e.advK] <= e.now {
 		e.advK++
 	}
-	known := e.adv[:e.advK]
-	if len(known)-1 <= e.maxPeers {
-		for _, j := range known {
-			e.connect(i, j)
+	known, coming := e.adv[:e.advK], e.adv[e.advK:]
+	handed := e.handRandom(i, known, e.maxPeers)
+	e.handRandom(i, coming, e.maxPeers-handed)
+}
+
+// handRandom has node i dial up to k random members of set (other than i)
+// and returns how many it dialled.
+func (e *engine) handRandom(i int32, set []int32, k int) int {
+	if k <= 0 {
+		return 0
+	}
+	if n := len(set) - 1; n <= k && (n < k || slices.Contains(set, i)) {
+		n = 0
+		for _, j := range set {
+			if j != i {
+				e.connect(i, j)
+				n++
+			}
 		}
-		return
+		return n
 	}
 	chosen := e.picked[:0]
-	for len(chosen) < e.maxPeers {
-		j := known[e.rng.IntN(len(known))]
+	for len(chosen) < k {
+		j := set[e.rng.IntN(len(set))]
 		if j == i || slices.Contains(chosen, j) {
 			continue
 		}
@@ -1145,6 +1245,7 @@ func (e *engine) peerRefresh(i int32) {
 		e.connect(i, j)
 	}
 	e.picked = chosen
+	return k
 }
 
 // run simulates until every node completes.

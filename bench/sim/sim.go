@@ -18,10 +18,17 @@
 // Peers. A node's own state change ("downloading") reaches the others after
 // a delay drawn from the same spread; from then on it is an advertiser. When
 // it starts and every PeerRefresh after, a downloading node is handed, as
-// the agent does, the origin and up to MaxPeers random advertisers, and
-// dials each one it is not connected to while it has fewer than MaxConns
-// connections; the other side accepts while under its own cap (MaxConns, or
-// OriginMaxConns at the origin). A full member makes room only as anacrolix
+// the agent does, the origin and up to MaxPeers random advertisers and,
+// while fewer than MaxPeers others advertise the release, as many random
+// members that do not yet (every node is admitted to the release, and the
+// agent hands members its rollout admits): one that has started but whose
+// state has not spread yet accepts, so the gossip round is saved; a dial to
+// one that has not started fails, and it may be handed again at the next
+// refresh. A node dials each member it is handed and is not connected to
+// while it has fewer than MaxConns connections; the other side accepts
+// while under its own cap (MaxConns, or OriginMaxConns at the origin). (The
+// agent's preference for holders, peers that gossip progress, is not
+// modelled.) A full member makes room only as anacrolix
 // does: it drops a connection in its worse half (least recently useful)
 // that is older than a minute and has nothing in flight. Connections are
 // bidirectional and close when both ends are complete (anacrolix drops
@@ -42,8 +49,15 @@
 // pieces), else starts a new piece chosen rarest first by local
 // availability (how many of its connections have it), ties broken by the
 // node's own seeded random piece order, as anacrolix orders requests
-// (availability, then a per-torrent random permutation). A piece is fetched
-// in MaxRequests chunks, each from whichever connection that has the whole
+// (availability, then a per-torrent random permutation). If every
+// connection that has that piece is uploading at its cap, the node takes
+// instead the rarest piece (ranked the same way) of a random connection
+// that has upload to spare: anacrolix keeps a request queue per peer and
+// asks every unchoked peer for pieces that peer has, so a crowd at the
+// holders of one piece does not leave a downloader idle while its other
+// peers could send (without it, some 50 neighbours piled onto one uploader
+// and completion at 5000 nodes came 10% later). A piece is fetched in
+// MaxRequests chunks, each from whichever connection that has the whole
 // piece would send it fastest now (found from a random slot), so a node
 // fetches about one piece at a time from up to MaxRequests peers, as
 // anacrolix spreads the chunks of its top piece over the peers that have
@@ -158,7 +172,9 @@ type Config struct {
 	// seeder's swarm client has the same per-torrent cap as the agents'.
 	OriginMaxConns int
 	// PeerRefresh is how often a downloading node hands its fetch the
-	// origin and fresh random advertisers. Default 1s (DefaultPeerRefresh).
+	// origin and fresh random advertisers (and, while there are fewer than
+	// MaxPeers, members that do not advertise the release yet). Default 1s
+	// (DefaultPeerRefresh).
 	PeerRefresh time.Duration
 }
 

@@ -39,8 +39,9 @@ var scenarios = []struct {
 	// Grouped pieces and a tiny origin connection cap.
 	{"grouped pieces", Config{Params: bench.Params{Nodes: 60, SizeBytes: 64 * MiB, PieceLength: 64 * KiB, NodeUp: 20 * MiB, NodeDown: 20 * MiB, OriginUp: 40 * MiB, Seed: 3}, MaxSimPieces: 100, OriginMaxConns: 2}},
 	// Long enough (slow links) for anacrolix's one-minute connection
-	// replacement to take part.
-	{"slow and long", Config{Params: bench.Params{Nodes: 40, SizeBytes: 8 * MiB, NodeUp: 64 * KiB, NodeDown: 256 * KiB, OriginUp: 256 * KiB, MaxPeers: 3, Seed: 11}, OriginMaxConns: 2}},
+	// replacement to take part, and few enough connection slots that nodes
+	// fill theirs.
+	{"slow and long", Config{Params: bench.Params{Nodes: 40, SizeBytes: 8 * MiB, NodeUp: 64 * KiB, NodeDown: 256 * KiB, OriginUp: 256 * KiB, MaxPeers: 3, MaxConns: 8, Seed: 11}, OriginMaxConns: 2}},
 	// The origin policy: feeders take shares, everyone else peers only.
 	{"feeders", Config{Params: bench.Params{Nodes: 150, SizeBytes: 32 * MiB, NodeUp: 2 * MiB, NodeDown: 100 * MiB, OriginUp: 20 * MiB, OriginFeeders: 8, Seed: 5}}},
 	{"one feeder", Config{Params: bench.Params{Nodes: 30, SizeBytes: 5*MiB + 777, PieceLength: 256 * KiB, NodeUp: 4 * MiB, NodeDown: 8 * MiB, OriginUp: 8 * MiB, OriginFeeders: 1, MaxPeers: 4, Seed: 9}}},
@@ -391,5 +392,104 @@ func BenchmarkRun5000(b *testing.B) {
 		}
 		b.ReportMetric(res.CompletionRatio, "completion_ratio")
 		b.ReportMetric(res.OriginEgressRatio, "origin_egress_ratio")
+	}
+}
+
+// testEngine is a bare engine of n nodes with 1000-byte pieces, one request
+// per node and a slot rate equal to a node's upload (one upload saturates
+// it), for tests that set up its state by hand.
+func testEngine(n, pieces, maxPeers int) *engine {
+	accept := make([]float64, n)
+	return newEngine(engineParams{nodes: n, pieces: pieces, maxRequests: 1, maxConns: 50, originConns: 50, maxPeers: maxPeers,
+		pieceSize: 1000, lastSize: 1000, nodeUp: 1000, nodeDown: 1000, originUp: 1000, refresh: 1, accept: accept, feeders: 1},
+		rand.New(rand.NewPCG(1, 2)))
+}
+
+// link connects nodes i and j without starting any transfer.
+func link(e *engine, i, j int32) {
+	si, sj := e.freeSlot(i), e.freeSlot(j)
+	oi, oj := int32(e.slotOff(i))+si, int32(e.slotOff(j))+sj
+	e.peer[oi], e.other[oi] = j, sj
+	e.peer[oj], e.other[oj] = i, si
+	e.nconn[i]++
+	e.nconn[j]++
+}
+
+// give records that node v holds piece p, without announcing it.
+func give(e *engine, v int32, p int) {
+	e.have[int(v)*e.hw+p>>6] |= 1 << (p & 63)
+	e.holdRow(p)[v>>6] |= 1 << (v & 63)
+	e.hot[v].haveN++
+}
+
+// TestPickFree checks piece selection against a crowd: node 0 starts the
+// rarest piece its connections have (piece 0, at node 1 only) while its
+// holder has upload to spare, and otherwise a piece (1) that a connection
+// with upload to spare has, instead of queueing at the saturated holder.
+func TestPickFree(t *testing.T) {
+	for _, saturated := range []bool{false, true} {
+		e := testEngine(4, 4, 3)
+		for v := range int32(4) {
+			e.hot[v].state = stDownloading
+		}
+		give(e, 1, 0)
+		give(e, 2, 1)
+		give(e, 3, 1)
+		for v := range int32(3) {
+			link(e, 0, v+1)
+		}
+		if saturated {
+			e.full[0] |= 1 << 1 // as if node 1 were uploading at its cap
+			e.nup[1] = 1
+		}
+		e.fill(0)
+		ups := []int32{e.up[1].n, e.up[2].n, e.up[3].n}
+		got := e.fl[0].piece
+		switch {
+		case !saturated && (got != 0 || ups[0] != 1):
+			t.Errorf("holder free: node 0 fetches piece %d, uploads at nodes 1-3 %v; want piece 0 from node 1", got, ups)
+		case saturated && (got != 1 || ups[0] != 0 || ups[1]+ups[2] != 1):
+			t.Errorf("holder saturated: node 0 fetches piece %d, uploads at nodes 1-3 %v; want piece 1 from node 2 or 3", got, ups)
+		}
+	}
+}
+
+// TestDialAll checks the peer lists: a node is handed every advertiser and,
+// up to MaxPeers, members that do not advertise the release yet; it
+// connects to those that have started (their state has not spread yet)
+// and not to those that have not.
+func TestDialAll(t *testing.T) {
+	const n, maxPeers, advertised = 30, 8, 5
+	e := testEngine(n, 4, maxPeers)
+	for k := range e.advT {
+		if k >= advertised {
+			e.advT[k] = 100
+		}
+	}
+	adv := e.adv[:advertised]
+	for v := range int32(n) {
+		e.hot[v].state = stDownloading
+	}
+	i := e.adv[advertised] // not a feeder: node 0 is
+	if i == 0 {
+		i = e.adv[advertised+1]
+	}
+	e.peerRefresh(i)
+	for _, j := range adv {
+		if !e.connected(i, j) {
+			t.Errorf("node %d is not connected to advertiser %d", i, j)
+		}
+	}
+	if got := int(e.nconn[i]); got != maxPeers {
+		t.Errorf("node %d has %d connections after one refresh, want MaxPeers = %d", i, got, maxPeers)
+	}
+
+	// A node that has not started is handed, and refused.
+	e = testEngine(3, 4, 2)
+	e.advT[0], e.advT[1], e.advT[2] = 100, 100, 100
+	e.hot[0].state, e.hot[1].state = stDownloading, stDownloading
+	e.peerRefresh(0)
+	if !e.connected(0, 1) || e.connected(0, 2) || e.nconn[2] != 0 {
+		t.Errorf("connections 0-1 %v, 0-2 %v (node 2 has %d); want 0-1 only", e.connected(0, 1), e.connected(0, 2), e.nconn[2])
 	}
 }
