@@ -4,9 +4,6 @@ import (
 	"context"
 	"os"
 	"testing"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // A peer whose data fails the piece hashes is dropped and banned, the
@@ -17,15 +14,7 @@ func TestCorruptPeerIsBanned(t *testing.T) {
 
 	bad := corruptSeeder(t, b)
 
-	core, logs := observer.New(zap.WarnLevel)
-	c, err := New(Config{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", DisablePEX: true}, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c, logs := newWatchedClient(t, Config{DisablePEX: true})
 
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()

@@ -6,9 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // Two feeders split the origin's pieces between them; two more nodes never
@@ -131,15 +128,7 @@ func TestSwarmProgressHoldsOffFallback(t *testing.T) {
 func TestFallbackPulses(t *testing.T) {
 	b := newBundle(t, 1<<20)
 	origin := newOrigin(t, b, Config{UploadRate: 512 << 10})
-	core, logs := observer.New(zap.WarnLevel)
-	c, err := New(Config{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", DisablePEX: true}, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c, logs := newWatchedClient(t, Config{DisablePEX: true})
 	empty := newClient(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 	"go.uber.org/goleak"
@@ -93,13 +95,25 @@ func testLogger(t testing.TB) *zap.Logger {
 // directory (unless cfg has one) and closes it when the test ends.
 func newClient(t testing.TB, cfg Config) *Client {
 	t.Helper()
+	return newClientLogging(t, cfg, testLogger(t))
+}
+
+// newWatchedClient is newClient with its warnings and errors recorded.
+func newWatchedClient(t testing.TB, cfg Config) (*Client, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.WarnLevel)
+	return newClientLogging(t, cfg, zap.New(core)), logs
+}
+
+func newClientLogging(t testing.TB, cfg Config, log *zap.Logger) *Client {
+	t.Helper()
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = "127.0.0.1:0"
 	}
-	c, err := New(cfg, testLogger(t))
+	c, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
