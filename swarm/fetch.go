@@ -743,6 +743,7 @@ type watch struct {
 	redialAt   time.Time     // when peers were last redialled for the info
 	redialGap  time.Duration // the wait before the next redial; doubles
 	pulseAt    time.Time     // when a fallback opened the origins; zero: none open
+	leftAt     time.Time     // when the fetch last left the origins
 	swarm      float64       // the highest OriginUse.SwarmProgress seen
 	swarmAt    time.Time     // when SwarmProgress was last asked
 	swarmRose  time.Time     // when it, or peerPieces, last rose
@@ -823,6 +824,7 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 	}
 	if w.feeding && hasInfo && shareComplete(t, e.use) {
 		w.feeding = false
+		w.leftAt = now
 		c.leaveOriginsLocked(e)
 		t.DownloadAll()
 		w.lastAt = now // the fallback clock starts now
@@ -849,10 +851,10 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 		// The pulse is over: back to peers, with the pieces it brought to
 		// trade; starving for another Fallback opens the origin again.
 		w.pulseAt = time.Time{}
-		w.lastAt = now
+		w.lastAt, w.leftAt = now, now
 		c.leaveOriginsLocked(e)
 	}
-	if !e.originsOpen {
+	if !e.originsOpen && !w.leftAt.Equal(now) {
 		// A dial to an origin that was in flight when the fetch left the
 		// origins completes afterwards; left open, it would serve a
 		// feeder the whole bundle (16 feeders sent 3.8 copies so).
