@@ -131,20 +131,17 @@ type engine struct {
 	// to request; announce wakes it.
 	starved []uint64
 	fl      []flight // r per node; piece -1 when free
-	// have holds bitfields, hw words per node (a cache line at up to 512
-	// pieces): pick counts availability from its connections' bitfields
-	// when it needs it instead of keeping counts that every have message
-	// would update.
+	// have holds bitfields, hw words per member (a cache line at up to
+	// 512 pieces; the origin's, last, has every bit set): pick counts
+	// availability from its connections' bitfields when it needs it
+	// instead of keeping counts that every have message would update, and
+	// source reads the same bitfields, which pick has just brought into
+	// the cache.
 	have []uint64
 	hw   int
 	tail uint64 // valid bits of a bitfield's last word
 	// share holds, per feeder, the bitfield of its share.
 	share []uint64
-	// hold is have transposed: per piece, a bit per member, nw words. A
-	// piece spreads in bursts, so its row stays in cache while source asks
-	// which connections have it.
-	hold []uint64
-	nw   int
 	// seedSlot has a bit per connection slot of a node whose peer had
 	// every piece when connected (counted in seeds, not per piece); sw
 	// words per node.
@@ -244,11 +241,9 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	}
 	e.hw = (P + 63) / 64
 	e.tail = ^uint64(0) >> (e.hw*64 - P)
-	e.have = make([]uint64, n*e.hw)
-	e.nw = (n + 1 + 63) / 64 // and the origin, which holds everything
-	e.hold = make([]uint64, P*e.nw)
-	for q := range P {
-		e.hold[q*e.nw+n>>6] |= 1 << (n & 63)
+	e.have = make([]uint64, (n+1)*e.hw)
+	for w := range e.hw {
+		e.have[n*e.hw+w] = ^uint64(0) // the origin holds everything
 	}
 	for v := range n {
 		a := randomUnit(rng, P)
@@ -427,11 +422,6 @@ func (e *engine) chunkSize(p, k int) int64 {
 		n++
 	}
 	return n
-}
-
-// holdRow is piece p's row of hold; member v's bit is at word v>>6.
-func (e *engine) holdRow(p int) []uint64 {
-	return e.hold[p*e.nw : (p+1)*e.nw]
 }
 
 // pick chooses node d's next piece by rarest first: the lowest
@@ -717,7 +707,7 @@ func (e *engine) firstIn(d int32, m, want []uint64) int {
 func (e *engine) source(d int32, p int) (u, ds int32, ok bool) {
 	off, cp := e.slotOff(d), e.slotCap(d)
 	row := e.peer[off : off+cp]
-	holders := e.holdRow(p)
+	have, hw, w, bit := e.have, e.hw, p>>6, uint(p&63)
 	// First, without branches on what is loaded so that the loads
 	// overlap: which slots hold the piece (hm), and which of those could
 	// send at the full slot rate (fm).
@@ -725,7 +715,7 @@ func (e *engine) source(d int32, p int) (u, ds int32, ok bool) {
 	for s, v := range row {
 		valid := uint64(^v>>31) & 1 // 0 for a free slot (peer -1)
 		vi := v &^ (v >> 31)
-		h := holders[vi>>6] >> (vi & 63) & valid
+		h := have[int(vi)*hw+w] >> bit & valid
 		f := e.full[vi>>6] >> (vi & 63)
 		hm[s>>6] |= (h & 1) << (s & 63)
 		fm[s>>6] |= (h &^ f & 1) << (s & 63)
@@ -976,7 +966,6 @@ func (e *engine) got(d int32, p int) {
 		}
 	}
 	e.have[int(d)*e.hw+p>>6] |= 1 << (p & 63)
-	e.holdRow(p)[d>>6] |= 1 << (d & 63)
 	h := &e.hot[d]
 	h.haveN++
 	e.announce(d, p)
@@ -1018,14 +1007,14 @@ func (e *engine) usesOrigin(i int32) bool {
 // costs a bit test per connection.
 func (e *engine) announce(d int32, p int) {
 	off, cp := e.slotOff(d), e.slotCap(d)
-	row := e.holdRow(p)
+	w, bit := p>>6, uint(p&63)
 	for _, v := range e.peer[off : off+cp] {
 		if v < 0 || v == e.origin {
 			continue
 		}
 		// A starved peer may want the piece even when it is fetching it:
 		// it has chunks left to ask for whose holders had gone.
-		if st := &e.starved[v>>6]; *st>>(v&63)&1 != 0 && row[v>>6]>>(v&63)&1 == 0 {
+		if st := &e.starved[v>>6]; *st>>(v&63)&1 != 0 && e.have[int(v)*e.hw+w]>>bit&1 == 0 {
 			*st &^= 1 << (v & 63)
 			e.wake = append(e.wake, v)
 		}

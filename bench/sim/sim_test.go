@@ -418,7 +418,6 @@ func link(e *engine, i, j int32) {
 // give records that node v holds piece p, without announcing it.
 func give(e *engine, v int32, p int) {
 	e.have[int(v)*e.hw+p>>6] |= 1 << (p & 63)
-	e.holdRow(p)[v>>6] |= 1 << (v & 63)
 	e.hot[v].haveN++
 }
 

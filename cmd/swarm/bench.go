@@ -202,6 +202,7 @@ func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRe
 func newBenchSimCmd(ios streams) *cobra.Command {
 	o := &benchOptions{}
 	var maxRequests int
+	var profile string
 	cmd := &cobra.Command{
 		Use:   "sim",
 		Short: "Simulate the same transfer policy for thousands of nodes",
@@ -214,6 +215,13 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
+			if profile != "" {
+				stop, err := startCPUProfile(profile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			bar := newCountBar(ios, p.Nodes, fmt.Sprintf("sim N=%d", p.Nodes))
 			res, err := sim.Run(ctx, sim.Config{Params: p, MaxRequests: maxRequests}, func(done, _ int) { _ = bar.Set(done) })
 			_ = bar.Finish()
@@ -225,6 +233,7 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 	}
 	o.register(cmd, 5000, "1GiB", "1Gbit", "1Gbit", "10Gbit")
 	cmd.Flags().IntVar(&maxRequests, "max-requests", 0, "pieces a node downloads at once (0 = the simulator's default)")
+	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the simulation to this file (go tool pprof)")
 	return cmd
 }
 
