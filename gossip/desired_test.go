@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"path/filepath"
 	"testing"
 
 	"go.uber.org/zap"
@@ -255,5 +256,26 @@ func TestPushPullCarriesAllStates(t *testing.T) {
 	dst.mergeRemote([]byte{msgPushPull, '{'})
 	if st := dst.Stats(); st.RefusedInvalid != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// BenchmarkAcceptNewState measures what a node does before it passes a new
+// desired state on: verify the signatures, persist it (written and synced)
+// and queue it. The simulator's gossip model (bench/sim GossipModel.Accept)
+// takes its default per-hop cost from this figure.
+func BenchmarkAcceptNewState(b *testing.B) {
+	k := newKey(b)
+	cfg := testConfig("bench", release.NewKeyring(k.Public()))
+	cfg.StatePath = filepath.Join(b.TempDir(), "gossip-state.json")
+	n := startNodeLogger(b, cfg, zap.NewNop())
+	states := make([]release.SignedDesiredState, b.N)
+	for i := range states {
+		states[i] = desired(b, k, "web", uint64(i+1))
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if err := n.Publish(states[i]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -35,9 +35,9 @@ const (
 	maxConfigFanout = 64
 )
 
-// rumourFanout is how many members a newly accepted state is sent to, in a
+// RumourFanout is how many members a newly accepted state is sent to, in a
 // cluster where this node knows members members (itself included).
-func rumourFanout(configured, members int) int {
+func RumourFanout(configured, members int) int {
 	switch {
 	case configured < 0:
 		return 0
@@ -65,7 +65,7 @@ func (n *Node) rumour(d release.DesiredState, msg []byte) {
 	if ml == nil {
 		return
 	}
-	targets := n.randomPeers(rumourFanout(n.cfg.RumourFanout, n.numMembers()))
+	targets := n.randomPeers(RumourFanout(n.cfg.RumourFanout, n.numMembers()))
 	if len(targets) == 0 {
 		return
 	}

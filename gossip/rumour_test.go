@@ -228,8 +228,8 @@ func TestRumourFanout(t *testing.T) {
 		{0, 1_000_000, maxRumourFanout},
 	}
 	for _, tt := range tests {
-		if got := rumourFanout(tt.configured, tt.members); got != tt.want {
-			t.Errorf("rumourFanout(%d, %d) = %d, want %d", tt.configured, tt.members, got, tt.want)
+		if got := RumourFanout(tt.configured, tt.members); got != tt.want {
+			t.Errorf("RumourFanout(%d, %d) = %d, want %d", tt.configured, tt.members, got, tt.want)
 		}
 	}
 }

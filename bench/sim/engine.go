@@ -208,8 +208,10 @@ type engineParams struct {
 	pieceSize, lastSize                                         int64
 	nodeUp, nodeDown, originUp                                  float64
 	refresh                                                     float64
-	accept                                                      []float64
-	check                                                       bool
+	// accept is when each node accepts the desired state; spread is a
+	// sample of how long a node's own state takes to reach the others.
+	accept, spread []float64
+	check          bool
 	// feeders, when positive, is the origin policy: nodes 0..feeders-1
 	// take from the origin only their share (pieces p with p mod feeders
 	// equal to their index) and leave it once they hold it; no other node
@@ -296,13 +298,13 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	e.dirty = make([]bool, members)
 
 	// Nodes start when they accept the desired state; the others learn that
-	// a node serves the release when its own state change has spread, which
-	// takes as long as a broadcast does: a delay drawn from the same spread.
+	// a node serves the release when its own state change has spread: a
+	// delay drawn from a broadcast's spread (no rumour carries node states).
 	e.adv = make([]int32, n)
 	advAt := make([]float64, n)
 	for v := range n {
 		e.adv[v] = int32(v)
-		advAt[v] = p.accept[v] + p.accept[rng.IntN(n)]
+		advAt[v] = p.accept[v] + p.spread[rng.IntN(n)]
 		e.misc.push(event{t: p.accept[v], node: int32(v), kind: mStart})
 	}
 	slices.SortStableFunc(e.adv, func(x, y int32) int { return cmp.Compare(advAt[x], advAt[y]) })

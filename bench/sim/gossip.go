@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/swarmdeploy/swarm/bench"
+	"github.com/swarmdeploy/swarm/gossip"
 )
 
 // Gossip defaults, memberlist.DefaultLANConfig's.
@@ -16,29 +17,74 @@ const (
 	defaultGossipLatency  = time.Millisecond
 	defaultPushPull       = 30 * time.Second
 	retransmitMult        = 4
+	// defaultAccept is BenchmarkAcceptNewState (package gossip) on the
+	// 2-core machine of BENCHMARKS.md: verify, persist with two syncs,
+	// queue.
+	defaultAccept = 1250 * time.Microsecond
+
+	// maxRumourConfig bounds Config.RumourFanout as gossip.Config's.
+	maxRumourConfig = 64
+	// rumourHops is how many one-way latencies a rumour takes: it is sent
+	// over a new stream, so a TCP handshake (one round trip) comes before
+	// the message (half of one).
+	rumourHops = 3
 )
+
+// GossipModel shapes the simulated spread of a desired state. Zero fields
+// take memberlist's LAN defaults and the gossip package's rumour fan-out.
+type GossipModel struct {
+	// Interval is memberlist's GossipInterval (default 200ms) and Fanout
+	// its GossipNodes (default 3).
+	Interval time.Duration
+	Fanout   int
+	// Latency is one network hop (default 1ms, a datacenter's).
+	Latency time.Duration
+	// Accept is how long a node takes from receiving a new state to
+	// acting on it and passing it on: verifying its signatures and
+	// persisting it. Default 1.25ms, measured by the gossip package's
+	// BenchmarkAcceptNewState.
+	Accept time.Duration
+	// PushPull is memberlist's anti-entropy interval before its scaling
+	// with cluster size (default 30s).
+	PushPull time.Duration
+	// RumourFanout is gossip.Config.RumourFanout: how many random members
+	// a node sends a desired state to, once, when it accepts it as new. 0
+	// takes the gossip package's default, ceil(ln N)+3 from 3 to 12;
+	// negative leaves the broadcast queue and push/pull alone, which is
+	// also how a node's own state spreads.
+	RumourFanout int
+}
 
 // gossipParams are the gossip model's inputs in seconds, defaults applied.
 type gossipParams struct {
 	interval, latency, pushPull float64
+	accept                      float64 // receipt to acceptance
 	fanout                      int
+	rumour                      int // direct sends per accepting member; 0 = none
 	transmits                   int // per member; 0 = memberlist's retransmitLimit
 }
 
-func newGossipParams(interval time.Duration, fanout int, latency, pushPull time.Duration) gossipParams {
-	if interval <= 0 {
-		interval = defaultGossipInterval
+// params resolves m's defaults for a cluster of members members.
+func (m GossipModel) params(members int) gossipParams {
+	gp := gossipParams{
+		interval: orDefault(m.Interval, defaultGossipInterval).Seconds(),
+		latency:  orDefault(m.Latency, defaultGossipLatency).Seconds(),
+		pushPull: orDefault(m.PushPull, defaultPushPull).Seconds(),
+		accept:   orDefault(m.Accept, defaultAccept).Seconds(),
+		fanout:   m.Fanout,
+		rumour:   gossip.RumourFanout(m.RumourFanout, members),
 	}
-	if fanout <= 0 {
-		fanout = defaultGossipFanout
+	if gp.fanout <= 0 {
+		gp.fanout = defaultGossipFanout
 	}
-	if latency <= 0 {
-		latency = defaultGossipLatency
+	return gp
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
 	}
-	if pushPull <= 0 {
-		pushPull = defaultPushPull
-	}
-	return gossipParams{interval: interval.Seconds(), latency: latency.Seconds(), pushPull: pushPull.Seconds(), fanout: fanout}
+	return d
 }
 
 // retransmitLimit is memberlist's: how many sends one broadcast gets from
@@ -61,19 +107,23 @@ func pushPullScale(interval float64, members int) float64 {
 // GossipSpread simulates the dissemination of one desired state from the
 // seeder to n nodes and returns the seconds until 99% and 100% of them have
 // accepted it. It is the same model Run uses to decide when each node starts
-// downloading: push gossip as memberlist does it (each member gossips on its
-// own ticker, with a random phase, to fanout random members; a broadcast is
-// sent RetransmitMult(4)×ceil(log10(members+1)) times by each member that
-// accepted it; every hop takes latency), backed by memberlist's push/pull
-// anti-entropy (every 30 s scaled by cluster size, with a random member) for
-// the rare node push gossip misses. Zero durations and fanout take the
-// memberlist LAN defaults (200ms, 3, 1ms). n <= 0 yields zeros.
-func GossipSpread(n int, interval time.Duration, fanout int, latency time.Duration, seed uint64) (p99, p100 float64) {
+// downloading. A node accepts a new state Accept after it arrives, and
+// then it spreads three ways:
+//   - the rumour: a member that accepts the state sends it at once to
+//     RumourFanout random members, each over a new stream (3 latencies);
+//   - push gossip as memberlist does it: each member gossips on its own
+//     ticker, with a random phase, to Fanout random members; a broadcast is
+//     sent RetransmitMult(4)×ceil(log10(members+1)) times by each member
+//     that accepted it; every hop takes Latency;
+//   - memberlist's push/pull anti-entropy (every PushPull scaled by cluster
+//     size, with a random member) for the rare node both miss.
+//
+// n <= 0 yields zeros.
+func GossipSpread(n int, m GossipModel, seed uint64) (p99, p100 float64) {
 	if n <= 0 {
 		return 0, 0
 	}
-	gp := newGossipParams(interval, fanout, latency, 0)
-	acc := acceptTimes(n, gp, rand.New(rand.NewPCG(seed, seedGossip)))
+	acc := acceptTimes(n, m.params(n+1), rand.New(rand.NewPCG(seed, seedGossip)))
 	return spreadPercentiles(acc)
 }
 
@@ -94,7 +144,8 @@ const (
 
 // acceptTimes simulates one broadcast from the seeder (member n) at time 0
 // through a cluster of n nodes and the seeder, and returns when each node
-// accepted it, in seconds.
+// accepted it, in seconds. With gp.rumour > 0 each member that accepts it
+// also sends it straight to that many random members.
 func acceptTimes(n int, gp gossipParams, rng *rand.Rand) []float64 {
 	members := n + 1
 	acc := make([]float64, members)
@@ -114,10 +165,18 @@ func acceptTimes(n int, gp gossipParams, rng *rand.Rand) []float64 {
 
 	var h eventHeap
 	informed := 0
+	rumourAt := gp.latency * rumourHops
+	picked := make([]int, 0, 64)
 	inform := func(m int, t float64) {
 		acc[m] = t
 		informed++
 		left[m] = limit
+		picked = pickMembers(rng, picked[:0], members, m, gp.rumour)
+		for _, r := range picked {
+			if math.IsInf(acc[r], 1) {
+				h.push(event{t: t + rumourAt, kind: gDeliver, node: int32(r)})
+			}
+		}
 		// The broadcast goes out on the member's next gossip tick.
 		tick := phase[m] + math.Ceil((t-phase[m])/gp.interval)*gp.interval
 		if tick < t {
@@ -129,33 +188,23 @@ func acceptTimes(n int, gp gossipParams, rng *rand.Rand) []float64 {
 	for m := range members {
 		h.push(event{t: rng.Float64() * pp, kind: gPushPull, node: int32(m)})
 	}
-	var targets [16]int
 	for informed < members && h.len() > 0 {
 		e := h.pop()
 		m := int(e.node)
 		switch e.kind {
 		case gDeliver:
 			if math.IsInf(acc[m], 1) {
-				inform(m, e.t)
+				inform(m, e.t+gp.accept)
 			}
 		case gTick:
-			k := min(gp.fanout, int(left[m]), members-1, len(targets))
-			picked := targets[:0]
-			for len(picked) < k {
-				r := rng.IntN(members - 1)
-				if r >= m {
-					r++
-				}
-				if !slices.Contains(picked, r) {
-					picked = append(picked, r)
-				}
-			}
+			k := min(gp.fanout, int(left[m]))
+			picked = pickMembers(rng, picked[:0], members, m, k)
 			for _, r := range picked {
 				if math.IsInf(acc[r], 1) {
 					h.push(event{t: e.t + gp.latency, kind: gDeliver, node: int32(r)})
 				}
 			}
-			left[m] -= int32(k)
+			left[m] -= int32(len(picked))
 			if left[m] > 0 {
 				h.push(event{t: e.t + gp.interval, kind: gTick, node: int32(m)})
 			}
@@ -175,4 +224,20 @@ func acceptTimes(n int, gp gossipParams, rng *rand.Rand) []float64 {
 		}
 	}
 	return acc[:n]
+}
+
+// pickMembers appends to picked up to k distinct random members of
+// 0..members-1 other than m (at most 64).
+func pickMembers(rng *rand.Rand, picked []int, members, m, k int) []int {
+	k = min(k, members-1, 64)
+	for len(picked) < k {
+		r := rng.IntN(members - 1)
+		if r >= m {
+			r++
+		}
+		if !slices.Contains(picked, r) {
+			picked = append(picked, r)
+		}
+	}
+	return picked
 }

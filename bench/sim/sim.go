@@ -6,17 +6,22 @@
 //
 // # Model
 //
-// Gossip. The seeder queues the desired state at time 0 and push gossip
-// spreads it as memberlist does: every member gossips on its own
+// Gossip. The seeder publishes the desired state at time 0. A node accepts
+// it GossipAccept (verify and persist) after the first copy arrives, starts
+// fetching, and passes it on as the gossip package does: at once, straight
+// to RumourFanout random members, each over a new stream (three
+// GossipLatency: a TCP handshake, then the message); and through push
+// gossip as memberlist does it: every member gossips on its own
 // GossipInterval ticker (random phase) to GossipFanout random members; a
 // member that accepted the state sends it RetransmitMult(4) ×
 // ceil(log10(members+1)) times in all; every hop takes GossipLatency; and
 // push/pull anti-entropy (PushPullInterval scaled as memberlist scales it,
-// with one random member) catches the rare node push gossip misses. A node
-// starts fetching when it accepts the state.
+// with one random member) catches the rare node both miss.
 //
 // Peers. A node's own state change ("downloading") reaches the others after
-// a delay drawn from the same spread; from then on it is an advertiser. When
+// a delay drawn from the spread of a broadcast alone (node states travel in
+// memberlist's node metadata, with no rumour and nothing to persist); from
+// then on it is an advertiser. When
 // it starts and every PeerRefresh after, a downloading node is handed, as
 // the agent does, the origin and up to MaxPeers random advertisers and,
 // while fewer than MaxPeers others advertise the release, as many random
@@ -133,8 +138,9 @@ const (
 
 // Seeds of the random streams derived from Config.Seed.
 const (
-	seedGossip = 0x676f73736970 // "gossip"
-	seedData   = 0x7069656365   // "piece"
+	seedGossip    = 0x676f73736970 // "gossip"
+	seedData      = 0x7069656365   // "piece"
+	seedNodeState = 0x6e6f64657374 // "nodest"
 )
 
 // Config is one simulated publish. Zero fields take the documented defaults,
@@ -168,6 +174,16 @@ type Config struct {
 	// PushPullInterval is memberlist's anti-entropy interval before its
 	// scaling with cluster size. Default 30s.
 	PushPullInterval time.Duration
+	// GossipAccept is how long a node takes to verify and persist a new
+	// desired state before it acts on it and passes it on. Default 1.25ms
+	// (see GossipModel.Accept).
+	GossipAccept time.Duration
+	// RumourFanout is gossip.Config.RumourFanout: how many random members
+	// a node sends a newly accepted desired state to, once, each over a new
+	// stream. 0 takes the gossip package's default (ceil(ln N)+3, from 3
+	// to 12); negative leaves the desired state to the broadcast queue and
+	// push/pull, as a node's own state always is. At most 64.
+	RumourFanout int
 	// OriginMaxConns caps the origin's connections. Default MaxConns: the
 	// seeder's swarm client has the same per-torrent cap as the agents'.
 	OriginMaxConns int
@@ -218,6 +234,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--gossip-latency must not be negative, got %v", c.GossipLatency)
 	case c.PushPullInterval < 0:
 		return fmt.Errorf("--push-pull-interval must not be negative, got %v", c.PushPullInterval)
+	case c.GossipAccept < 0:
+		return fmt.Errorf("--gossip-accept must not be negative, got %v", c.GossipAccept)
+	case c.RumourFanout > maxRumourConfig:
+		return fmt.Errorf("--rumour-fanout must be at most %d, got %d", maxRumourConfig, c.RumourFanout)
 	case c.PeerRefresh < 0:
 		return fmt.Errorf("--peer-refresh must not be negative, got %v", c.PeerRefresh)
 	}
@@ -260,6 +280,14 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// gossipModel is the gossip part of a validated config.
+func (c *Config) gossipModel() GossipModel {
+	return GossipModel{
+		Interval: c.GossipInterval, Fanout: c.GossipFanout, Latency: c.GossipLatency,
+		PushPull: c.PushPullInterval, RumourFanout: c.RumourFanout, Accept: c.GossipAccept,
+	}
+}
+
 // simPieces returns the simulated piece count and lengths of a validated
 // config: the real pieces, grouped when there are more than MaxSimPieces.
 func (c *Config) simPieces() (pieces int, length, last int64) {
@@ -291,8 +319,13 @@ func simulate(ctx context.Context, cfg Config, progress func(done, total int), c
 	if err := cfg.Validate(); err != nil {
 		return bench.Result{}, nil, err
 	}
-	gp := newGossipParams(cfg.GossipInterval, cfg.GossipFanout, cfg.GossipLatency, cfg.PushPullInterval)
+	// The desired state spreads by rumour, broadcast and push/pull; a
+	// node's own state (that it serves the release) by the last two.
+	// Node states are not verified nor persisted on the way.
+	gp := cfg.gossipModel().params(cfg.Nodes + 1)
 	accept := acceptTimes(cfg.Nodes, gp, rand.New(rand.NewPCG(cfg.Seed, seedGossip)))
+	gp.rumour, gp.accept = 0, 0
+	spread := acceptTimes(cfg.Nodes, gp, rand.New(rand.NewPCG(cfg.Seed, seedNodeState)))
 	pieces, length, last := cfg.simPieces()
 	e := newEngine(engineParams{
 		nodes: cfg.Nodes, pieces: pieces, maxRequests: cfg.MaxRequests,
@@ -301,6 +334,7 @@ func simulate(ctx context.Context, cfg Config, progress func(done, total int), c
 		nodeUp: float64(cfg.NodeUp), nodeDown: float64(cfg.NodeDown), originUp: float64(cfg.OriginUp),
 		refresh: cfg.PeerRefresh.Seconds(),
 		accept:  accept,
+		spread:  spread,
 		check:   check,
 		feeders: cfg.OriginFeeders,
 	}, rand.New(rand.NewPCG(cfg.Seed, seedData)))

@@ -201,7 +201,7 @@ func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRe
 
 func newBenchSimCmd(ios streams) *cobra.Command {
 	o := &benchOptions{}
-	var maxRequests int
+	var maxRequests, rumourFanout int
 	var profile string
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -223,7 +223,7 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 				defer stop()
 			}
 			bar := newCountBar(ios, p.Nodes, fmt.Sprintf("sim N=%d", p.Nodes))
-			res, err := sim.Run(ctx, sim.Config{Params: p, MaxRequests: maxRequests}, func(done, _ int) { _ = bar.Set(done) })
+			res, err := sim.Run(ctx, sim.Config{Params: p, MaxRequests: maxRequests, RumourFanout: rumourFanout}, func(done, _ int) { _ = bar.Set(done) })
 			_ = bar.Finish()
 			if err != nil {
 				return fmt.Errorf("bench sim: %w", err)
@@ -233,6 +233,7 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 	}
 	o.register(cmd, 5000, "1GiB", "1Gbit", "1Gbit", "10Gbit")
 	cmd.Flags().IntVar(&maxRequests, "max-requests", 0, "pieces a node downloads at once (0 = the simulator's default)")
+	cmd.Flags().IntVar(&rumourFanout, "rumour-fanout", 0, "members a node sends a new desired state to directly (0 = the agents' default, -1 = none: broadcast and push/pull only)")
 	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the simulation to this file (go tool pprof)")
 	return cmd
 }
@@ -273,7 +274,7 @@ func newBenchGossipCmd(ios streams, g *globalOptions) *cobra.Command {
 			if asJSON {
 				return json.NewEncoder(ios.Out).Encode(res)
 			}
-			p99, p100 := sim.GossipSpread(nodes, 200*time.Millisecond, 3, time.Millisecond, 1)
+			p99, p100 := sim.GossipSpread(nodes, sim.GossipModel{}, 1)
 			fmt.Fprint(ios.Out, report.GossipTable([]report.GossipRow{{Nodes: nodes, Real99: res.Reach99S, Real100: res.Reach100S, Sim99: p99, Sim100: p100}}))
 			return nil
 		},
