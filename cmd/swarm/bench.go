@@ -202,6 +202,7 @@ func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRe
 func newBenchSimCmd(ios streams) *cobra.Command {
 	o := &benchOptions{}
 	var maxRequests, rumourFanout int
+	var gossipLatency, gossipAccept time.Duration
 	var profile string
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -223,7 +224,10 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 				defer stop()
 			}
 			bar := newCountBar(ios, p.Nodes, fmt.Sprintf("sim N=%d", p.Nodes))
-			res, err := sim.Run(ctx, sim.Config{Params: p, MaxRequests: maxRequests, RumourFanout: rumourFanout}, func(done, _ int) { _ = bar.Set(done) })
+			res, err := sim.Run(ctx, sim.Config{
+				Params: p, MaxRequests: maxRequests,
+				RumourFanout: rumourFanout, GossipLatency: gossipLatency, GossipAccept: gossipAccept,
+			}, func(done, _ int) { _ = bar.Set(done) })
 			_ = bar.Finish()
 			if err != nil {
 				return fmt.Errorf("bench sim: %w", err)
@@ -234,6 +238,8 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 	o.register(cmd, 5000, "1GiB", "1Gbit", "1Gbit", "10Gbit")
 	cmd.Flags().IntVar(&maxRequests, "max-requests", 0, "pieces a node downloads at once (0 = the simulator's default)")
 	cmd.Flags().IntVar(&rumourFanout, "rumour-fanout", 0, "members a node sends a new desired state to directly (0 = the agents' default, -1 = none: broadcast and push/pull only)")
+	cmd.Flags().DurationVar(&gossipLatency, "gossip-latency", 0, "one network hop of the gossip model (0 = 1ms)")
+	cmd.Flags().DurationVar(&gossipAccept, "gossip-accept", 0, "time a node takes to verify and persist a new desired state (0 = 1.25ms, BenchmarkAcceptNewState)")
 	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the simulation to this file (go tool pprof)")
 	return cmd
 }
