@@ -59,7 +59,10 @@ func (o *benchOptions) params() (bench.Params, error) {
 		return p, usageErrorf("bench: --nodes %d: need at least one node", o.nodes)
 	}
 	var err error
-	if p.SizeBytes, err = parseBytes(o.size); err != nil || p.SizeBytes <= 0 {
+	if p.SizeBytes, err = parseBytes(o.size); err != nil {
+		return p, usageErrorf("bench: --size: %v; give a positive size such as 64MiB", err)
+	}
+	if p.SizeBytes <= 0 {
 		return p, usageErrorf("bench: --size %q: give a positive size such as 64MiB", o.size)
 	}
 	for _, r := range []struct {
@@ -214,6 +217,13 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cfg := sim.Config{
+				Params: p, MaxRequests: maxRequests,
+				RumourFanout: rumourFanout, GossipLatency: gossipLatency, GossipAccept: gossipAccept,
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageErrorf("bench sim: %v", err)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
 			if profile != "" {
@@ -224,10 +234,7 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 				defer stop()
 			}
 			bar := newCountBar(ios, p.Nodes, fmt.Sprintf("sim N=%d", p.Nodes))
-			res, err := sim.Run(ctx, sim.Config{
-				Params: p, MaxRequests: maxRequests,
-				RumourFanout: rumourFanout, GossipLatency: gossipLatency, GossipAccept: gossipAccept,
-			}, func(done, _ int) { _ = bar.Set(done) })
+			res, err := sim.Run(ctx, cfg, func(done, _ int) { _ = bar.Set(done) })
 			_ = bar.Finish()
 			if err != nil {
 				return fmt.Errorf("bench sim: %w", err)

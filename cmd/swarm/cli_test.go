@@ -371,6 +371,8 @@ func TestBadInput(t *testing.T) {
 		{"bench too large for disk", []string{"bench", "real", "--nodes", "5000", "--size", "64GiB"}, exitUsage, []string{"needs about", "free"}},
 		{"bench too many descriptors", []string{"bench", "real", "--nodes", "100000", "--size", "1KiB"}, exitUsage, []string{"file descriptors", "ulimit -n"}},
 		{"bench sim too large", []string{"bench", "sim", "--nodes", "100", "--size", "4096TiB"}, exitUsage, []string{"--size"}},
+		{"bench sim rumour too wide", []string{"bench", "sim", "--nodes", "100", "--rumour-fanout", "65"}, exitUsage, []string{"--rumour-fanout", "at most 64"}},
+		{"bench sim negative accept", []string{"bench", "sim", "--nodes", "100", "--gossip-accept", "-1s"}, exitUsage, []string{"--gossip-accept", "negative"}},
 		{"status unreachable seeder", []string{"status", "--seeder", "http://127.0.0.1:1"}, exitFailure, []string{"unreachable"}},
 	}
 	for _, tc := range cases {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -97,12 +98,13 @@ func byteRate(flag, s string) (int64, error) {
 // parseBytes reads an integer with an optional K/M/G (KiB/MiB/GiB) suffix.
 func parseBytes(s string) (int64, error) {
 	s = strings.TrimSpace(s)
+	orig := s
 	mult := int64(1)
 	upper := strings.ToUpper(s)
 	for _, u := range []struct {
 		suffix string
 		m      int64
-	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
 		if strings.HasSuffix(upper, u.suffix) {
 			mult = u.m
 			s = strings.TrimSpace(s[:len(s)-len(u.suffix)])
@@ -112,6 +114,9 @@ func parseBytes(s string) (int64, error) {
 	var n int64
 	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || fmt.Sprint(n) != s {
 		return 0, fmt.Errorf("not a byte count: %q", s)
+	}
+	if n > math.MaxInt64/mult || n < math.MinInt64/mult {
+		return 0, fmt.Errorf("%q is too large: at most %d bytes", orig, int64(math.MaxInt64))
 	}
 	return n * mult, nil
 }
