@@ -442,7 +442,7 @@ func (c *Client) addTorrentLocked(e *entry, infoBytes []byte) error {
 	if err != nil {
 		return err
 	}
-	t, isNew := c.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: ih, Storage: store})
+	t, isNew := c.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: ih, Storage: store, ChunkSize: chunkSize})
 	if !isNew {
 		store.Close()
 		return fmt.Errorf("infohash %s is already served for another release", e.m.InfoHash)

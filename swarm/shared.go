@@ -14,8 +14,8 @@ import (
 )
 
 // sharedPage is the unit in which sharedStorage buffers a piece that is not
-// verified yet: BitTorrent's chunk size, so a piece holds only the chunks
-// that have arrived.
+// verified yet: a divisor of chunkSize (and anacrolix's default chunk), so a
+// piece holds only the chunks that have arrived.
 const sharedPage = 16 << 10
 
 // errChunkMissing reports a read of a part of an unverified piece that has
