@@ -156,8 +156,8 @@ func (c *Config) Validate() error {
 	if c.GossipNodes < 0 || c.SuspicionMult < 0 || c.RetransmitMult < 0 || c.JoinAttempts < 0 {
 		return errors.New("gossip config: gossip nodes, suspicion mult, retransmit mult and join attempts must not be negative")
 	}
-	if c.RumourFanout > maxConfigFanout {
-		return fmt.Errorf("gossip config: rumour fan-out %d is over %d", c.RumourFanout, maxConfigFanout)
+	if c.RumourFanout > MaxRumourFanout {
+		return fmt.Errorf("gossip config: rumour fan-out %d is over %d", c.RumourFanout, MaxRumourFanout)
 	}
 	return nil
 }

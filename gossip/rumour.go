@@ -31,9 +31,10 @@ const (
 	// rumourFanoutSlack is added to ln N: e^-slack nodes stay unreached in
 	// expectation (about 0.05).
 	rumourFanoutSlack = 3
-	// maxConfigFanout bounds Config.RumourFanout.
-	maxConfigFanout = 64
 )
+
+// MaxRumourFanout bounds Config.RumourFanout.
+const MaxRumourFanout = 64
 
 // RumourFanout is how many members a newly accepted state is sent to, in a
 // cluster where this node knows members members (itself included).

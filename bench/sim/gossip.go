@@ -22,8 +22,6 @@ const (
 	// queue.
 	defaultAccept = 1250 * time.Microsecond
 
-	// maxRumourConfig bounds Config.RumourFanout as gossip.Config's.
-	maxRumourConfig = 64
 	// rumourHops is how many one-way latencies a rumour takes: it is sent
 	// over a new stream, so a TCP handshake (one round trip) comes before
 	// the message (half of one).

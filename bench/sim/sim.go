@@ -111,6 +111,7 @@ import (
 	"time"
 
 	"github.com/swarmdeploy/swarm/bench"
+	"github.com/swarmdeploy/swarm/gossip"
 	"github.com/swarmdeploy/swarm/release"
 )
 
@@ -236,8 +237,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--push-pull-interval must not be negative, got %v", c.PushPullInterval)
 	case c.GossipAccept < 0:
 		return fmt.Errorf("--gossip-accept must not be negative, got %v", c.GossipAccept)
-	case c.RumourFanout > maxRumourConfig:
-		return fmt.Errorf("--rumour-fanout must be at most %d, got %d", maxRumourConfig, c.RumourFanout)
+	case c.RumourFanout > gossip.MaxRumourFanout:
+		return fmt.Errorf("--rumour-fanout must be at most %d, got %d", gossip.MaxRumourFanout, c.RumourFanout)
 	case c.PeerRefresh < 0:
 		return fmt.Errorf("--peer-refresh must not be negative, got %v", c.PeerRefresh)
 	}
