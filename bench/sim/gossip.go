@@ -62,27 +62,35 @@ type gossipParams struct {
 	transmits                   int // per member; 0 = memberlist's retransmitLimit
 }
 
+// withDefaults returns m with its zero (or negative) durations and fan-out
+// set to the defaults. RumourFanout is resolved by params, as its default
+// depends on the cluster size.
+func (m GossipModel) withDefaults() GossipModel {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&m.Interval, defaultGossipInterval}, {&m.Latency, defaultGossipLatency}, {&m.PushPull, defaultPushPull}, {&m.Accept, defaultAccept}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if m.Fanout <= 0 {
+		m.Fanout = defaultGossipFanout
+	}
+	return m
+}
+
 // params resolves m's defaults for a cluster of members members.
 func (m GossipModel) params(members int) gossipParams {
-	gp := gossipParams{
-		interval: orDefault(m.Interval, defaultGossipInterval).Seconds(),
-		latency:  orDefault(m.Latency, defaultGossipLatency).Seconds(),
-		pushPull: orDefault(m.PushPull, defaultPushPull).Seconds(),
-		accept:   orDefault(m.Accept, defaultAccept).Seconds(),
+	m = m.withDefaults()
+	return gossipParams{
+		interval: m.Interval.Seconds(),
+		latency:  m.Latency.Seconds(),
+		pushPull: m.PushPull.Seconds(),
+		accept:   m.Accept.Seconds(),
 		fanout:   m.Fanout,
 		rumour:   gossip.RumourFanout(m.RumourFanout, members),
 	}
-	if gp.fanout <= 0 {
-		gp.fanout = defaultGossipFanout
-	}
-	return gp
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // retransmitLimit is memberlist's: how many sends one broadcast gets from

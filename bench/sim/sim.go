@@ -7,15 +7,15 @@
 // # Model
 //
 // Gossip. The seeder publishes the desired state at time 0. A node accepts
-// it GossipAccept (verify and persist) after the first copy arrives, starts
-// fetching, and passes it on as the gossip package does: at once, straight
-// to RumourFanout random members, each over a new stream (three
-// GossipLatency: a TCP handshake, then the message); and through push
-// gossip as memberlist does it: every member gossips on its own
-// GossipInterval ticker (random phase) to GossipFanout random members; a
+// it Gossip.Accept (verify and persist) after the first copy arrives,
+// starts fetching, and passes it on as the gossip package does: at once,
+// straight to Gossip.RumourFanout random members, each over a new stream
+// (three Gossip.Latency: a TCP handshake, then the message); and through
+// push gossip as memberlist does it: every member gossips on its own
+// Gossip.Interval ticker (random phase) to Gossip.Fanout random members; a
 // member that accepted the state sends it RetransmitMult(4) ×
-// ceil(log10(members+1)) times in all; every hop takes GossipLatency; and
-// push/pull anti-entropy (PushPullInterval scaled as memberlist scales it,
+// ceil(log10(members+1)) times in all; every hop takes Gossip.Latency; and
+// push/pull anti-entropy (Gossip.PushPull scaled as memberlist scales it,
 // with one random member) catches the rare node both miss.
 //
 // Peers. A node's own state change ("downloading") reaches the others after
@@ -165,26 +165,10 @@ type Config struct {
 	// MaxSimPieces bounds the simulated pieces: a bundle with more real
 	// pieces has them grouped. Default 512 (DefaultMaxSimPieces).
 	MaxSimPieces int
-	// GossipInterval, GossipFanout and GossipLatency shape the spread of
-	// the desired state (and of node states, which tell nodes whom to
-	// fetch from). Defaults 200ms, 3, 1ms: memberlist's LAN config and a
-	// datacenter hop.
-	GossipInterval time.Duration
-	GossipFanout   int
-	GossipLatency  time.Duration
-	// PushPullInterval is memberlist's anti-entropy interval before its
-	// scaling with cluster size. Default 30s.
-	PushPullInterval time.Duration
-	// GossipAccept is how long a node takes to verify and persist a new
-	// desired state before it acts on it and passes it on. Default 1.25ms
-	// (see GossipModel.Accept).
-	GossipAccept time.Duration
-	// RumourFanout is gossip.Config.RumourFanout: how many random members
-	// a node sends a newly accepted desired state to, once, each over a new
-	// stream. 0 takes the gossip package's default (ceil(ln N)+3, from 3
-	// to 12); negative leaves the desired state to the broadcast queue and
-	// push/pull, as a node's own state always is. At most 64.
-	RumourFanout int
+	// Gossip shapes the spread of the desired state (and of node states,
+	// which tell nodes whom to fetch from, by broadcast alone): memberlist's
+	// LAN config, a datacenter hop, and the gossip package's rumour.
+	Gossip GossipModel
 	// OriginMaxConns caps the origin's connections. Default MaxConns: the
 	// seeder's swarm client has the same per-torrent cap as the agents'.
 	OriginMaxConns int
@@ -227,18 +211,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-requests must be from 1 to %d (0 for the default %d), got %d", maxRequestsLimit, DefaultMaxRequests, c.MaxRequests)
 	case c.MaxSimPieces < 0 || c.MaxSimPieces > maxSimPiecesLimit:
 		return fmt.Errorf("--sim-pieces must be from 1 to %d (0 for the default %d), got %d", maxSimPiecesLimit, DefaultMaxSimPieces, c.MaxSimPieces)
-	case c.GossipInterval < 0:
-		return fmt.Errorf("--gossip-interval must not be negative, got %v", c.GossipInterval)
-	case c.GossipFanout < 0:
-		return fmt.Errorf("--gossip-fanout must not be negative, got %d", c.GossipFanout)
-	case c.GossipLatency < 0:
-		return fmt.Errorf("--gossip-latency must not be negative, got %v", c.GossipLatency)
-	case c.PushPullInterval < 0:
-		return fmt.Errorf("--push-pull-interval must not be negative, got %v", c.PushPullInterval)
-	case c.GossipAccept < 0:
-		return fmt.Errorf("--gossip-accept must not be negative, got %v", c.GossipAccept)
-	case c.RumourFanout > gossip.MaxRumourFanout:
-		return fmt.Errorf("--rumour-fanout must be at most %d, got %d", gossip.MaxRumourFanout, c.RumourFanout)
+	case c.Gossip.Interval < 0:
+		return fmt.Errorf("--gossip-interval must not be negative, got %v", c.Gossip.Interval)
+	case c.Gossip.Fanout < 0:
+		return fmt.Errorf("--gossip-fanout must not be negative, got %d", c.Gossip.Fanout)
+	case c.Gossip.Latency < 0:
+		return fmt.Errorf("--gossip-latency must not be negative, got %v", c.Gossip.Latency)
+	case c.Gossip.PushPull < 0:
+		return fmt.Errorf("--push-pull-interval must not be negative, got %v", c.Gossip.PushPull)
+	case c.Gossip.Accept < 0:
+		return fmt.Errorf("--gossip-accept must not be negative, got %v", c.Gossip.Accept)
+	case c.Gossip.RumourFanout > gossip.MaxRumourFanout:
+		return fmt.Errorf("--rumour-fanout must be at most %d, got %d", gossip.MaxRumourFanout, c.Gossip.RumourFanout)
 	case c.PeerRefresh < 0:
 		return fmt.Errorf("--peer-refresh must not be negative, got %v", c.PeerRefresh)
 	}
@@ -263,30 +247,11 @@ func (c *Config) Validate() error {
 	if c.MaxSimPieces == 0 {
 		c.MaxSimPieces = DefaultMaxSimPieces
 	}
-	if c.GossipInterval == 0 {
-		c.GossipInterval = defaultGossipInterval
-	}
-	if c.GossipFanout == 0 {
-		c.GossipFanout = defaultGossipFanout
-	}
-	if c.GossipLatency == 0 {
-		c.GossipLatency = defaultGossipLatency
-	}
-	if c.PushPullInterval == 0 {
-		c.PushPullInterval = defaultPushPull
-	}
+	c.Gossip = c.Gossip.withDefaults()
 	if c.PeerRefresh == 0 {
 		c.PeerRefresh = DefaultPeerRefresh
 	}
 	return nil
-}
-
-// gossipModel is the gossip part of a validated config.
-func (c *Config) gossipModel() GossipModel {
-	return GossipModel{
-		Interval: c.GossipInterval, Fanout: c.GossipFanout, Latency: c.GossipLatency,
-		PushPull: c.PushPullInterval, RumourFanout: c.RumourFanout, Accept: c.GossipAccept,
-	}
 }
 
 // simPieces returns the simulated piece count and lengths of a validated
@@ -323,7 +288,7 @@ func simulate(ctx context.Context, cfg Config, progress func(done, total int), c
 	// The desired state spreads by rumour, broadcast and push/pull; a
 	// node's own state (that it serves the release) by the last two.
 	// Node states are not verified nor persisted on the way.
-	gp := cfg.gossipModel().params(cfg.Nodes + 1)
+	gp := cfg.Gossip.params(cfg.Nodes + 1)
 	accept := acceptTimes(cfg.Nodes, gp, rand.New(rand.NewPCG(cfg.Seed, seedGossip)))
 	gp.rumour, gp.accept = 0, 0
 	spread := acceptTimes(cfg.Nodes, gp, rand.New(rand.NewPCG(cfg.Seed, seedNodeState)))

@@ -28,7 +28,7 @@ var scenarios = []struct {
 	{"one node", Config{Params: bench.Params{Nodes: 1, SizeBytes: 8 * MiB, NodeUp: 10 * MiB, NodeDown: 10 * MiB, OriginUp: 40 * MiB}}},
 	// Broadcast gossip only: a rumour reaches both nodes at the same time
 	// whatever the seed.
-	{"two nodes", Config{Params: bench.Params{Nodes: 2, SizeBytes: 8 * MiB, NodeUp: 10 * MiB, NodeDown: 10 * MiB, OriginUp: 40 * MiB}, RumourFanout: -1}},
+	{"two nodes", Config{Params: bench.Params{Nodes: 2, SizeBytes: 8 * MiB, NodeUp: 10 * MiB, NodeDown: 10 * MiB, OriginUp: 40 * MiB}, Gossip: GossipModel{RumourFanout: -1}}},
 	// F/u_s: a slow origin and fast nodes.
 	{"origin bound", Config{Params: bench.Params{Nodes: 20, SizeBytes: 16 * MiB, NodeUp: 100 * MiB, NodeDown: 100 * MiB, OriginUp: 2 * MiB}}},
 	// F/d_min: slow downlinks, everything else fast.
@@ -258,10 +258,10 @@ func TestValidate(t *testing.T) {
 		{"negative requests", func(c *Config) { c.MaxRequests = -1 }, "--max-requests"},
 		{"too many requests", func(c *Config) { c.MaxRequests = 1000 }, "--max-requests"},
 		{"too many sim pieces", func(c *Config) { c.MaxSimPieces = 1 << 20 }, "--sim-pieces"},
-		{"negative gossip interval", func(c *Config) { c.GossipInterval = -time.Second }, "--gossip-interval"},
-		{"negative fanout", func(c *Config) { c.GossipFanout = -1 }, "--gossip-fanout"},
-		{"negative latency", func(c *Config) { c.GossipLatency = -time.Millisecond }, "--gossip-latency"},
-		{"negative push/pull", func(c *Config) { c.PushPullInterval = -time.Second }, "--push-pull-interval"},
+		{"negative gossip interval", func(c *Config) { c.Gossip.Interval = -time.Second }, "--gossip-interval"},
+		{"negative fanout", func(c *Config) { c.Gossip.Fanout = -1 }, "--gossip-fanout"},
+		{"negative latency", func(c *Config) { c.Gossip.Latency = -time.Millisecond }, "--gossip-latency"},
+		{"negative push/pull", func(c *Config) { c.Gossip.PushPull = -time.Second }, "--push-pull-interval"},
 		{"negative refresh", func(c *Config) { c.PeerRefresh = -time.Second }, "--peer-refresh"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -283,8 +283,8 @@ func TestValidate(t *testing.T) {
 	}
 	if c.PieceLength != 256*KiB || c.MaxPeers != 20 || c.MaxConns != 50 || c.OriginMaxConns != 50 ||
 		c.MaxRequests != DefaultMaxRequests || c.MaxSimPieces != DefaultMaxSimPieces ||
-		c.GossipInterval != 200*time.Millisecond || c.GossipFanout != 3 || c.GossipLatency != time.Millisecond ||
-		c.PushPullInterval != 30*time.Second || c.PeerRefresh != time.Second {
+		c.Gossip.Interval != 200*time.Millisecond || c.Gossip.Fanout != 3 || c.Gossip.Latency != time.Millisecond ||
+		c.Gossip.PushPull != 30*time.Second || c.PeerRefresh != time.Second {
 		t.Errorf("defaults not filled in: %+v", c)
 	}
 }

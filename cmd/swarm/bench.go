@@ -219,7 +219,7 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 			}
 			cfg := sim.Config{
 				Params: p, MaxRequests: maxRequests,
-				RumourFanout: rumourFanout, GossipLatency: gossipLatency, GossipAccept: gossipAccept,
+				Gossip: sim.GossipModel{RumourFanout: rumourFanout, Latency: gossipLatency, Accept: gossipAccept},
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("bench sim: %v", err)
