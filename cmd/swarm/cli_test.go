@@ -373,6 +373,7 @@ func TestBadInput(t *testing.T) {
 		{"bench sim too large", []string{"bench", "sim", "--nodes", "100", "--size", "4096TiB"}, exitUsage, []string{"--size"}},
 		{"bench sim rumour too wide", []string{"bench", "sim", "--nodes", "100", "--rumour-fanout", "65"}, exitUsage, []string{"--rumour-fanout", "at most 64"}},
 		{"bench sim negative accept", []string{"bench", "sim", "--nodes", "100", "--gossip-accept", "-1s"}, exitUsage, []string{"--gossip-accept", "negative"}},
+		{"bench sim too many pieces", []string{"bench", "sim", "--nodes", "100", "--sim-pieces", "40000"}, exitUsage, []string{"--sim-pieces", "from 1 to 32768"}},
 		{"status unreachable seeder", []string{"status", "--seeder", "http://127.0.0.1:1"}, exitFailure, []string{"unreachable"}},
 	}
 	for _, tc := range cases {
