@@ -204,11 +204,14 @@ func simRatio(sim, real float64) (string, bool) {
 
 // GossipRow is one line of the gossip convergence table: seconds from
 // publish until 99% and 100% of Nodes accepted the desired state, for the
-// real cluster and the simulator. Zero means not measured and renders as —.
+// real cluster and the simulator, and the cores the settled real cluster
+// kept busy before the publish (near the machine's cores, the real timings
+// are the host's). Zero means not measured and renders as —.
 type GossipRow struct {
 	Nodes           int
 	Real99, Real100 float64
 	Sim99, Sim100   float64
+	IdleCores       float64
 }
 
 // GossipTable renders the gossip convergence table, one row per GossipRow
@@ -229,9 +232,10 @@ func GossipTable(rows []GossipRow) string {
 	t.col("real 100% s", true)
 	t.col("sim 99% s", true)
 	t.col("sim 100% s", true)
+	t.col("cores busy before publish", true)
 	for _, r := range rows {
 		t.row(strconv.Itoa(r.Nodes),
-			fixed(r.Real99, d[0]), fixed(r.Real100, d[1]), fixed(r.Sim99, d[2]), fixed(r.Sim100, d[3]))
+			fixed(r.Real99, d[0]), fixed(r.Real100, d[1]), fixed(r.Sim99, d[2]), fixed(r.Sim100, d[3]), fixed(r.IdleCores, 2))
 	}
 	return t.String()
 }

@@ -84,8 +84,8 @@ func TestSimRatio(t *testing.T) {
 
 func TestGossipTable(t *testing.T) {
 	rows := []GossipRow{
-		{Nodes: 1000, Real99: 1.42, Real100: 2.07, Sim99: 1.31, Sim100: 1.88},
-		{Nodes: 100, Real99: 0.61, Real100: 0.83, Sim99: 0.57, Sim100: 0.79},
+		{Nodes: 1000, Real99: 1.42, Real100: 2.07, Sim99: 1.31, Sim100: 1.88, IdleCores: 0.65},
+		{Nodes: 100, Real99: 0.61, Real100: 0.83, Sim99: 0.57, Sim100: 0.79, IdleCores: 0.04},
 		{Nodes: 10000, Sim99: 2.36, Sim100: 3.4}, // real not measured
 	}
 	in := append([]GossipRow(nil), rows...)

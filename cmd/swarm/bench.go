@@ -289,7 +289,7 @@ func newBenchGossipCmd(ios streams, g *globalOptions) *cobra.Command {
 				return json.NewEncoder(ios.Out).Encode(res)
 			}
 			p99, p100 := sim.GossipSpread(nodes, sim.GossipModel{}, 1)
-			fmt.Fprint(ios.Out, report.GossipTable([]report.GossipRow{{Nodes: nodes, Real99: res.Reach99S, Real100: res.Reach100S, Sim99: p99, Sim100: p100}}))
+			fmt.Fprint(ios.Out, report.GossipTable([]report.GossipRow{{Nodes: nodes, Real99: res.Reach99S, Real100: res.Reach100S, Sim99: p99, Sim100: p100, IdleCores: res.CPUIdleCores}}))
 			return nil
 		},
 	}

@@ -193,7 +193,7 @@ func readGossip(path string) ([]report.GossipRow, error) {
 			return nil, fmt.Errorf("bench report: %s: %w", path, err)
 		}
 		p99, p100 := sim.GossipSpread(g.Nodes, sim.GossipModel{}, 1)
-		rows = append(rows, report.GossipRow{Nodes: g.Nodes, Real99: g.Reach99S, Real100: g.Reach100S, Sim99: p99, Sim100: p100})
+		rows = append(rows, report.GossipRow{Nodes: g.Nodes, Real99: g.Reach99S, Real100: g.Reach100S, Sim99: p99, Sim100: p100, IdleCores: g.CPUIdleCores})
 	}
 	return rows, sc.Err()
 }
