@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -41,18 +42,19 @@ const (
 	// chunkSize is the block a node requests at a time, four times
 	// BitTorrent's usual 16 KiB: every peer is a swarm node, and each
 	// request, message and write costs anacrolix about the same whatever
-	// its size. At 50 agents (64 MiB, 2 MiB/s) it cut CPU time by a
-	// quarter and duplicate bytes by half (BENCHMARKS.md). It must not
-	// exceed rateBurst: anacrolix refuses requests longer than the
-	// uploader's burst.
+	// its size (BENCHMARKS.md compares the two). It must not exceed
+	// rateBurst: anacrolix refuses requests longer than the uploader's
+	// burst.
 	chunkSize = 64 << 10
 	// rateBurst is every rate limiter's burst. anacrolix would otherwise take
-	// the per-connection request buffer (16 MiB here) as the burst.
+	// the per-connection request buffer as the burst.
 	rateBurst = 256 << 10
-	// maxPeerRequestData is per-connection buffer for peers' requests.
-	// anacrolix/torrent v1.59.1 stalls uploads for good after about 2 MiB
-	// with its 1 MiB default.
-	maxPeerRequestData = 16 << 20
+	// requestWindow is how many requests a node keeps in flight to one
+	// peer, and peerRequestBudget the bytes an uploader lets one
+	// connection's requests hold while it reads and sends them. The two
+	// must agree (window × chunk ≤ budget); see clampRequestWindow.
+	requestWindow     = 64
+	peerRequestBudget = requestWindow * chunkSize
 	// maxHalfOpenConnsPerTorrent caps concurrent dials per release.
 	maxHalfOpenConnsPerTorrent = 25
 	// writerWakeInterval bounds how long a connection's writer sleeps.
@@ -228,7 +230,8 @@ func (c *Client) clientConfig() (*torrent.ClientConfig, error) {
 	cc.DisablePEX = c.cfg.DisablePEX
 	// Upload to anyone who asks, not only tit-for-tat.
 	cc.Seed = true
-	cc.MaxAllocPeerRequestDataPerConn = maxPeerRequestData
+	cc.MaxAllocPeerRequestDataPerConn = peerRequestBudget
+	cc.Callbacks.ReadExtendedHandshake = clampRequestWindow
 	cc.UploadRateLimiter = newLimiter(c.cfg.UploadRate)
 	if c.cfg.DownloadRate > 0 {
 		cc.DownloadRateLimiter = newLimiter(c.cfg.DownloadRate)
@@ -248,6 +251,31 @@ func (c *Client) clientConfig() (*torrent.ClientConfig, error) {
 	cc.Callbacks.PeerConnAdded = append(cc.Callbacks.PeerConnAdded, func(*torrent.PeerConn) { c.connsOpened.Add(1) })
 	cc.Callbacks.PeerConnClosed = func(*torrent.PeerConn) { c.connsClosed.Add(1) }
 	return cc, nil
+}
+
+// clampRequestWindow lowers the request queue a peer advertises (reqq in
+// its extended handshake) to requestWindow, before anacrolix reads it: a
+// node then never has more requests in flight to one peer than that peer's
+// peerRequestBudget can hold.
+//
+// Without it, one fetch alone stopped for good after about 30 MiB.
+// anacrolix v1.59.1 advertises reqq 1024 and keeps up to 963 requests in
+// flight (64 KiB each here: 60 MiB), while the uploader reserves budget
+// for every request as it arrives (FIFO, granted while budget is left)
+// and reads them one at a time in map order. When the reader picks a
+// request whose reservation is not granted, it waits for budget that only
+// sending already-read requests frees; once those are sent, the budget is
+// held by granted requests nobody reads, and the connection hangs with
+// both sides waiting. TestAnacrolixUploadStallsPastItsBudget shows it.
+// With at most budget ÷ chunk requests in flight, every reservation is
+// granted on arrival and the reader never waits.
+//
+// Every swarm node sends an extended handshake, so every window is set
+// here; a peer that sends none keeps anacrolix's default of 250 requests.
+func clampRequestWindow(_ *torrent.PeerConn, msg *pp.ExtendedHandshakeMessage) {
+	if msg.Reqq <= 0 || msg.Reqq > requestWindow {
+		msg.Reqq = requestWindow
+	}
 }
 
 // banCheckInterval is how often a fetch looks for newly banned peers.

@@ -1,0 +1,136 @@
+package swarm
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// largeTimeout bounds a fetch of a release of hundreds of MiB: generous
+// enough for the race detector on a busy 2-core host, short enough that a
+// stall fails the test instead of hanging it.
+const largeTimeout = 3 * time.Minute
+
+// fetchWatched fetches m into c within timeout and fails the test with the
+// most bytes it ever held if the fetch does not complete.
+func fetchWatched(t testing.TB, c *Client, m release.Manifest, src Sources, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Fetch(ctx, m, src) }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var most int64
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("fetch of %d MiB: %v; it held at most %d MiB", m.BundleSize>>20, err, most>>20)
+			}
+			return
+		case <-tick.C:
+			if have, _, ok := c.Progress(m.ReleaseID); ok {
+				most = max(most, have)
+			}
+		}
+	}
+}
+
+// TestFetchLargeAlone fetches a release far past the ~30 MiB at which one
+// node alone with the origin used to stop for good (see
+// clampRequestWindow).
+func TestFetchLargeAlone(t *testing.T) {
+	b := newBundle(t, 160<<20)
+	origin := newOrigin(t, b, Config{})
+	l := newClient(t, Config{})
+	fetchWatched(t, l, b.m, Sources{Origins: []string{origin.Addr()}}, largeTimeout)
+	checkFetched(t, l, b)
+}
+
+// TestAnacrolixUploadStallsPastItsBudget shows the library behaviour that
+// clampRequestWindow works around: a leecher with swarm's configuration
+// but without the clamp keeps more requests in flight than the uploader's
+// budget, and the connection stops for good after a few MiB; with the
+// clamp the same fetch completes. If the first half fails, anacrolix no
+// longer stalls there and the clamp may be dropped.
+func TestAnacrolixUploadStallsPastItsBudget(t *testing.T) {
+	b := newBundle(t, 32<<20)
+	origin := newOrigin(t, b, Config{})
+	for _, clamp := range []bool{false, true} {
+		done, have := leechRaw(t, b.m, origin.Addr(), clamp)
+		switch {
+		case !clamp && done:
+			t.Errorf("without the clamp the fetch completed: anacrolix no longer stalls past the upload budget")
+		case !clamp:
+			t.Logf("without the clamp the fetch stopped at %d of %d MiB", have>>20, b.m.BundleSize>>20)
+		case !done:
+			t.Errorf("with the clamp the fetch stopped at %d of %d MiB", have>>20, b.m.BundleSize>>20)
+		}
+	}
+}
+
+// stallAfter is how long leechRaw waits without a new byte before it calls
+// the fetch stalled. The clamped fetch never pauses this long.
+const stallAfter = 5 * time.Second
+
+// leechRaw fetches m from origin with a bare anacrolix client configured as
+// a swarm Client configures it, with or without clampRequestWindow, and
+// reports whether it completed before stalling, and how many bytes it had.
+func leechRaw(t *testing.T, m release.Manifest, origin string, clamp bool) (done bool, have int64) {
+	t.Helper()
+	c, err := New(Config{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0"}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := c.clientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !clamp {
+		cc.Callbacks.ReadExtendedHandshake = nil
+	}
+	cl, err := torrent.NewClient(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, err := range cl.Close() {
+			t.Error(err)
+		}
+		cc.DefaultStorage.(storage.ClientImplCloser).Close()
+	}()
+	var ih metainfo.Hash
+	if err := ih.FromHexString(m.InfoHash); err != nil {
+		t.Fatal(err)
+	}
+	tor, _ := cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: ih, ChunkSize: chunkSize})
+	tor.AddPeers([]torrent.PeerInfo{{Addr: torrent.StringAddr(origin), Source: torrent.PeerSourceDirect, Trusted: true}})
+	select {
+	case <-tor.GotInfo():
+	case <-time.After(testTimeout):
+		t.Fatal("no info dictionary from the origin")
+	}
+	tor.DownloadAll()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-tor.Complete().On():
+			return true, tor.BytesCompleted()
+		case now := <-tick.C:
+			if n := tor.BytesCompleted(); n > have {
+				have, last = n, now
+			} else if now.Sub(last) > stallAfter {
+				return false, have
+			}
+		}
+	}
+}
