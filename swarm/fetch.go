@@ -26,8 +26,8 @@ import (
 // ErrDropped reports a fetch ended by Drop.
 var ErrDropped = errors.New("release dropped")
 
-// partSuffix marks a bundle that is still downloading. anacrolix renames it
-// to the bundle's name once every piece has passed its hash check.
+// partSuffix marks a bundle that is still downloading. fileStorage renames
+// it to the bundle's name once every piece has passed its hash check.
 const partSuffix = ".part"
 
 // Sources are where to fetch a release from, as "host:port" BitTorrent
@@ -470,8 +470,9 @@ func (c *Client) addTorrentLocked(e *entry, infoBytes []byte) error {
 }
 
 // newStorage is the storage of one release: in shared mode a sharedStorage
-// over the shared copy, otherwise files in the release's directory, with a
-// ".part" file while downloading. complete says the bundle is verified.
+// over the shared copy, otherwise a fileStorage: the bundle in the
+// release's directory, a ".part" file while downloading. complete says the
+// bundle is verified.
 func (c *Client) newStorage(id release.ID, complete bool) (storage.ClientImplCloser, error) {
 	path := c.BundlePath(id)
 	if c.shared != nil {
@@ -483,19 +484,7 @@ func (c *Client) newStorage(id release.ID, complete bool) (storage.ClientImplClo
 			return nil, err
 		}
 	}
-	return storage.NewFileOpts(storage.NewFileClientOpts{
-		ClientBaseDir: filepath.Dir(path),
-		FilePathMaker: func(o storage.FilePathMakerOpts) string {
-			if len(o.File.Path) == 0 {
-				return bundleFile
-			}
-			// Not a swarm bundle; the info check will reject it. Keep its
-			// files away from the bundle's name.
-			return filepath.Join(append([]string{"unexpected"}, o.File.BestPath()...)...)
-		},
-		PieceCompletion: storage.NewMapPieceCompletion(),
-		Logger:          c.slogger,
-	}), nil
+	return newFileStorage(path, complete), nil
 }
 
 // removeLocked stops serving e and wakes its waiters with err if it had not
