@@ -12,7 +12,15 @@ import (
 // touch the origin. The origin sends the bundle about once, and everyone
 // ends with all of it.
 func TestOriginFeedersSendEachPieceOnce(t *testing.T) {
-	b := newBundle(t, 8<<20)
+	checkFeeders(t, 8<<20, testTimeout)
+}
+
+// checkFeeders fetches a bundle of size to two feeders, each taking half
+// the pieces from the origin, and two nodes that never touch the origin,
+// within timeout.
+func checkFeeders(t *testing.T, size int64, timeout time.Duration) {
+	t.Helper()
+	b := newBundle(t, size)
 	origin := newOrigin(t, b, Config{})
 	const n = 4
 	nodes := make([]*Client, n)
@@ -22,7 +30,7 @@ func TestOriginFeedersSendEachPieceOnce(t *testing.T) {
 		addrs[i] = nodes[i].Addr()
 	}
 	uses := []OriginUse{{Share: 0, Of: 2}, {Share: 1, Of: 2}, {Fallback: time.Minute}, {Fallback: time.Minute}}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, n)

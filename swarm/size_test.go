@@ -2,6 +2,8 @@ package swarm
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -133,4 +135,37 @@ func leechRaw(t *testing.T, m release.Manifest, origin string, clamp bool) (done
 			}
 		}
 	}
+}
+
+// longTest skips the test unless SWARM_TEST_LONG is set (make test-long).
+func longTest(t *testing.T) {
+	t.Helper()
+	if os.Getenv("SWARM_TEST_LONG") == "" {
+		t.Skip("set SWARM_TEST_LONG=1 (make test-long) to run")
+	}
+}
+
+// longTimeout bounds a fetch of a GiB under the race detector.
+const longTimeout = 15 * time.Minute
+
+// TestFetchGiBAlone fetches 1 GiB with one node alone with the origin,
+// uncapped and with the origin's upload capped.
+func TestFetchGiBAlone(t *testing.T) {
+	longTest(t)
+	b := newBundle(t, 1<<30)
+	for _, rate := range []int64{0, 128 << 20} {
+		t.Run(fmt.Sprintf("origin-rate-%d", rate), func(t *testing.T) {
+			origin := newOrigin(t, b, Config{UploadRate: rate})
+			l := newClient(t, Config{})
+			fetchWatched(t, l, b.m, Sources{Origins: []string{origin.Addr()}}, longTimeout)
+			checkFetched(t, l, b)
+		})
+	}
+}
+
+// TestFeederShareOverQuarterGiB gives each of two feeders a share of
+// 512 MiB from the origin.
+func TestFeederShareOverQuarterGiB(t *testing.T) {
+	longTest(t)
+	checkFeeders(t, 1<<30, longTimeout)
 }
