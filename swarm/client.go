@@ -50,11 +50,15 @@ const (
 	// the per-connection request buffer as the burst.
 	rateBurst = 256 << 10
 	// requestWindow is how many requests a node keeps in flight to one
-	// peer, and peerRequestBudget the bytes an uploader lets one
-	// connection's requests hold while it reads and sends them. The two
-	// must agree (window × chunk ≤ budget); see clampRequestWindow.
+	// peer: 4 MiB of 64 KiB chunks, plenty for a datacenter's round trips.
+	// peerRequestBudget is the bytes an uploader lets one connection's
+	// requests hold while it reads and sends them. A window larger than
+	// the budget stalls the connection for good (see clampRequestWindow).
+	// The budget is what anacrolix lets any peer keep in flight at the
+	// usual 16 KiB (1024 requests, localClientReqq), so a client that is
+	// not swarm cannot stall it either; swarm peers use a quarter of it.
 	requestWindow     = 64
-	peerRequestBudget = requestWindow * chunkSize
+	peerRequestBudget = 1024 * 16 << 10
 	// maxHalfOpenConnsPerTorrent caps concurrent dials per release.
 	maxHalfOpenConnsPerTorrent = 25
 	// writerWakeInterval bounds how long a connection's writer sleeps.
@@ -67,8 +71,12 @@ const (
 	writerWakeInterval = time.Second
 )
 
-// A chunk larger than the limiters' burst would be refused by every peer.
-const _ = uint(rateBurst - chunkSize)
+// A chunk larger than the limiters' burst would be refused by every peer,
+// and a window larger than the budget stalls.
+const (
+	_ = uint(rateBurst - chunkSize)
+	_ = uint(peerRequestBudget - requestWindow*chunkSize)
+)
 
 // Client seeds and fetches release bundles over BitTorrent. Create it with
 // New, bind it with Start, and Close it when done.
@@ -266,9 +274,10 @@ func (c *Client) clientConfig() (*torrent.ClientConfig, error) {
 // request whose reservation is not granted, it waits for budget that only
 // sending already-read requests frees; once those are sent, the budget is
 // held by granted requests nobody reads, and the connection hangs with
-// both sides waiting. TestAnacrolixUploadStallsPastItsBudget shows it.
-// With at most budget ÷ chunk requests in flight, every reservation is
-// granted on arrival and the reader never waits.
+// both sides waiting. TestAnacrolixUploadStallsPastItsBudget shows it;
+// docs/anacrolix.md has the whole story. With at most budget ÷ chunk
+// requests in flight, every reservation is granted on arrival and the
+// reader never waits.
 //
 // Every swarm node sends an extended handshake, so every window is set
 // here; a peer that sends none keeps anacrolix's default of 250 requests.

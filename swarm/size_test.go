@@ -59,11 +59,11 @@ func TestFetchLargeAlone(t *testing.T) {
 // TestAnacrolixUploadStallsPastItsBudget shows the library behaviour that
 // clampRequestWindow works around: a leecher with swarm's configuration
 // but without the clamp keeps more requests in flight than the uploader's
-// budget, and the connection stops for good after a few MiB; with the
+// budget, and the connection stops for good after some 30 MiB; with the
 // clamp the same fetch completes. If the first half fails, anacrolix no
 // longer stalls there and the clamp may be dropped.
 func TestAnacrolixUploadStallsPastItsBudget(t *testing.T) {
-	b := newBundle(t, 32<<20)
+	b := newBundle(t, 64<<20)
 	origin := newOrigin(t, b, Config{})
 	for _, clamp := range []bool{false, true} {
 		done, have := leechRaw(t, b.m, origin.Addr(), clamp)
