@@ -19,9 +19,9 @@ import (
 // aria2cArgs are the flags that make aria2c a plain client of one known
 // peer: no DHT, no local discovery, no peer exchange, no seeding after the
 // download, no preallocation, quiet.
-func aria2cArgs(dir string, p Params, magnet string) []string {
+func aria2cArgs(dir, logFile string, p Params, magnet string) []string {
 	args := []string{
-		"--dir", dir,
+		"--dir", dir, "--log", logFile, "--log-level=info",
 		"--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
 		"--seed-time=0", "--file-allocation=none", "--disable-ipv6=true",
 		"--summary-interval=0", "--console-log-level=warn", "--show-console-readout=false",
@@ -63,7 +63,7 @@ func (run *procsRun) aria2c(ctx context.Context, r *ProcsResult) (ClientRun, err
 	busy0 := machineBusySeconds()
 	run.progress(ProcsProgress{Stage: "aria2c", Total: 1})
 	start := time.Now()
-	c, err := startChild("aria2c", filepath.Join(run.logs, "aria2c.log"), run.cfg.Aria2c, aria2cArgs(out, run.cfg.Params, magnet)...)
+	c, err := startChild("aria2c", filepath.Join(run.logs, "aria2c.log"), run.cfg.Aria2c, aria2cArgs(out, filepath.Join(run.logs, "aria2c-info.log"), run.cfg.Params, magnet)...)
 	if err != nil {
 		return cr, err
 	}

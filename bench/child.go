@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -99,11 +100,14 @@ func lastLogLine(path string) string {
 	return last
 }
 
-// readAddrFile waits, bounded by timeout, for the --addr-file of c and
-// parses its key=value lines. It fails at once when c exits.
-func readAddrFile(c *child, path string, timeout time.Duration) (map[string]string, error) {
+// readAddrFile waits, bounded by ctx and timeout, for the --addr-file of c
+// and parses its key=value lines. It fails at once when c exits.
+func readAddrFile(ctx context.Context, c *child, path string, timeout time.Duration) (map[string]string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("waiting for %s to start: %w", c.name, err)
+		}
 		if b, err := os.ReadFile(path); err == nil {
 			m := map[string]string{}
 			for _, l := range strings.Split(string(b), "\n") {

@@ -56,7 +56,9 @@ func hostCPU(busyS, wallS float64, cores int) (frac float64, bound bool) {
 	if busyS < 0 || wallS <= 0 || cores <= 0 {
 		return 0, false
 	}
-	frac = busyS / (wallS * float64(cores))
+	// /proc/stat counts in ticks: over a short window the quotient can
+	// round past 1.
+	frac = min(busyS/(wallS*float64(cores)), 1)
 	return frac, frac > HostBoundFrac
 }
 

@@ -148,10 +148,10 @@ const startTimeout = time.Minute
 // does not end) on every path. A process that exits early, a timeout or a
 // stall is an error; the Result then holds what was measured so far and
 // must not be reported as a run.
-func RunProcs(ctx context.Context, cfg ProcsConfig, log *zap.Logger, progress func(ProcsProgress)) (ProcsResult, error) {
+func RunProcs(ctx context.Context, cfg ProcsConfig, log *zap.Logger, progress func(ProcsProgress)) (r ProcsResult, err error) {
 	p := cfg.Params
 	began := time.Now()
-	r := ProcsResult{Kind: KindProcs, Params: p, Nodes: p.Nodes, SizeBytes: p.SizeBytes}
+	r = ProcsResult{Kind: KindProcs, Params: p, Nodes: p.Nodes, SizeBytes: p.SizeBytes}
 	if err := p.Validate(); err != nil {
 		return r, fmt.Errorf("procs: %w", err)
 	}
@@ -164,10 +164,11 @@ func RunProcs(ctx context.Context, cfg ProcsConfig, log *zap.Logger, progress fu
 	if progress == nil {
 		progress = func(ProcsProgress) {}
 	}
-	defer func() { r.WallS = time.Since(began).Seconds() }()
-
 	run := &procsRun{cfg: cfg, log: log, progress: progress, logs: filepath.Join(cfg.Dir, "logs")}
-	defer run.stopAll()
+	defer func() {
+		run.stopAll()
+		r.WallS = time.Since(began).Seconds()
+	}()
 	if err := os.MkdirAll(run.logs, 0o755); err != nil {
 		return r, fmt.Errorf("procs: %w", err)
 	}
@@ -239,6 +240,9 @@ func (run *procsRun) start(ctx context.Context) error {
 	}
 	select {
 	case <-kg.done:
+	case <-ctx.Done():
+		kg.stop(0)
+		return fmt.Errorf("keygen: %w", ctx.Err())
 	case <-time.After(startTimeout):
 		kg.stop(0)
 		return errors.New("keygen did not finish within a minute")
@@ -259,7 +263,7 @@ func (run *procsRun) start(ctx context.Context) error {
 	if run.seeder, err = startChild("seeder", filepath.Join(run.logs, "seeder.log"), run.cfg.Binary, args...); err != nil {
 		return err
 	}
-	addrs, err := readAddrFile(run.seeder, filepath.Join(dir, "seeder.addrs"), startTimeout)
+	addrs, err := readAddrFile(ctx, run.seeder, filepath.Join(dir, "seeder.addrs"), startTimeout)
 	if err != nil {
 		return err
 	}
@@ -288,7 +292,7 @@ func (run *procsRun) start(ctx context.Context) error {
 		run.agentDirs = append(run.agentDirs, data)
 	}
 	for i, a := range run.agents {
-		if _, err := readAddrFile(a, filepath.Join(dir, a.name+".addrs"), startTimeout); err != nil {
+		if _, err := readAddrFile(ctx, a, filepath.Join(dir, a.name+".addrs"), startTimeout); err != nil {
 			return err
 		}
 		run.progress(ProcsProgress{Stage: "starting", Active: i + 1, Total: p.Nodes})

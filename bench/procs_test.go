@@ -100,3 +100,27 @@ func TestRunProcs(t *testing.T) {
 	t.Logf("N=2 4 MiB: %.2fs, %.1f MiB/s, origin %.2f F, %.1f CPU-s/GiB, RSS %d MiB, host %.0f%%; aria2c %+v",
 		r.CompletionS, r.MiBPerS, r.OriginEgressRatio, r.CPUSPerGiB, r.RSSPerAgentBytes>>20, 100*r.HostCPUFrac, r.Aria2c)
 }
+
+func TestRunProcsFailsCleanly(t *testing.T) {
+	bin := swarmBinary(t)
+	p := Params{Nodes: 2, SizeBytes: 1 << 20, Seed: 1}
+	t.Run("a process that exits early", func(t *testing.T) {
+		_, err := RunProcs(context.Background(), ProcsConfig{Binary: "/bin/false", Params: p, Dir: t.TempDir()}, zaptest.NewLogger(t), nil)
+		if err == nil || !strings.Contains(err.Error(), "keygen exited early") {
+			t.Fatalf("err = %v, want keygen exited early", err)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := RunProcs(ctx, ProcsConfig{Binary: bin, Params: p, Dir: t.TempDir()}, zaptest.NewLogger(t), nil)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the deadline", err)
+		}
+		// Every process is stopped before RunProcs returns.
+		if took := time.Since(start); took > 30*time.Second {
+			t.Errorf("took %s to give up", took)
+		}
+	})
+}
