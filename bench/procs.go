@@ -133,6 +133,9 @@ type ProcsProgress struct {
 // procsApp is the app a process-level run publishes.
 const procsApp = "bench"
 
+// LogsDir is where RunProcs keeps the processes' logs under ProcsConfig.Dir.
+func LogsDir(dir string) string { return filepath.Join(dir, "logs") }
+
 // stopGrace is how long a stopped process may take before it is killed.
 const stopGrace = 10 * time.Second
 
@@ -164,7 +167,7 @@ func RunProcs(ctx context.Context, cfg ProcsConfig, log *zap.Logger, progress fu
 	if progress == nil {
 		progress = func(ProcsProgress) {}
 	}
-	run := &procsRun{cfg: cfg, log: log, progress: progress, logs: filepath.Join(cfg.Dir, "logs")}
+	run := &procsRun{cfg: cfg, log: log, progress: progress, logs: LogsDir(cfg.Dir)}
 	defer func() {
 		run.stopAll()
 		r.WallS = time.Since(began).Seconds()
@@ -457,8 +460,8 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 			if sum := mean + float64(active); sum != lastProgress {
 				lastProgress, progressAt = sum, time.Now()
 			} else if time.Since(progressAt) > run.cfg.StallTimeout {
-				return fmt.Errorf("stalled: no agent progressed for %s (%d of %d active, mean progress %.0f%%); see the logs in %s",
-					run.cfg.StallTimeout, active, len(run.agents), 100*mean, run.logs)
+				return fmt.Errorf("stalled: no agent progressed for %s (%d of %d active, mean progress %.0f%%)",
+					run.cfg.StallTimeout, active, len(run.agents), 100*mean)
 			}
 			run.progress(ProcsProgress{Stage: "swarm", Active: active, Total: len(run.agents), Progress: mean, Elapsed: time.Since(r.Start)})
 		}

@@ -568,7 +568,13 @@ func benchProcsRun(ctx context.Context, ios streams, g *globalOptions, o *benchP
 	res, err := bench.RunProcs(ctx, bench.ProcsConfig{Binary: bin, Params: p, Dir: dir, Aria2c: aria2c, StallTimeout: o.stall}, log, pl.update)
 	pl.finish()
 	if err != nil {
-		return fmt.Errorf("bench procs N=%d %s: %w", p.Nodes, humanBytes(p.SizeBytes), err)
+		logs := bench.LogsDir(dir)
+		if o.dir == "" { // the scratch directory goes; its logs stay
+			if kept, kerr := os.MkdirTemp("", "swarm-procs-logs-"); kerr == nil && os.Rename(logs, filepath.Join(kept, "logs")) == nil {
+				logs = filepath.Join(kept, "logs")
+			}
+		}
+		return fmt.Errorf("bench procs N=%d %s: %w; the processes' logs are in %s", p.Nodes, humanBytes(p.SizeBytes), err, logs)
 	}
 	if o.out != "" {
 		if err := appendJSONLine(o.out, res); err != nil {
