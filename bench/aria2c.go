@@ -111,6 +111,7 @@ wait:
 	if busy0 >= 0 && busy1 >= 0 {
 		cr.HostCPUFrac, cr.HostBound = hostCPU(busy1-busy0, cr.WallS, hostCores())
 	}
+	addProcsNote(r, "aria2c's wall includes its start, a tracker announce, the metadata fetch (BEP 9) and its one-second engine ticks: seconds that matter only for small releases")
 	if err := checkFetched(out, run.releaseID); err != nil {
 		return cr, err
 	}
@@ -163,4 +164,12 @@ func dirBytes(dir string) int64 {
 		}
 	}
 	return n
+}
+
+// addProcsNote appends one remark to r.Notes.
+func addProcsNote(r *ProcsResult, note string) {
+	if r.Notes != "" {
+		r.Notes += "; "
+	}
+	r.Notes += note
 }
