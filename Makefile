@@ -9,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # large cases live behind `make test-long` and the benchmarks.
 TESTFLAGS   ?= -race -count=1 -timeout 15m
 
-.PHONY: help build test test-long lint bench bench-full bench-go demo tidy clean
+.PHONY: help build test test-long lint bench bench-full bench-size bench-go demo tidy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ bench: build ## a quick sweep (a few minutes): rewrites the quick tables in BENC
 
 bench-full: build ## the full sweeps BENCHMARKS.md reports (about an hour)
 	bash scripts/bench.sh $(BIN) full
+
+bench-size: build ## release size sweep, agents as separate processes, aria2c beside N=1 (.bench/size/)
+	bash scripts/bench-size.sh $(BIN)
 
 bench-go: ## the Go micro-benchmarks (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

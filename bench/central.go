@@ -92,6 +92,7 @@ func RunCentral(ctx context.Context, p Params, bundlePath string, progress func(
 		errs []error
 		wg   sync.WaitGroup
 	)
+	baseRSS := rssMiB() // the server alone
 	meter.markCPU()
 	r.Start = time.Now()
 	for i := range p.Nodes {
@@ -114,6 +115,7 @@ func RunCentral(ctx context.Context, p Params, bundlePath string, progress func(
 	wg.Wait()
 	var others float64
 	r.CPUSeconds, others = meter.cpuSince()
+	busyS, windowS := meter.hostSince()
 	noteContention(&r, others)
 	// A client can finish before its handler has counted the last write.
 	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
@@ -121,6 +123,11 @@ func RunCentral(ctx context.Context, p Params, bundlePath string, progress func(
 	scancel()
 	r.OriginBytes = served.Load()
 	meter.finish(&r)
+	setCost(&r, costSample{
+		CPUS: r.CPUSeconds, Delivered: int64(p.Nodes) * size,
+		PeakRSS: int64(r.PeakRSSMiB * (1 << 20)), BaseRSS: int64(baseRSS * (1 << 20)), Nodes: p.Nodes,
+		BusyS: busyS, WallS: windowS, Cores: hostCores(),
+	})
 	r.Finish()
 	if len(errs) > 0 {
 		return r, fmt.Errorf("central: %d of %d clients failed: %w", len(errs), p.Nodes, errors.Join(errs[:min(len(errs), 3)]...))

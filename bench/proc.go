@@ -175,6 +175,17 @@ func (m *procMeter) cpuSince() (own, othersCores float64) {
 	return own, max(0, (busy-m.busyMark-own)/wall)
 }
 
+// hostSince reports the CPU seconds every process on the machine used
+// since markCPU (-1 if unknown) and the wall seconds since it.
+func (m *procMeter) hostSince() (busyS, wallS float64) {
+	wallS = time.Since(m.wallMark).Seconds()
+	busy := machineBusySeconds()
+	if busy < 0 || m.busyMark < 0 {
+		return -1, wallS
+	}
+	return busy - m.busyMark, wallS
+}
+
 // noteContention records in r that other processes used the CPU during the
 // measured window, when they used a tenth of a core or more.
 func noteContention(r *Result, othersCores float64) {

@@ -116,6 +116,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 		addNote(&r, fmt.Sprintf("piece length %d asked, the seeder uses %d", p.PieceLength, b.Manifest.PieceLength))
 	}
 	r.Params.PieceLength = b.Manifest.PieceLength
+	baseRSS := rssMiB() // the seeder alone: what the agents add is theirs
 	if err := addAgents(ctx, c, p.Nodes); err != nil {
 		return r, fmt.Errorf("real: %w", err)
 	}
@@ -135,6 +136,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 	waitErr := waitAllActive(ctx, nodes, pub.ReleaseID, progress)
 	var others float64
 	r.CPUSeconds, others = meter.cpuSince()
+	busyS, windowS := meter.hostSince()
 	noteContention(&r, others)
 
 	r.OriginBytes = c.Seeder.TorrentStats().BytesSent
@@ -195,6 +197,11 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 
 	closeCluster()
 	meter.finish(&r)
+	setCost(&r, costSample{
+		CPUS: r.CPUSeconds, Delivered: int64(p.Nodes) * p.SizeBytes,
+		PeakRSS: int64(r.PeakRSSMiB * (1 << 20)), BaseRSS: int64(baseRSS * (1 << 20)), Nodes: p.Nodes,
+		BusyS: busyS, WallS: windowS, Cores: hostCores(),
+	})
 	r.Finish()
 	if waitErr != nil {
 		return r, fmt.Errorf("real: %w", waitErr)

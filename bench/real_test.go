@@ -102,6 +102,9 @@ func checkRealResult(t *testing.T, r Result, p Params) {
 	if r.CPUSeconds <= 0 || r.PeakRSSMiB <= 0 || r.Goroutines <= 0 || r.WallS < r.CompletionS {
 		t.Errorf("cost: cpu %.2fs, rss %.0f MiB, goroutines %d, wall %.2fs", r.CPUSeconds, r.PeakRSSMiB, r.Goroutines, r.WallS)
 	}
+	if r.CPUSPerGiB <= 0 || r.HostCPUFrac <= 0 || r.RSSPerAgentBytes < 0 || r.HostBound != (r.HostCPUFrac > HostBoundFrac) {
+		t.Errorf("cost per node: cpu %.2f s/GiB, rss/agent %d, host %.2f bound %v", r.CPUSPerGiB, r.RSSPerAgentBytes, r.HostCPUFrac, r.HostBound)
+	}
 	if r.Params.PieceLength <= 0 {
 		t.Errorf("piece length not filled in")
 	}

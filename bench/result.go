@@ -98,7 +98,23 @@ type Result struct {
 	PeakRSSMiB float64 `json:"peak_rss_mib,omitempty"`
 	Goroutines int     `json:"goroutines,omitempty"`
 	WallS      float64 `json:"wall_s"`
-	Notes      string  `json:"notes,omitempty"`
+
+	// Cost per node (real and central runs), over the same window as
+	// CPUSeconds. CPUSPerGiB is the process's CPU seconds per GiB delivered
+	// to the nodes (N × F). RSSPerAgentBytes is the process's peak RSS less
+	// its RSS just before the agents (or clients) started, divided by N:
+	// in one process this is an attribution, not a measurement of one node
+	// (`swarm bench procs` measures agents as separate processes).
+	// HostCPUFrac is the machine-wide busy CPU over the window ÷ (wall ×
+	// cores), every process counted; HostBound is HostCPUFrac above
+	// HostBoundFrac: the run measured the host, not the protocol. Absent
+	// (zero, false) where not measured, as for simulated runs.
+	CPUSPerGiB       float64 `json:"cpu_s_per_gib,omitempty"`
+	RSSPerAgentBytes int64   `json:"rss_per_agent_bytes,omitempty"`
+	HostCPUFrac      float64 `json:"host_cpu_frac,omitempty"`
+	HostBound        bool    `json:"host_bound,omitempty"`
+
+	Notes string `json:"notes,omitempty"`
 }
 
 // Finish fills the derived fields from Completions, OriginBytes and the

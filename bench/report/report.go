@@ -55,6 +55,7 @@ var csvHeader = []string{
 	"completion_s", "completion_p50_s", "completion_p90_s", "t_star_s", "completion_ratio",
 	"origin_bytes", "origin_egress_ratio", "peer_share", "duplicate_bytes",
 	"gossip_99_s", "gossip_100_s", "cpu_s", "peak_rss_mib", "goroutines", "wall_s",
+	"cpu_s_per_gib", "rss_per_agent_bytes", "host_cpu_frac", "host_bound",
 }
 
 // WriteCSV writes a header and one row per result, for spreadsheets and
@@ -87,6 +88,10 @@ func WriteCSV(w io.Writer, rs ...bench.Result) error {
 			csvFloat(r.PeakRSSMiB),
 			strconv.Itoa(r.Goroutines),
 			csvFloat(r.WallS),
+			csvFloat(r.CPUSPerGiB),
+			strconv.FormatInt(r.RSSPerAgentBytes, 10),
+			csvFloat(r.HostCPUFrac),
+			strconv.FormatBool(r.HostBound),
 		}
 		if err := cw.Write(row); err != nil {
 			return fmt.Errorf("write csv row %d: %w", i+1, err)

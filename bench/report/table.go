@@ -83,8 +83,12 @@ func Table(rs []bench.Result) string {
 	t.col("completion ÷ T*", true)
 	t.col("swarm origin ÷ F", true)
 	t.col("peer share", true)
+	t.col("swarm CPU-s/GiB", true)
+	t.col("swarm RSS/agent MiB", true)
+	t.col("swarm host-bound", false)
 	t.col("central completion s", true)
 	t.col("central origin ÷ F", true)
+	t.col("central host-bound", false)
 	t.col("speed-up", true)
 
 	for _, rw := range rows {
@@ -107,18 +111,21 @@ func Table(rs []bench.Result) string {
 				fixed(ratio, 2),
 				fixed(s.OriginEgressRatio, 2),
 				percent(s.PeerShare),
+				fixed(s.CPUSPerGiB, 2),
+				mibCell(s.RSSPerAgentBytes),
+				hostBound(*s),
 			)
 		} else {
-			cells = append(cells, none, fixed(rw.central.TStarS, tStarD), none, none, none)
+			cells = append(cells, none, fixed(rw.central.TStarS, tStarD), none, none, none, none, none, none)
 		}
 		if c := rw.central; c != nil {
 			speedUp := none
 			if rw.swarm != nil && rw.swarm.CompletionS > 0 && c.CompletionS > 0 {
 				speedUp = fixed(c.CompletionS/rw.swarm.CompletionS, 2) + "×"
 			}
-			cells = append(cells, fixed(c.CompletionS, centralD), fixed(c.OriginEgressRatio, 2), speedUp)
+			cells = append(cells, fixed(c.CompletionS, centralD), fixed(c.OriginEgressRatio, 2), hostBound(*c), speedUp)
 		} else {
-			cells = append(cells, none, none, none)
+			cells = append(cells, none, none, none, none)
 		}
 		t.row(cells...)
 	}
@@ -323,6 +330,24 @@ func fixed(v float64, d int) string {
 		return none
 	}
 	return strconv.FormatFloat(v, 'f', d, 64)
+}
+
+// hostBound says whether a run kept the host's cores busier than
+// bench.HostBoundFrac ("yes": its timings are the machine's, not the
+// protocol's), or — where it was not measured.
+func hostBound(r bench.Result) string {
+	switch {
+	case r.HostCPUFrac == 0:
+		return none
+	case r.HostBound:
+		return "yes"
+	}
+	return "no"
+}
+
+// mibCell formats a byte count in MiB with one decimal, or — for zero.
+func mibCell(n int64) string {
+	return fixed(float64(n)/(1<<20), 1)
 }
 
 // percent formats a fraction as a percentage with one decimal.

@@ -58,6 +58,15 @@ func Text(w io.Writer, r bench.Result) error {
 	if r.PeakRSSMiB > 0 {
 		add("peak RSS", strconv.FormatFloat(r.PeakRSSMiB, 'f', 1, 64)+" MiB")
 	}
+	if r.CPUSPerGiB > 0 {
+		add("CPU per GiB delivered", sig(r.CPUSPerGiB)+" s")
+	}
+	if r.RSSPerAgentBytes > 0 {
+		add("RSS per agent", bytesText(r.RSSPerAgentBytes)+" (process peak less before the nodes started, ÷ N; an attribution)")
+	}
+	if r.HostCPUFrac > 0 {
+		add("host CPU", fmt.Sprintf("%s of the cores busy, host-bound: %s", percent(r.HostCPUFrac), hostBound(r)))
+	}
 	if r.Goroutines > 0 {
 		add("goroutines", strconv.Itoa(r.Goroutines))
 	}

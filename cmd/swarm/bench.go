@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"syscall"
@@ -99,15 +101,18 @@ T* = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) (Kumar and Ross, 2006).
 
   real    a seeder and N real agents in this process, and the same N
           downloading from one HTTP server (the central baseline)
+  procs   a seeder and N agents as separate processes: cost per agent
+          process, and aria2c beside them
   sim     the piece-level simulator of the same policy, for thousands of nodes
   gossip  N real memberlist nodes over an in-memory network
   report  tables and plots from saved results`,
 		Example: `  swarm bench real --nodes 50 --size 64MiB --node-up 2MiB --origin-up 20MiB
+  swarm bench procs --nodes 5 --size 256MiB --aria2c
   swarm bench sim --nodes 5000 --size 1GiB --node-up 1Gbit --node-down 1Gbit --origin-up 10Gbit
   swarm bench gossip --nodes 1000
   swarm bench report --in results.jsonl --plots docs/bench --markdown BENCHMARKS.md`,
 	}
-	cmd.AddCommand(newBenchRealCmd(ios, g), newBenchSimCmd(ios), newBenchGossipCmd(ios, g), newBenchReportCmd(ios))
+	cmd.AddCommand(newBenchRealCmd(ios, g), newBenchProcsCmd(ios, g), newBenchSimCmd(ios), newBenchGossipCmd(ios, g), newBenchReportCmd(ios))
 	for _, c := range cmd.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -427,4 +432,234 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("bench: --cpuprofile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+type benchProcsOptions struct {
+	nodes                    int
+	size                     string
+	nodeUp, nodeDown, origin string
+	maxConns, feeders        int
+	seed                     uint64
+	aria2c                   bool
+	bin, dir, out            string
+	json                     bool
+	timeout, stall           time.Duration
+}
+
+func newBenchProcsCmd(ios streams, g *globalOptions) *cobra.Command {
+	o := &benchProcsOptions{}
+	cmd := &cobra.Command{
+		Use:   "procs",
+		Short: "Run a seeder and N agents as separate processes and measure each one's cost",
+		Long: `procs runs this binary as 'swarm seeder' and N × 'swarm agent', each its own
+OS process on 127.0.0.1 with ports the OS chooses, publishes a random
+single-file app of --size and waits until every agent runs it. It reports
+the time from the publish to the last agent active, one agent's MiB/s, the
+seeder's writes ÷ bundle size (origin ÷ F, a slight overestimate: gossip
+and logs count too), and per agent process its CPU seconds per GiB and peak
+RSS, measured from /proc, not attributed. host-bound says whether the
+machine's cores were the limit (above 85% busy, every process counted).
+
+With --aria2c, after the agents it stops them and lets aria2c fetch the same
+release from the same seeder alone, for comparison.
+
+A process that exits early, a timeout or a stall (--stall-timeout without
+progress) ends the run with one error line and a non-zero exit; every
+process started is stopped and the scratch directory removed.`,
+		Example: `  swarm bench procs --nodes 5 --size 32MiB
+  swarm bench procs --nodes 1 --size 256MiB --aria2c --json --out .bench/size/procs.jsonl
+  swarm bench procs --nodes 20 --size 1GiB --node-up 50MiB --node-down 100MiB --origin-up 100MiB`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return benchProcsRun(cmd.Context(), ios, g, o, cmd.Flag("log-level").Changed)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.nodes, "nodes", 5, "number of agent processes")
+	f.StringVar(&o.size, "size", "32MiB", "payload size, e.g. 32MiB, 1GiB")
+	f.StringVar(&o.nodeUp, "node-up", "0", "each agent's upload cap per second, e.g. 50MiB, 1Gbit (0 = none)")
+	f.StringVar(&o.nodeDown, "node-down", "0", "each agent's download cap per second (0 = none)")
+	f.StringVar(&o.origin, "origin-up", "0", "the seeder's upload cap per second (0 = none)")
+	f.IntVar(&o.maxConns, "max-conns", 0, "BitTorrent connections per release and process (0 = the daemons' default)")
+	f.IntVar(&o.feeders, "origin-feeders", -1, "agents that fetch from the origin, each a share of the pieces (0 = every agent, -1 = automatic)")
+	f.Uint64Var(&o.seed, "seed", 1, "seed of the payload's bytes")
+	f.BoolVar(&o.aria2c, "aria2c", false, "then fetch the same release with aria2c from the seeder alone (aria2c must be on PATH)")
+	f.StringVar(&o.bin, "bin", "", "swarm binary to run (default: this one)")
+	f.StringVar(&o.dir, "dir", "", "scratch directory (default: a new temporary one, removed afterwards)")
+	f.BoolVar(&o.json, "json", false, "print the result as one JSON object instead of a summary")
+	f.StringVar(&o.out, "out", "", "also append the result to this file (JSON Lines; read by 'swarm bench report --procs')")
+	f.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
+	f.DurationVar(&o.stall, "stall-timeout", 2*time.Minute, "give up when no agent progressed for this long")
+	return cmd
+}
+
+// params turns the procs flags into bench.Params; rates may be 0 (no cap).
+func (o *benchProcsOptions) params() (bench.Params, error) {
+	p := bench.Params{Nodes: o.nodes, MaxConns: o.maxConns, Seed: o.seed}
+	if o.nodes <= 0 {
+		return p, usageErrorf("bench procs: --nodes %d: need at least one agent", o.nodes)
+	}
+	var err error
+	if p.SizeBytes, err = parseBytes(o.size); err != nil || p.SizeBytes <= 0 {
+		return p, usageErrorf("bench procs: --size %q: give a positive size such as 32MiB", o.size)
+	}
+	for _, r := range []struct {
+		flag, v string
+		dst     *int64
+	}{{"--node-up", o.nodeUp, &p.NodeUp}, {"--node-down", o.nodeDown, &p.NodeDown}, {"--origin-up", o.origin, &p.OriginUp}} {
+		n, err := parseRate(r.v)
+		if err != nil || n < 0 {
+			return p, usageErrorf("bench procs: %s %q: give a rate such as 50MiB or 1Gbit (per second), or 0 for none", r.flag, r.v)
+		}
+		*r.dst = n
+	}
+	switch {
+	case o.feeders == -1:
+		p.OriginFeeders = bench.AutoFeeders(p)
+	case o.feeders < -1:
+		return p, usageErrorf("bench procs: --origin-feeders %d: give a count, 0 for none, or -1 for automatic", o.feeders)
+	default:
+		p.OriginFeeders = o.feeders
+	}
+	if o.maxConns < 0 {
+		return p, usageErrorf("bench procs: --max-conns %d must not be negative", o.maxConns)
+	}
+	if o.stall <= 0 || o.timeout <= 0 {
+		return p, usageErrorf("bench procs: --timeout and --stall-timeout must be positive")
+	}
+	return p, nil
+}
+
+func benchProcsRun(ctx context.Context, ios streams, g *globalOptions, o *benchProcsOptions, logLevelSet bool) error {
+	p, err := o.params()
+	if err != nil {
+		return err
+	}
+	bin := o.bin
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return fmt.Errorf("bench procs: find this binary: %w; give --bin", err)
+		}
+	}
+	aria2c := ""
+	if o.aria2c {
+		if aria2c, err = exec.LookPath("aria2c"); err != nil {
+			return usageErrorf("bench procs: --aria2c: no aria2c on PATH; install it (apt-get install -y aria2)")
+		}
+	}
+	dir := o.dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "swarm-procs-"); err != nil {
+			return fmt.Errorf("bench procs: %w", err)
+		}
+		defer os.RemoveAll(dir)
+	}
+	if err := checkProcsDisk(dir, p, o.aria2c); err != nil {
+		return err
+	}
+	log := zap.NewNop()
+	if logLevelSet {
+		if log, err = newLogger(g, ios.Err); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	pl := newProgressLine(ios, fmt.Sprintf("procs N=%d %s", p.Nodes, humanBytes(p.SizeBytes)))
+	res, err := bench.RunProcs(ctx, bench.ProcsConfig{Binary: bin, Params: p, Dir: dir, Aria2c: aria2c, StallTimeout: o.stall}, log, pl.update)
+	pl.finish()
+	if err != nil {
+		logs := bench.LogsDir(dir)
+		if o.dir == "" { // the scratch directory goes; its logs stay
+			if kept, kerr := os.MkdirTemp("", "swarm-procs-logs-"); kerr == nil && os.Rename(logs, filepath.Join(kept, "logs")) == nil {
+				logs = filepath.Join(kept, "logs")
+			}
+		}
+		return fmt.Errorf("bench procs N=%d %s: %w; the processes' logs are in %s", p.Nodes, humanBytes(p.SizeBytes), err, logs)
+	}
+	if o.out != "" {
+		if err := appendJSONLine(o.out, res); err != nil {
+			return fmt.Errorf("bench procs: --out: %w", err)
+		}
+	}
+	if o.json {
+		return json.NewEncoder(ios.Out).Encode(res)
+	}
+	return report.ProcsText(ios.Out, res)
+}
+
+// appendJSONLine appends v as one JSON line to path.
+func appendJSONLine(path string, v any) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := json.NewEncoder(f).Encode(v); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// checkProcsDisk refuses a process-level run that cannot fit on the scratch
+// disk: the payload, the packed bundle and the seeder's copy, per agent a
+// bundle and an unpacked release, and aria2c's copy.
+func checkProcsDisk(dir string, p bench.Params, aria2c bool) error {
+	need := 3*p.SizeBytes + int64(p.Nodes)*2*p.SizeBytes
+	if aria2c {
+		need += p.SizeBytes
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("bench procs: scratch dir %s: %w", dir, err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; need > free {
+		return usageErrorf("bench procs: --nodes %d × --size %s needs about %s on %s, only %s free; use fewer nodes, a smaller size or --dir on a bigger disk",
+			p.Nodes, humanBytes(p.SizeBytes), humanBytes(need), dir, humanBytes(free))
+	}
+	return nil
+}
+
+// progressLine shows a run's progress on stderr: redrawn in place on a
+// terminal, otherwise a line when the stage changes and every 10 seconds.
+type progressLine struct {
+	w        io.Writer
+	what     string
+	terminal bool
+	stage    string
+	last     time.Time
+	drawn    bool
+}
+
+func newProgressLine(ios streams, what string) *progressLine {
+	f, ok := ios.Err.(*os.File)
+	return &progressLine{w: ios.Err, what: what, terminal: ok && isTerminal(f)}
+}
+
+func (l *progressLine) update(p bench.ProcsProgress) {
+	now := time.Now()
+	if p.Stage == l.stage && now.Sub(l.last) < 10*time.Second && !(l.terminal && now.Sub(l.last) >= 200*time.Millisecond) {
+		return
+	}
+	l.stage, l.last = p.Stage, now
+	var line string
+	switch p.Stage {
+	case "starting":
+		line = fmt.Sprintf("%s: starting, %d of %d agents up", l.what, p.Active, p.Total)
+	case "swarm":
+		line = fmt.Sprintf("%s: swarm, %d of %d agents active, mean progress %.0f%%, %.0fs", l.what, p.Active, p.Total, 100*p.Progress, p.Elapsed.Seconds())
+	default:
+		line = fmt.Sprintf("%s: %s, %.0f%%, %.0fs", l.what, p.Stage, 100*p.Progress, p.Elapsed.Seconds())
+	}
+	if l.terminal {
+		fmt.Fprintf(l.w, "\r\033[K%s", line)
+		l.drawn = true
+		return
+	}
+	fmt.Fprintln(l.w, line)
+}
+
+func (l *progressLine) finish() {
+	if l.drawn {
+		fmt.Fprintln(l.w)
+	}
 }

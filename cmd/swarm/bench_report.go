@@ -19,6 +19,7 @@ import (
 
 type benchReportOptions struct {
 	real, sim, validate, gossip string
+	procs                       string
 	validateReal                string
 	plots, markdown, csv        string
 	prefix                      string
@@ -32,8 +33,8 @@ func newBenchReportCmd(ios streams) *cobra.Command {
 		Short: "Tables and plots from saved bench results",
 		Long: `report reads results saved with --out (JSON Lines) and prints Markdown
 tables: the real sweep beside the central baseline, the simulated sweep, the
-simulator validated against real runs with the same parameters, and gossip
-convergence. With --markdown it rewrites the matching sections of that file
+simulator validated against real runs with the same parameters, gossip
+convergence, and the process-level size table (--procs). With --markdown it rewrites the matching sections of that file
 in place (between <!-- bench:NAME --> markers); with --plots it draws PNGs.`,
 		Example: `  swarm bench report --real real.jsonl --sim sim.jsonl --validate validate.jsonl \
     --gossip gossip.jsonl --plots docs/bench --markdown BENCHMARKS.md`,
@@ -45,6 +46,7 @@ in place (between <!-- bench:NAME --> markers); with --plots it draws PNGs.`,
 	f.StringVar(&o.validate, "validate", "", "results of 'swarm bench sim' run with the same parameters as the real runs of --validate-real (or --real)")
 	f.StringVar(&o.validateReal, "validate-real", "", "real results to validate against (default: --real); lets validation use other parameters than the sweep")
 	f.StringVar(&o.gossip, "gossip", "", "results of 'swarm bench gossip --json'")
+	f.StringVar(&o.procs, "procs", "", "results of 'swarm bench procs' (the size table: section size)")
 	f.StringVar(&o.csv, "csv", "", "also write every result as CSV to this file")
 	f.StringVar(&o.plots, "plots", "", "write PNG plots into this directory")
 	f.StringVar(&o.markdown, "markdown", "", "rewrite the bench sections of this Markdown file")
@@ -54,8 +56,8 @@ in place (between <!-- bench:NAME --> markers); with --plots it draws PNGs.`,
 }
 
 func benchReportRun(ios streams, o *benchReportOptions) error {
-	if o.real == "" && o.sim == "" && o.validate == "" && o.gossip == "" {
-		return usageErrorf("bench report: give at least one of --real, --sim, --validate, --gossip")
+	if o.real == "" && o.sim == "" && o.validate == "" && o.gossip == "" && o.procs == "" {
+		return usageErrorf("bench report: give at least one of --real, --sim, --validate, --gossip, --procs")
 	}
 	sections := map[string]string{}
 	var all []bench.Result
@@ -100,7 +102,14 @@ func benchReportRun(ios streams, o *benchReportOptions) error {
 		}
 		sections["gossip"] = report.GossipTable(rows)
 	}
-	for _, name := range []string{"real", "sim", "validation", "gossip"} {
+	if o.procs != "" {
+		rs, err := readProcs(o.procs)
+		if err != nil {
+			return err
+		}
+		sections["size"] = report.SizeTable(rs)
+	}
+	for _, name := range []string{"real", "sim", "validation", "gossip", "size"} {
 		if s, ok := sections[name]; ok {
 			fmt.Fprintf(ios.Out, "## %s\n\n%s\n", name, s)
 		}
@@ -153,6 +162,22 @@ func readResults(path string) ([]bench.Result, error) {
 	}
 	defer f.Close()
 	rs, err := report.ReadJSON(f)
+	if err != nil {
+		return nil, fmt.Errorf("bench report: %s: %w", path, err)
+	}
+	if len(rs) == 0 {
+		return nil, usageErrorf("bench report: %s holds no results", path)
+	}
+	return rs, nil
+}
+
+func readProcs(path string) ([]bench.ProcsResult, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usageErrorf("bench report: %w", err)
+	}
+	defer f.Close()
+	rs, err := report.ReadProcsJSON(f)
 	if err != nil {
 		return nil, fmt.Errorf("bench report: %s: %w", path, err)
 	}
