@@ -55,10 +55,9 @@ func (run *procsRun) aria2c(ctx context.Context, r *ProcsResult) (ClientRun, err
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return cr, err
 	}
-	seederPID := run.seeder.cmd.Process.Pid
-	wchar0, err := pidWrittenBytes(seederPID)
+	st0, err := run.status(ctx)
 	if err != nil {
-		return cr, fmt.Errorf("seeder: %w", err)
+		return cr, err
 	}
 	busy0 := machineBusySeconds()
 	run.progress(ProcsProgress{Stage: "aria2c", Total: 1})
@@ -93,9 +92,9 @@ wait:
 	}
 	cr.WallS = time.Since(start).Seconds()
 	busy1 := machineBusySeconds()
-	wchar1, err := pidWrittenBytes(seederPID)
+	st1, err := run.status(ctx)
 	if err != nil {
-		return cr, fmt.Errorf("seeder: %w", err)
+		return cr, err
 	}
 	if c.err != nil {
 		return cr, fmt.Errorf("exited with %v: %s", c.err, lastLogLine(c.log))
@@ -106,7 +105,7 @@ wait:
 	}
 	cr.CPUSPerGiB = cpuPerGiB(cr.CPUS, r.BundleBytes)
 	cr.MiBPerS = float64(r.BundleBytes) / (1 << 20) / cr.WallS
-	cr.OriginBytes = max(wchar1-wchar0, 0)
+	cr.OriginBytes = max(st1.OriginBytesSent-st0.OriginBytesSent, 0)
 	cr.OriginEgressRatio = float64(cr.OriginBytes) / float64(r.BundleBytes)
 	if busy0 >= 0 && busy1 >= 0 {
 		cr.HostCPUFrac, cr.HostBound = hostCPU(busy1-busy0, cr.WallS, hostCores())

@@ -157,12 +157,6 @@ func pidPeakRSS(pid int) (int64, error) {
 	return procField(fmt.Sprintf("/proc/%d/status", pid), "VmHWM:", 1024)
 }
 
-// pidWrittenBytes is what process pid has passed to write and send calls
-// (wchar in /proc/PID/io): files, pipes and sockets alike.
-func pidWrittenBytes(pid int) (int64, error) {
-	return procField(fmt.Sprintf("/proc/%d/io", pid), "wchar:", 1)
-}
-
 // procField reads the first number after field in a /proc key: value file,
 // times unit.
 func procField(path, field string, unit int64) (int64, error) {

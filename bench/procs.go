@@ -64,11 +64,9 @@ type ProcsResult struct {
 	Completions []float64 `json:"completions_s"`
 	MiBPerS     float64   `json:"mib_per_s"`
 
-	// OriginBytes is what the seeder process wrote (wchar of
-	// /proc/PID/io) from the publish's return to the last agent active,
-	// less the status answers this run read: BitTorrent payload and
-	// protocol plus gossip and log lines, so a slight overestimate of
-	// origin egress. OriginEgressRatio is OriginBytes ÷ BundleBytes.
+	// OriginBytes is the BitTorrent payload the seeder uploaded (its
+	// status's origin_bytes_sent) from the publish's return to the last
+	// agent active. OriginEgressRatio is OriginBytes ÷ BundleBytes.
 	OriginBytes       int64   `json:"origin_bytes"`
 	OriginEgressRatio float64 `json:"origin_egress_ratio"`
 
@@ -219,7 +217,6 @@ type procsRun struct {
 	agentDirs     []string
 	magnet        string
 	releaseID     release.ID
-	statusRead    int64 // bytes of status answers read from the seeder
 }
 
 // stopAll stops every process still running.
@@ -355,7 +352,6 @@ func (run *procsRun) status(ctx context.Context) (seeder.Status, error) {
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	run.statusRead += int64(len(body))
 	if err != nil {
 		return st, fmt.Errorf("seeder status: %w", err)
 	}
@@ -421,11 +417,10 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	wchar0, err := pidWrittenBytes(seederPID)
+	st0, err := run.status(ctx)
 	if err != nil {
-		return fmt.Errorf("seeder: %w", err)
+		return err
 	}
-	run.statusRead = 0
 	run.magnet, run.releaseID = pub.Magnet, pub.ReleaseID
 
 	done := make([]float64, len(run.agents)) // seconds to active, 0 = not yet
@@ -477,9 +472,9 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 	}
 	window := time.Since(r.Start).Seconds()
 	busy1 := machineBusySeconds()
-	wchar1, err := pidWrittenBytes(seederPID)
+	st1, err := run.status(ctx)
 	if err != nil {
-		return fmt.Errorf("seeder: %w", err)
+		return err
 	}
 	delivered := int64(len(run.agents)) * r.BundleBytes
 	var sumCPU float64
@@ -516,7 +511,7 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 	slices.Sort(r.Completions)
 	r.CompletionS = r.Completions[len(r.Completions)-1]
 	r.MiBPerS = float64(r.BundleBytes) / (1 << 20) / r.CompletionS
-	r.OriginBytes = max(wchar1-wchar0-run.statusRead, 0)
+	r.OriginBytes = max(st1.OriginBytesSent-st0.OriginBytesSent, 0)
 	r.OriginEgressRatio = float64(r.OriginBytes) / float64(r.BundleBytes)
 	if busy0 >= 0 && busy1 >= 0 {
 		r.HostCPUFrac, r.HostBound = hostCPU(busy1-busy0, window, hostCores())

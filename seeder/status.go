@@ -10,9 +10,12 @@ import (
 // Status is the cluster as the seeder sees it through gossip. Its JSON form
 // is what `swarm status --json` prints: scripts depend on these field names.
 type Status struct {
-	Seeders []NodeStatus    `json:"seeders"`
-	Nodes   []NodeStatus    `json:"nodes"`
-	Desired []DesiredStatus `json:"desired"`
+	// OriginBytesSent is the BitTorrent payload this seeder has uploaded
+	// since it started: its origin egress.
+	OriginBytesSent int64           `json:"origin_bytes_sent"`
+	Seeders         []NodeStatus    `json:"seeders"`
+	Nodes           []NodeStatus    `json:"nodes"`
+	Desired         []DesiredStatus `json:"desired"`
 }
 
 // NodeStatus is one member and its apps.
@@ -52,6 +55,9 @@ type DesiredStatus struct {
 // Status assembles cluster status from gossip.
 func (s *Seeder) Status() Status {
 	st := Status{Seeders: []NodeStatus{}, Nodes: []NodeStatus{}, Desired: []DesiredStatus{}}
+	if s.torrent != nil {
+		st.OriginBytesSent = s.torrent.Stats().BytesSent
+	}
 	for _, mbr := range s.gossip.Members() {
 		ns := NodeStatus{Name: mbr.Name, Addr: mbr.Addr, TorrentAddr: mbr.TorrentAddr, Apps: []AppStatus{}}
 		for _, a := range mbr.Apps {
