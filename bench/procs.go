@@ -300,7 +300,16 @@ func (run *procsRun) start(ctx context.Context) error {
 	return run.waitJoined(ctx)
 }
 
-// waitJoined waits until the seeder's status lists every agent.
+// membershipSettle is how long a run waits after the seeder lists every
+// agent: agents join through the seeder, and the first ones learn of the
+// later ones from gossip a few rounds after. Feeders are chosen from each
+// agent's view of the members, so a publish into views that still differ
+// makes an agent that sees fewer members take a larger share from the
+// origin (two agents, one seeing only itself, took 1.5 copies).
+const membershipSettle = 2 * time.Second
+
+// waitJoined waits until the seeder's status lists every agent, and then
+// membershipSettle for the agents' views of each other.
 func (run *procsRun) waitJoined(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -310,7 +319,12 @@ func (run *procsRun) waitJoined(ctx context.Context) error {
 		}
 		st, err := run.status(ctx)
 		if err == nil && len(st.Nodes) >= len(run.agents) {
-			return nil
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(membershipSettle):
+				return run.checkAlive()
+			}
 		}
 		select {
 		case <-ctx.Done():

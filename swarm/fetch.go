@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -52,7 +53,8 @@ type entry struct {
 	t        *torrent.Torrent
 	store    storage.ClientImplCloser
 	pending  []torrent.PeerInfo   // sources given before t exists
-	given    map[string]time.Time // when each address was last handed to anacrolix
+	given    map[string]time.Time     // when each address was last handed to anacrolix
+	regive   map[string]time.Duration // how long after that it may be handed again
 
 	use         OriginUse // how this fetch uses the origins
 	originsOpen bool      // origins may be handed to anacrolix now
@@ -521,10 +523,17 @@ func (c *Client) AddSources(id release.ID, src Sources) {
 	}
 }
 
-// regiveAfter is how long an address handed to anacrolix is not handed
-// again: anacrolix keeps it in its pool until it dials it, and redials a
-// connection that closed only when given the address anew.
-const regiveAfter = 5 * time.Second
+// An address handed to anacrolix is not handed again for a while:
+// anacrolix keeps it in its pool until it dials it, and redials a
+// connection that closed only when given the address anew. The wait starts
+// at firstRegive and doubles up to regiveAfter while the address has no
+// connection of ours: a dial that failed because the peer had not added the
+// release yet (a handshake it refuses) is retried within a second, and a
+// peer that stays away is retried every regiveAfter.
+const (
+	firstRegive = 500 * time.Millisecond
+	regiveAfter = 5 * time.Second
+)
 
 // addSourcesLocked remembers src as e's sources and gives them (giveLocked):
 // those it has not had lately, and no peers while it has at least half its
@@ -569,17 +578,35 @@ func (c *Client) giveLocked(e *entry) {
 }
 
 // freshLocked turns src into peers, leaving out those handed to anacrolix
-// less than regiveAfter ago.
+// too lately (see firstRegive) and those it is connected to by its own dial.
 func (c *Client) freshLocked(e *entry, src Sources) []torrent.PeerInfo {
 	now := time.Now()
 	if e.given == nil {
-		e.given = map[string]time.Time{}
+		e.given, e.regive = map[string]time.Time{}, map[string]time.Duration{}
+	}
+	var dialled map[string]bool
+	if e.t != nil {
+		dialled = map[string]bool{}
+		for _, pc := range e.t.PeerConns() {
+			if pc.Discovery != torrent.PeerSourceIncoming && pc.RemoteAddr != nil {
+				dialled[pc.RemoteAddr.String()] = true
+			}
+		}
 	}
 	var fresh []torrent.PeerInfo
 	for _, p := range c.peerInfos(c.addr, src) {
 		addr := p.Addr.String()
-		if at, ok := e.given[addr]; ok && now.Sub(at) < regiveAfter {
+		if dialled[addr] {
+			delete(e.regive, addr) // connected: the next loss is retried soon
 			continue
+		}
+		at, ok := e.given[addr]
+		wait := cmp.Or(e.regive[addr], firstRegive)
+		if ok && now.Sub(at) < wait {
+			continue
+		}
+		if ok {
+			e.regive[addr] = min(2*wait, regiveAfter)
 		}
 		e.given[addr] = now
 		fresh = append(fresh, p)

@@ -5,7 +5,8 @@ import (
 	"time"
 )
 
-// A source handed to anacrolix is not handed again for regiveAfter: agents
+// A source handed to anacrolix is not handed again for a while (from
+// firstRegive, doubling up to regiveAfter): agents
 // pass their peer list on every tick, and refilling anacrolix's pool each
 // time made it reshuffle connections without end.
 func TestAddSourcesGivesEachAddressOnce(t *testing.T) {
@@ -35,11 +36,25 @@ func TestAddSourcesGivesEachAddressOnce(t *testing.T) {
 	if got := len(e.pending); got != 5 {
 		t.Fatalf("after regiveAfter: %d pending, want 5", got)
 	}
+	// Each regive doubles the wait, from firstRegive up to regiveAfter.
+	if got, want := e.regive["127.0.0.1:9"], 2*firstRegive; got != want {
+		t.Fatalf("wait after one regive = %v, want %v", got, want)
+	}
+	e.given["127.0.0.1:9"] = time.Now().Add(-firstRegive - 100*time.Millisecond)
+	c.addSourcesLocked(e, src)
+	if got := len(e.pending); got != 5 {
+		t.Fatalf("regiven within the doubled wait: %d pending, want 5", got)
+	}
+	e.given["127.0.0.1:9"] = time.Now().Add(-2*firstRegive - 100*time.Millisecond)
+	c.addSourcesLocked(e, src)
+	if got := len(e.pending); got != 6 {
+		t.Fatalf("after the doubled wait: %d pending, want 6", got)
+	}
 	// Held off the origins (a node that is no feeder), an origin is
 	// remembered but not given.
 	e.originsOpen = false
 	c.addSourcesLocked(e, Sources{Origins: []string{"127.0.0.1:13"}})
-	if got := len(e.pending); got != 5 || e.origins[0] != "127.0.0.1:13" {
-		t.Fatalf("origins held back: %d pending (want 5), origins %v", got, e.origins)
+	if got := len(e.pending); got != 6 || e.origins[0] != "127.0.0.1:13" {
+		t.Fatalf("origins held back: %d pending (want 6), origins %v", got, e.origins)
 	}
 }
