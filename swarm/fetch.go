@@ -52,7 +52,7 @@ type entry struct {
 	waiters  int   // Fetch calls waiting on done
 	t        *torrent.Torrent
 	store    storage.ClientImplCloser
-	pending  []torrent.PeerInfo   // sources given before t exists
+	pending  []torrent.PeerInfo       // sources given before t exists
 	given    map[string]time.Time     // when each address was last handed to anacrolix
 	regive   map[string]time.Duration // how long after that it may be handed again
 
