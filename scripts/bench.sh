@@ -9,6 +9,7 @@
 # policy with an automatic feeder count, 0 every node on the origin (naive).
 # CENTRAL=false skips the central baseline (it does not depend on the policy).
 # SECTIONS=naive- writes the tables to other BENCHMARKS.md sections.
+# NET=no skips the network-bound real sweep.
 set -euo pipefail
 
 BIN=${1:-bin/swarm}
@@ -24,12 +25,14 @@ quick)
 	VALIDATE_NODES="10 25"; VALIDATE_SIZE=8MiB
 	SIM_NODES="100 500 1000 5000"; SIM_SIZE=1GiB
 	GOSSIP_NODES="100 250"
+	NET_NODES="10"; NET_SIZE=8MiB
 	;;
 full)
 	REAL_NODES="25 50 100 200"; REAL_SIZE=64MiB; ORIGIN_UP=50MiB
 	VALIDATE_NODES="25 50 100 200"; VALIDATE_SIZE=32MiB
 	SIM_NODES="100 500 1000 5000 20000"; SIM_SIZE=1GiB
 	GOSSIP_NODES="500 1000 2000"
+	NET_NODES="25 50 100 200"; NET_SIZE=16MiB
 	# 2000 nodes started at once saturate two cores with join traffic; a
 	# fleet boots over minutes anyway.
 	GOSSIP_JOIN_RATE_2000=8
@@ -49,6 +52,10 @@ REAL_CAPS=(--node-up 2MiB --node-down 20MiB --origin-up "$ORIGIN_UP" --max-conns
 # The validation sweep uses caps low enough that one 2-core machine is not the
 # bottleneck at 200 agents (the simulator models the network, not the host).
 VALIDATE_CAPS=(--node-up 256KiB --node-down 2MiB --origin-up 8MiB --max-conns 20 --origin-feeders "$FEEDERS")
+# The network-bound sweep: caps low enough that 200 agents keep the host
+# under the 85 % line (host_bound says whether they did), so completion and
+# origin egress measure the protocol, not this machine.
+NET_CAPS=(--node-up 128KiB --node-down 1MiB --origin-up 4MiB --max-conns 20 --origin-feeders "$FEEDERS")
 SIM_CAPS=(--node-up 1Gbit --node-down 1Gbit --origin-up 10Gbit --origin-feeders "$FEEDERS")
 
 echo "== $PROFILE sweep: $(nproc) cores, $(date -u +%F), results in $OUT"
@@ -60,6 +67,11 @@ for n in $VALIDATE_NODES; do
 	echo "-- validation N=$n: real and sim ($VALIDATE_SIZE, ${VALIDATE_CAPS[*]})"
 	"$BIN" bench real --nodes "$n" --size "$VALIDATE_SIZE" "${VALIDATE_CAPS[@]}" --central=false --out "$OUT/validate-real.jsonl" >/dev/null
 	"$BIN" bench sim --nodes "$n" --size "$VALIDATE_SIZE" "${VALIDATE_CAPS[@]}" --out "$OUT/validate.jsonl" >/dev/null
+done
+[ "${NET:-yes}" = no ] && NET_NODES=""
+for n in $NET_NODES; do
+	echo "-- network-bound N=$n ($NET_SIZE, ${NET_CAPS[*]})"
+	"$BIN" bench real --nodes "$n" --size "$NET_SIZE" "${NET_CAPS[@]}" --central=false --out "$OUT/net.jsonl" >/dev/null
 done
 for n in $SIM_NODES; do
 	echo "-- sim N=$n ($SIM_SIZE, ${SIM_CAPS[*]})"
@@ -78,4 +90,8 @@ GOSSIP_ARGS=()
 	"${GOSSIP_ARGS[@]}" --plots "$PLOTS" --csv "$OUT/results.csv" \
 	--markdown "$ROOT/BENCHMARKS.md" --section-prefix "$SECTIONS" \
 	--command "$([ "$FEEDERS" = -1 ] || echo "FEEDERS=$FEEDERS ")make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE)"
+if [ -s "$OUT/net.jsonl" ]; then
+	"$BIN" bench report --real "$OUT/net.jsonl" --markdown "$ROOT/BENCHMARKS.md" --section-prefix "${SECTIONS}net-" \
+		--command "make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE), network-bound: $NET_SIZE, ${NET_CAPS[*]}"
+fi
 echo "== BENCHMARKS.md (${SECTIONS}* sections) and $PLOTS/*.png updated"
