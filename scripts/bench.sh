@@ -9,7 +9,7 @@
 # policy with an automatic feeder count, 0 every node on the origin (naive).
 # CENTRAL=false skips the central baseline (it does not depend on the policy).
 # SECTIONS=naive- writes the tables to other BENCHMARKS.md sections.
-# NET=no skips the network-bound real sweep.
+# NET=no skips the network-bound real sweep; ONLY=net runs it alone.
 set -euo pipefail
 
 BIN=${1:-bin/swarm}
@@ -45,6 +45,13 @@ esac
 FEEDERS=${FEEDERS:--1}
 # GOSSIP=no skips the gossip runs (they do not depend on the transfer policy).
 [ "${GOSSIP:-yes}" = no ] && GOSSIP_NODES=""
+# ONLY=net runs the network-bound sweep alone (and rewrites only its table).
+if [ "${ONLY:-}" = net ]; then
+	REAL_NODES="" VALIDATE_NODES="" SIM_NODES="" GOSSIP_NODES=""
+elif [ -n "${ONLY:-}" ]; then
+	echo "ONLY=$ONLY: only ONLY=net is known" >&2
+	exit 2
+fi
 SECTIONS=${SECTIONS:-$PROFILE-}
 PLOTS=$ROOT/docs/bench/${SECTIONS%-}
 # --max-conns 20 keeps 200 agents in one process under 20 000 descriptors.
@@ -85,7 +92,7 @@ for n in $GOSSIP_NODES; do
 done
 GOSSIP_ARGS=()
 [ -s "$OUT/gossip.jsonl" ] && GOSSIP_ARGS=(--gossip "$OUT/gossip.jsonl")
-"$BIN" bench report --real "$OUT/real.jsonl" --sim "$OUT/sim.jsonl" --validate "$OUT/validate.jsonl" \
+[ "${ONLY:-}" = net ] || "$BIN" bench report --real "$OUT/real.jsonl" --sim "$OUT/sim.jsonl" --validate "$OUT/validate.jsonl" \
 	--validate-real "$OUT/validate-real.jsonl" \
 	"${GOSSIP_ARGS[@]}" --plots "$PLOTS" --csv "$OUT/results.csv" \
 	--markdown "$ROOT/BENCHMARKS.md" --section-prefix "$SECTIONS" \
