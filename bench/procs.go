@@ -75,6 +75,15 @@ type ProcsResult struct {
 	Agents           []ProcCost `json:"agents"`
 	CPUSPerGiB       float64    `json:"cpu_s_per_gib"`
 	RSSPerAgentBytes int64      `json:"rss_per_agent_bytes"`
+	// FetchCPUSPerGiB is the agents' CPU from the publish call to the start
+	// of each one's install (bundle fetched, seeded meanwhile, and checked
+	// against its release id) per GiB delivered: the figure to set beside
+	// another client's download. CPUSPerGiB less this is the install:
+	// unpack (which hashes the bundle again), hook and switch.
+	FetchCPUSPerGiB float64 `json:"fetch_cpu_s_per_gib"`
+	// FetchS is seconds from the publish call until the last agent began
+	// its install: the download alone, to set beside another client's.
+	FetchS float64 `json:"fetch_s"`
 	// Seeder is the origin process's cost over the same window, per GiB
 	// delivered to all agents.
 	Seeder ProcCost `json:"seeder"`
@@ -100,6 +109,11 @@ type ProcCost struct {
 	CPUSPerGiB   float64 `json:"cpu_s_per_gib"`
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
 	CompletionS  float64 `json:"completion_s,omitempty"`
+	// FetchS and FetchCPUS are the seconds from the publish call to the
+	// start of the agent's install and its CPU seconds by then.
+	FetchS          float64 `json:"fetch_s,omitempty"`
+	FetchCPUS       float64 `json:"fetch_cpu_s,omitempty"`
+	FetchCPUSPerGiB float64 `json:"fetch_cpu_s_per_gib,omitempty"`
 }
 
 // ClientRun is another BitTorrent client fetching the release alone from
@@ -438,6 +452,10 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 	run.magnet, run.releaseID = pub.Magnet, pub.ReleaseID
 
 	done := make([]float64, len(run.agents)) // seconds to active, 0 = not yet
+	// fetched[i] is seconds to the start of agent i's install (the bundle
+	// fetched and verified), fetchCPU[i] its CPU seconds by then.
+	fetched := make([]float64, len(run.agents))
+	fetchCPU := make([]float64, len(run.agents))
 	active := 0
 	lastStatus := time.Time{}
 	lastProgress, progressAt := -1.0, time.Now()
@@ -449,6 +467,12 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 		for i, d := range run.agentDirs {
 			if done[i] > 0 {
 				continue
+			}
+			if fetched[i] == 0 && installStarted(d) {
+				fetched[i] = max(time.Since(r.Start).Seconds(), 1e-9)
+				if cpu, err := pidCPUSeconds(pids[i]); err == nil {
+					fetchCPU[i] = cpu - cpu0[i]
+				}
 			}
 			if _, err := os.Lstat(filepath.Join(d, "releases", procsApp, "current")); err == nil {
 				done[i] = max(time.Since(r.Start).Seconds(), 1e-9)
@@ -491,7 +515,7 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 		return err
 	}
 	delivered := int64(len(run.agents)) * r.BundleBytes
-	var sumCPU float64
+	var sumCPU, sumFetchCPU float64
 	var sumRSS int64
 	for i, a := range run.agents {
 		cpu, err := pidCPUSeconds(pids[i])
@@ -502,8 +526,12 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 		if err != nil {
 			return fmt.Errorf("%s: %w", a.name, err)
 		}
-		c := ProcCost{Name: a.name, CPUS: cpu - cpu0[i], PeakRSSBytes: rss, CompletionS: done[i]}
+		c := ProcCost{Name: a.name, CPUS: cpu - cpu0[i], PeakRSSBytes: rss, CompletionS: done[i],
+			FetchS: fetched[i], FetchCPUS: fetchCPU[i]}
 		c.CPUSPerGiB = cpuPerGiB(c.CPUS, r.BundleBytes)
+		c.FetchCPUSPerGiB = cpuPerGiB(c.FetchCPUS, r.BundleBytes)
+		sumFetchCPU += c.FetchCPUS
+		r.FetchS = max(r.FetchS, c.FetchS)
 		r.Agents = append(r.Agents, c)
 		sumCPU += c.CPUS
 		sumRSS += rss
@@ -519,6 +547,7 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 	r.Seeder = ProcCost{Name: "seeder", CPUS: seederCPU - seederCPU0, PeakRSSBytes: seederRSS}
 	r.Seeder.CPUSPerGiB = cpuPerGiB(r.Seeder.CPUS, delivered)
 	r.CPUSPerGiB = cpuPerGiB(sumCPU, delivered)
+	r.FetchCPUSPerGiB = cpuPerGiB(sumFetchCPU, delivered)
 	r.RSSPerAgentBytes = sumRSS / int64(len(run.agents))
 
 	r.Completions = slices.Clone(done)
@@ -532,6 +561,15 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 	}
 	run.log.Debug("swarm phase done", zap.Float64("completion_s", r.CompletionS), zap.Int64("origin_bytes", r.OriginBytes))
 	return nil
+}
+
+// installStarted reports whether the agent with data dir d has begun to
+// install the run's release: the installer unpacks into a temporary
+// directory under releases/<app>/ and renames it into place, so the app's
+// directory holds something from the install's first step on.
+func installStarted(d string) bool {
+	entries, err := os.ReadDir(filepath.Join(d, "releases", procsApp))
+	return err == nil && len(entries) > 0
 }
 
 // agentsProgress is the agents' mean download progress of id as the

@@ -78,6 +78,10 @@ func TestRunProcs(t *testing.T) {
 		if a.CPUS <= 0 || a.CPUSPerGiB <= 0 || a.PeakRSSBytes <= 0 || a.CompletionS <= 0 {
 			t.Errorf("agent cost %+v", a)
 		}
+		// The install starts after the fetch and ends before active.
+		if a.FetchS <= 0 || a.FetchS > a.CompletionS || a.FetchCPUS > a.CPUS {
+			t.Errorf("agent fetch %+v: want 0 < fetch_s ≤ completion_s, fetch CPU ≤ CPU", a)
+		}
 	}
 	// The origin sent the bundle at least once (one feeder, then peers).
 	if r.OriginEgressRatio < 0.9 || r.BundleBytes < p.SizeBytes {

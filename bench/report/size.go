@@ -40,7 +40,8 @@ func ReadProcsJSON(r io.Reader) ([]bench.ProcsResult, error) {
 // run sorted by size, then caps (uncapped first), then N: seconds from the
 // publish to the last agent active, one agent's MiB/s, origin ÷ F, the
 // agents' CPU seconds per GiB delivered and mean peak RSS (each agent its
-// own process), whether the host's cores were the limit, and aria2c
+// own process), the part of that CPU spent before the installs began
+// (fetch), whether the host's cores were the limit, and aria2c
 // fetching the same release alone from the same seeder where it ran.
 func SizeTable(rs []bench.ProcsResult) string {
 	rs = slices.Clone(rs)
@@ -61,9 +62,11 @@ func SizeTable(rs []bench.ProcsResult) string {
 	t.col("size", true)
 	t.col("caps up/down/origin", false)
 	t.col("wall s", true)
+	t.col("fetch s", true)
 	t.col("MiB/s", true)
 	t.col("origin ÷ F", true)
 	t.col("CPU-s/GiB", true)
+	t.col("fetch CPU-s/GiB", true)
 	t.col("RSS/agent MiB", true)
 	t.col("host-bound", false)
 	t.col("aria2c wall s", true)
@@ -73,8 +76,8 @@ func SizeTable(rs []bench.ProcsResult) string {
 	for _, r := range rs {
 		cells := []string{
 			strconv.Itoa(r.Nodes), bytesText(r.SizeBytes), capsText(r.Params),
-			fixed(r.CompletionS, d), fixed(r.MiBPerS, 1), fixed(r.OriginEgressRatio, 2),
-			fixed(r.CPUSPerGiB, 2), mibCell(r.RSSPerAgentBytes), yesNo(r.HostBound, r.HostCPUFrac),
+			fixed(r.CompletionS, d), orNone(r.FetchS, d), fixed(r.MiBPerS, 1), fixed(r.OriginEgressRatio, 2),
+			fixed(r.CPUSPerGiB, 2), orNone(r.FetchCPUSPerGiB, 2), mibCell(r.RSSPerAgentBytes), yesNo(r.HostBound, r.HostCPUFrac),
 		}
 		if a := r.Aria2c; a != nil {
 			cells = append(cells, fixed(a.WallS, ad), fixed(a.MiBPerS, 1), fixed(a.CPUSPerGiB, 2), mibCell(a.PeakRSSBytes))
@@ -84,6 +87,14 @@ func SizeTable(rs []bench.ProcsResult) string {
 		t.row(cells...)
 	}
 	return t.String()
+}
+
+// orNone is v with the given decimals, or — when it was not measured.
+func orNone(v float64, decimals int) string {
+	if v == 0 {
+		return none
+	}
+	return fixed(v, decimals)
 }
 
 // yesNo renders a host-bound flag, or — when the host was not measured.
@@ -135,8 +146,9 @@ func ProcsText(w io.Writer, r bench.ProcsResult) error {
 	add("origin up", rateText(p.OriginUp))
 	add("completion (last agent)", secondsText(r.CompletionS))
 	add("per agent", fixed(r.MiBPerS, 1)+" MiB/s")
-	add("origin writes", fmt.Sprintf("%s (%s F)", bytesText(r.OriginBytes), timesText(r.OriginEgressRatio)))
-	add("agent CPU per GiB", sig(r.CPUSPerGiB)+" s")
+	add("fetched (last agent)", secondsText(r.FetchS)+", before its install")
+	add("origin egress", fmt.Sprintf("%s (%s F)", bytesText(r.OriginBytes), timesText(r.OriginEgressRatio)))
+	add("agent CPU per GiB", sig(r.CPUSPerGiB)+" s ("+sig(r.FetchCPUSPerGiB)+" s before the install)")
 	add("agent peak RSS (mean)", bytesText(r.RSSPerAgentBytes))
 	add("seeder CPU per GiB", sig(r.Seeder.CPUSPerGiB)+" s (of all agents' bytes)")
 	add("seeder peak RSS", bytesText(r.Seeder.PeakRSSBytes))
@@ -145,7 +157,7 @@ func ProcsText(w io.Writer, r bench.ProcsResult) error {
 		add("aria2c wall", secondsText(a.WallS)+", "+fixed(a.MiBPerS, 1)+" MiB/s")
 		add("aria2c CPU per GiB", sig(a.CPUSPerGiB)+" s")
 		add("aria2c peak RSS", bytesText(a.PeakRSSBytes))
-		add("aria2c origin writes", fmt.Sprintf("%s (%s F)", bytesText(a.OriginBytes), timesText(a.OriginEgressRatio)))
+		add("aria2c origin egress", fmt.Sprintf("%s (%s F)", bytesText(a.OriginBytes), timesText(a.OriginEgressRatio)))
 	}
 	add("wall", secondsText(r.WallS))
 	if r.Notes != "" {
