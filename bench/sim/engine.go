@@ -192,6 +192,15 @@ type engine struct {
 	planes    int
 	holders   slotMask
 	touched   uint64 // keeps pick's touch loop
+	// sat holds, per node, hw words: the pieces that, when it last
+	// counted, at least maxLevel of its connections had. Availability
+	// only grows while no connection of the node closes (dropConn clears
+	// its row), so these still rank alike, by the node's own order, and
+	// when every candidate is among them pick need not count (fast).
+	sat         []uint64
+	fast        bool // pick did not count: e.pickRows and e.count are not set
+	alwaysCount bool // pick never takes the shortcut (tests)
+	shortcuts   int  // picks that took it
 
 	originBytes, peerBytes int64
 	done                   int
@@ -212,6 +221,7 @@ type engineParams struct {
 	// sample of how long a node's own state takes to reach the others.
 	accept, spread []float64
 	check          bool
+	alwaysCount    bool // see engine.alwaysCount
 	// feeders, when positive, is the origin policy: nodes 0..feeders-1
 	// take from the origin only their share (pieces p with p mod feeders
 	// equal to their index) and leave it once they hold it; no other node
@@ -269,6 +279,8 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	e.pickRows = make([]int, 0, p.maxConns)
 	e.pickSlots = make([]int32, 0, p.maxConns)
 	e.want = make([]uint64, e.hw)
+	e.sat = make([]uint64, n*e.hw)
+	e.alwaysCount = p.alwaysCount
 	e.held = make([]uint64, e.hw)
 	e.cand = make([]uint64, e.hw)
 	e.planes = bits.Len(uint(p.maxConns))
@@ -463,6 +475,21 @@ func (e *engine) pick(d int32) (int, bool) {
 			want[f.piece>>6] &^= 1 << (f.piece & 63)
 		}
 	}
+	// If every candidate is saturated, counting would rank them alike,
+	// all held: the first in d's order.
+	sat := e.sat[int(d)*hw : int(d+1)*hw]
+	var rest, some uint64
+	for w, x := range want {
+		rest |= x &^ sat[w]
+		some |= x
+	}
+	if e.fast = rest == 0 && !e.alwaysCount; e.fast {
+		if some == 0 {
+			return 0, false
+		}
+		e.shortcuts++
+		return e.firstIn(d, want, want), true
+	}
 
 	// The connections counted per piece: those partial when connected.
 	off, cp := e.slotOff(d), e.slotCap(d)
@@ -502,8 +529,15 @@ func (e *engine) pick(d int32) (int, bool) {
 		}
 	}
 	none := true
-	for _, x := range held {
+	for w, x := range held {
 		none = none && x == 0
+		// Learn which are saturated (maxLevel = 14: 16 or more, or
+		// 14 and 15 = 0b111x).
+		ge := count[3*hw+w] & count[2*hw+w] & count[hw+w]
+		for b := 4; b < 8; b++ {
+			ge |= count[b*hw+w]
+		}
+		sat[w] |= x & ge
 	}
 	if none {
 		return 0, false
@@ -518,6 +552,9 @@ func (e *engine) pick(d int32) (int, bool) {
 // pick counted (e.want), that pick ranks first: the lowest count in
 // e.count, then d's own order.
 func (e *engine) rarest(d int32, held []uint64) int {
+	if e.fast {
+		return e.firstIn(d, held, e.want) // every candidate is saturated
+	}
 	hw, count := e.hw, e.count
 	// Those at the lowest count: from the top bit down, drop those with
 	// the bit set whenever some have it clear.
@@ -545,11 +582,20 @@ func (e *engine) rarest(d int32, held []uint64) int {
 }
 
 // setHolders leaves in e.holders the slots of d whose peers have piece p,
-// from the connections pick counted (e.pickRows, e.pickSlots) and d's
-// seeds.
+// from the connections pick counted (e.pickRows, e.pickSlots), or all of
+// d's if it did not count, and d's seeds.
 func (e *engine) setHolders(d int32, p int) {
 	hm := &e.holders
 	*hm = slotMask{}
+	if e.fast {
+		off, w, bit := e.slotOff(d), p>>6, uint(p&63)
+		for s, v := range e.peer[off : off+e.slotCap(d)] {
+			if v >= 0 && e.have[int(v)*e.hw+w]>>bit&1 != 0 {
+				hm[s>>6] |= 1 << (s & 63)
+			}
+		}
+		return
+	}
 	copy(hm[:], e.seedSlot[int(d)*e.sw:int(d+1)*e.sw]) // a seed has every piece
 	for i, o := range e.pickRows {
 		s := e.pickSlots[i]
@@ -706,23 +752,57 @@ func (e *engine) firstIn(d int32, m, want []uint64) int {
 // member whose upload is not saturated gives the full slot rate), looked
 // for from a random slot. This stands for anacrolix requesting from every
 // peer that has the piece and the fastest serving most.
+//
+// It reads the connections' bitfields from the random slot on and stops
+// at the first free holder, as choose would pick it, so that a piece many
+// connections have costs a few of them; only when every holder is
+// saturated does it read them all.
 func (e *engine) source(d int32, p int) (u, ds int32, ok bool) {
 	off, cp := e.slotOff(d), e.slotCap(d)
 	row := e.peer[off : off+cp]
 	have, hw, w, bit := e.have, e.hw, p>>6, uint(p&63)
-	// First, without branches on what is loaded so that the loads
-	// overlap: which slots hold the piece (hm), and which of those could
-	// send at the full slot rate (fm).
-	var hm, fm slotMask
-	for s, v := range row {
-		valid := uint64(^v>>31) & 1 // 0 for a free slot (peer -1)
-		vi := v &^ (v >> 31)
-		h := have[int(vi)*hw+w] >> bit & valid
-		f := e.full[vi>>6] >> (vi & 63)
-		hm[s>>6] |= (h & 1) << (s & 63)
-		fm[s>>6] |= (h &^ f & 1) << (s & 63)
+	start := e.rng.IntN(cp)
+	for k := range cp {
+		s := start + k
+		if s >= cp {
+			s -= cp
+		}
+		if v := row[s]; v >= 0 && have[int(v)*hw+w]>>bit&1 != 0 && e.full[v>>6]>>(v&63)&1 == 0 {
+			return v, int32(s), true
+		}
 	}
-	return e.choose(row, &hm, &fm)
+	// Every holder is saturated: the least loaded gives most.
+	best, bestRate := -1, -1.0
+	for k := range cp {
+		s := start + k
+		if s >= cp {
+			s -= cp
+		}
+		v := row[s]
+		if v < 0 || have[int(v)*hw+w]>>bit&1 == 0 {
+			continue
+		}
+		if r := min(e.slotRate, e.upCap(v)/float64(e.nup[v]+1)); r > bestRate {
+			best, bestRate = s, r
+		}
+	}
+	if best < 0 {
+		return 0, 0, false
+	}
+	return row[best], int32(best), true
+}
+
+// freeHolderOf reports whether one of node d's connections has piece p
+// and upload to spare; like source, it stops at the first.
+func (e *engine) freeHolderOf(d int32, p int) bool {
+	off, cp := e.slotOff(d), e.slotCap(d)
+	have, hw, w, bit := e.have, e.hw, p>>6, uint(p&63)
+	for _, v := range e.peer[off : off+cp] {
+		if v >= 0 && have[int(v)*hw+w]>>bit&1 != 0 && e.full[v>>6]>>(v&63)&1 == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // sourceFrom is source for the piece pick just chose, whose holders pick
@@ -817,12 +897,22 @@ func (e *engine) fill(d int32) {
 			e.starved[d>>6] |= 1 << (d & 63)
 			return
 		}
-		if !e.freeHolder(d, &e.holders) {
-			if q, ok := e.pickFree(d); ok {
-				p = q
+		var u, ds int32
+		if e.fast && e.freeHolderOf(d, p) {
+			// What sourceFrom would choose, without reading every
+			// holder's bitfield.
+			u, ds, ok = e.source(d, p)
+		} else {
+			if e.fast {
+				e.setHolders(d, p)
 			}
+			if !e.freeHolder(d, &e.holders) {
+				if q, ok := e.pickFree(d); ok {
+					p = q
+				}
+			}
+			u, ds, ok = e.sourceFrom(d, &e.holders)
 		}
-		u, ds, ok := e.sourceFrom(d, &e.holders)
 		if !ok {
 			panic(fmt.Sprintf("sim: node %d picked piece %d that no connection has", d, p))
 		}
@@ -1126,6 +1216,12 @@ func (e *engine) dropConn(i, si int32) {
 	oj := int32(e.slotOff(j)) + e.other[oi]
 	e.forget(i, oi)
 	e.forget(j, oj)
+	// Availability at both ends may fall: they count again.
+	for _, m := range [2]int32{i, j} {
+		if m != e.origin {
+			clear(e.sat[int(m)*e.hw : int(m+1)*e.hw])
+		}
+	}
 	e.peer[oi], e.peer[oj] = -1, -1
 	e.nconn[i]--
 	e.nconn[j]--

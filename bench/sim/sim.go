@@ -277,13 +277,21 @@ func (c *Config) simPieces() (pieces int, length, last int64) {
 // nodes complete so far, and once at the end. Run returns ctx.Err() if ctx
 // ends first.
 func Run(ctx context.Context, cfg Config, progress func(done, total int)) (bench.Result, error) {
-	res, _, err := simulate(ctx, cfg, progress, false)
+	res, _, err := simulate(ctx, cfg, progress, runOptions{})
 	return res, err
 }
 
-// simulate is Run; with check the engine also counts every piece each node
-// completes, for tests, and the engine is returned for inspection.
-func simulate(ctx context.Context, cfg Config, progress func(done, total int), check bool) (bench.Result, *engine, error) {
+// runOptions are simulate's knobs for tests.
+type runOptions struct {
+	// check has the engine count every piece each node completes.
+	check bool
+	// alwaysCount has pick count availability every time, without the
+	// shortcut for saturated candidates; the result is the same.
+	alwaysCount bool
+}
+
+// simulate is Run; the engine is returned for inspection.
+func simulate(ctx context.Context, cfg Config, progress func(done, total int), opt runOptions) (bench.Result, *engine, error) {
 	began := time.Now()
 	if err := cfg.Validate(); err != nil {
 		return bench.Result{}, nil, err
@@ -301,11 +309,12 @@ func simulate(ctx context.Context, cfg Config, progress func(done, total int), c
 		maxConns: cfg.MaxConns, originConns: cfg.OriginMaxConns, maxPeers: cfg.MaxPeers,
 		pieceSize: length, lastSize: last,
 		nodeUp: float64(cfg.NodeUp), nodeDown: float64(cfg.NodeDown), originUp: float64(cfg.OriginUp),
-		refresh: cfg.PeerRefresh.Seconds(),
-		accept:  accept,
-		spread:  spread,
-		check:   check,
-		feeders: cfg.OriginFeeders,
+		refresh:     cfg.PeerRefresh.Seconds(),
+		accept:      accept,
+		spread:      spread,
+		check:       opt.check,
+		alwaysCount: opt.alwaysCount,
+		feeders:     cfg.OriginFeeders,
 	}, rand.New(rand.NewPCG(cfg.Seed, seedData)))
 	if err := e.run(ctx, progress); err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
