@@ -630,9 +630,8 @@ func (e *engine) freeHolder(d int32, hm *slotMask) bool {
 // for pieces that peer has, so a crowd at the holders of the rarest piece
 // does not leave a downloader waiting on them while other peers have
 // upload to spare; rarest first orders what it asks each peer for.
-func (e *engine) pickFree(d int32) (int, bool) {
+func (e *engine) pickFree(d int32, start int) (int, bool) {
 	off, cp := e.slotOff(d), e.slotCap(d)
-	start := e.rng.IntN(cp)
 	set := e.held // pick is done with it
 	for k := range cp {
 		s := start + k
@@ -758,20 +757,14 @@ func (e *engine) firstIn(d int32, m, want []uint64) int {
 // connections have costs a few of them; only when every holder is
 // saturated does it read them all.
 func (e *engine) source(d int32, p int) (u, ds int32, ok bool) {
+	start := e.rng.IntN(e.slotCap(d))
+	if u, ds, ok := e.freeSource(d, p, start); ok {
+		return u, ds, true
+	}
+	// Every holder is saturated: the least loaded gives most.
 	off, cp := e.slotOff(d), e.slotCap(d)
 	row := e.peer[off : off+cp]
 	have, hw, w, bit := e.have, e.hw, p>>6, uint(p&63)
-	start := e.rng.IntN(cp)
-	for k := range cp {
-		s := start + k
-		if s >= cp {
-			s -= cp
-		}
-		if v := row[s]; v >= 0 && have[int(v)*hw+w]>>bit&1 != 0 && e.full[v>>6]>>(v&63)&1 == 0 {
-			return v, int32(s), true
-		}
-	}
-	// Every holder is saturated: the least loaded gives most.
 	best, bestRate := -1, -1.0
 	for k := range cp {
 		s := start + k
@@ -792,22 +785,27 @@ func (e *engine) source(d int32, p int) (u, ds int32, ok bool) {
 	return row[best], int32(best), true
 }
 
-// freeHolderOf reports whether one of node d's connections has piece p
-// and upload to spare; like source, it stops at the first.
-func (e *engine) freeHolderOf(d int32, p int) bool {
+// freeSource is source's first choice: the first of node d's connections
+// from slot start on (wrapping) that has piece p and upload to spare.
+func (e *engine) freeSource(d int32, p, start int) (u, ds int32, ok bool) {
 	off, cp := e.slotOff(d), e.slotCap(d)
+	row := e.peer[off : off+cp]
 	have, hw, w, bit := e.have, e.hw, p>>6, uint(p&63)
-	for _, v := range e.peer[off : off+cp] {
-		if v >= 0 && have[int(v)*hw+w]>>bit&1 != 0 && e.full[v>>6]>>(v&63)&1 == 0 {
-			return true
+	for k := range cp {
+		s := start + k
+		if s >= cp {
+			s -= cp
+		}
+		if v := row[s]; v >= 0 && have[int(v)*hw+w]>>bit&1 != 0 && e.full[v>>6]>>(v&63)&1 == 0 {
+			return v, int32(s), true
 		}
 	}
-	return false
+	return 0, 0, false
 }
 
 // sourceFrom is source for the piece pick just chose, whose holders pick
 // found: hm.
-func (e *engine) sourceFrom(d int32, hm *slotMask) (u, ds int32, ok bool) {
+func (e *engine) sourceFrom(d int32, hm *slotMask, start int) (u, ds int32, ok bool) {
 	off, cp := e.slotOff(d), e.slotCap(d)
 	row := e.peer[off : off+cp]
 	var fm slotMask
@@ -819,15 +817,15 @@ func (e *engine) sourceFrom(d int32, hm *slotMask) (u, ds int32, ok bool) {
 			fm[w] |= (^e.full[v>>6] >> (v & 63) & 1) << (s & 63)
 		}
 	}
-	return e.choose(row, hm, &fm)
+	return e.choose(row, hm, &fm, start)
 }
 
-// choose is the end of source: given the slots of row that have the piece
-// (hm) and those of them that could send at the full slot rate (fm), the
-// first of fm from a random slot, else the holder that gives most.
-func (e *engine) choose(row []int32, hm, fm *slotMask) (u, ds int32, ok bool) {
+// choose is the end of sourceFrom: given the slots of row that have the
+// piece (hm) and those of them that could send at the full slot rate (fm),
+// the first of fm from slot start (random), else the holder that gives
+// most.
+func (e *engine) choose(row []int32, hm, fm *slotMask, start int) (u, ds int32, ok bool) {
 	cp := len(row)
-	start := e.rng.IntN(cp)
 	best := firstFrom(fm[:], start, cp)
 	if best < 0 {
 		// Every holder is saturated: the least loaded gives most.
@@ -897,21 +895,26 @@ func (e *engine) fill(d int32) {
 			e.starved[d>>6] |= 1 << (d & 63)
 			return
 		}
+		// The first random draw goes to the source if a holder of p has
+		// upload to spare, else to pickFree (and the next to the source).
+		start := e.rng.IntN(e.slotCap(d))
 		var u, ds int32
-		if e.fast && e.freeHolderOf(d, p) {
+		if e.fast {
 			// What sourceFrom would choose, without reading every
 			// holder's bitfield.
-			u, ds, ok = e.source(d, p)
-		} else {
+			u, ds, ok = e.freeSource(d, p, start)
+		}
+		if !e.fast || !ok {
 			if e.fast {
 				e.setHolders(d, p)
 			}
 			if !e.freeHolder(d, &e.holders) {
-				if q, ok := e.pickFree(d); ok {
+				if q, ok := e.pickFree(d, start); ok {
 					p = q
 				}
+				start = e.rng.IntN(e.slotCap(d))
 			}
-			u, ds, ok = e.sourceFrom(d, &e.holders)
+			u, ds, ok = e.sourceFrom(d, &e.holders, start)
 		}
 		if !ok {
 			panic(fmt.Sprintf("sim: node %d picked piece %d that no connection has", d, p))
