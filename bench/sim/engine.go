@@ -58,25 +58,28 @@ type nodeHot struct {
 }
 
 // uploader is one member's upload side: processor sharing with a virtual
-// clock. Each of its n uploads progresses at rate bytes/s; vclock is the
-// bytes each has progressed since the start, as of vtime; q holds its
-// uploads by the vclock value at which they complete. The first uploads
-// live in the uploader itself (q starts on inline), so that a node's
-// upload side is two adjacent cache lines rather than two places in
-// memory; the origin's and a few busy nodes' queues outgrow it.
+// clock. Each of its n uploads progresses at rate(m, n) bytes/s; vclock is
+// the bytes each has progressed since the start, as of vtime. Its uploads
+// are a min-heap by the vclock value at which they complete (see queue):
+// up to two live in the uploader itself, so that an uploader is one cache
+// line; past two, the heap moves to e.spill[spill-1] (the origin's and
+// saturated nodes'), and back when one is left.
 type uploader struct {
-	vclock, vtime, rate, cap float64
-	q                        []upload
-	n                        int32
-	inline                   [2]upload
+	vclock, vtime float64
+	n             int32
+	spill         int32
+	inline        [2]upload
+	_             [8]byte // 64 bytes: uploaders do not straddle lines
 }
 
-// upload is one chunk in flight.
+// upload is one chunk in flight: chunk of piece to down, in the
+// downloader's connection slot downSlot.
 type upload struct {
-	vfin        float64
-	down, piece int32
-	downSlot    int32 // the connection's slot at the downloader
-	size        int64
+	vfin     float64
+	down     int32
+	piece    uint16 // maxSimPiecesLimit
+	downSlot uint8  // maxConnsLimit
+	chunk    uint8  // maxRequestsLimit
 }
 
 // flight is a piece a node is fetching: the next chunk to request and how
@@ -162,6 +165,10 @@ type engine struct {
 	replAt []float64 // no replacement attempt before
 
 	up []uploader // per member
+	// spill holds the upload heaps that outgrew their uploader; spillFree
+	// the indices free for reuse.
+	spill     [][]upload
+	spillFree []int32
 	// full has a bit per member whose upload one more transfer would slow
 	// (n+1 > cap/slotRate): source reads it instead of the uploader.
 	full []uint64
@@ -297,13 +304,6 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	e.replAt = make([]float64, members)
 
 	e.up = make([]uploader, members)
-	for m := range n {
-		e.up[m].cap = p.nodeUp
-	}
-	e.up[n].cap = p.originUp
-	for m := range e.up {
-		e.up[m].q = e.up[m].inline[:0]
-	}
 	e.full = make([]uint64, (members+63)/64)
 	e.nup = make([]int32, members)
 	e.ups = newKeyHeap(members)
@@ -920,7 +920,7 @@ func (e *engine) fill(d int32) {
 			panic(fmt.Sprintf("sim: node %d picked piece %d that no connection has", d, p))
 		}
 		fl[k] = flight{piece: int32(p), next: 1, left: int32(e.chunks(p))}
-		e.start(u, d, p, e.chunkSize(p, 0), ds)
+		e.start(u, d, p, 0, ds)
 	}
 	e.starved[d>>6] &^= 1 << (d & 63)
 }
@@ -938,7 +938,7 @@ func (e *engine) more(d int32, fl []flight) bool {
 		if !ok {
 			continue // its holders left; wait for another
 		}
-		e.start(u, d, p, e.chunkSize(p, int(f.next)), ds)
+		e.start(u, d, p, int(f.next), ds)
 		f.next++
 		return true
 	}
@@ -946,15 +946,26 @@ func (e *engine) more(d int32, fl []flight) bool {
 }
 
 // advance brings uploader u's virtual clock to now.
-func (e *engine) advance(u *uploader) {
-	u.vclock += u.rate * (e.now - u.vtime)
+func (e *engine) advance(m int32, u *uploader) {
+	u.vclock += e.rate(m, u.n) * (e.now - u.vtime)
 	u.vtime = e.now
+}
+
+// rate is what each upload of member m gets when it has n: its upload
+// shared equally, at most a download slot's rate. An uploader's count
+// changes only at the time advance brought it to, so the rate since then
+// is the one its count gives.
+func (e *engine) rate(m, n int32) float64 {
+	if n == 0 {
+		return 0
+	}
+	return min(e.slotRate, e.upCap(m)/float64(n))
 }
 
 // setFull records whether one more upload would slow uploader u's.
 func (e *engine) setFull(u int32, up *uploader) {
 	bit := uint64(1) << (u & 63)
-	if float64(up.n+1)*e.slotRate > up.cap {
+	if float64(up.n+1)*e.slotRate > e.upCap(u) {
 		e.full[u>>6] |= bit
 	} else {
 		e.full[u>>6] &^= bit
@@ -985,19 +996,19 @@ func (e *engine) flush() {
 func (e *engine) resched(u int32) {
 	up := &e.up[u]
 	if up.n == 0 {
-		up.rate = 0
 		e.ups.remove(u)
 		return
 	}
-	up.rate = min(e.slotRate, up.cap/float64(up.n))
-	e.ups.set(u, e.now+max(0, up.q[0].vfin-up.vclock)/up.rate)
+	e.ups.set(u, e.now+max(0, e.queue(up)[0].vfin-up.vclock)/e.rate(u, up.n))
 }
 
-func (e *engine) start(u, d int32, p int, size int64, ds int32) {
+// start has member u send node d chunk k of piece p, over d's
+// connection slot ds.
+func (e *engine) start(u, d int32, p, k int, ds int32) {
 	up := &e.up[u]
-	e.advance(up)
-	up.push(upload{vfin: up.vclock + float64(size), down: d, piece: int32(p), downSlot: ds, size: size})
-	up.n++
+	e.advance(u, up)
+	size := e.chunkSize(p, k)
+	e.push(up, upload{vfin: up.vclock + float64(size), down: d, piece: uint16(p), downSlot: uint8(ds), chunk: uint8(k)})
 	e.nup[u] = up.n
 	e.setFull(u, up)
 	e.touch(u)
@@ -1008,10 +1019,9 @@ func (e *engine) start(u, d int32, p int, size int64, ds int32) {
 // time.
 func (e *engine) step(u int32) {
 	up := &e.up[u]
-	e.advance(up)
-	t := up.pop()
+	e.advance(u, up)
+	t := e.pop(up)
 	up.vclock = max(up.vclock, t.vfin)
-	up.n--
 	e.nup[u] = up.n
 	e.setFull(u, up)
 	e.touch(u)
@@ -1027,13 +1037,14 @@ func (e *engine) step(u int32) {
 
 func (e *engine) finish(u int32, t upload) {
 	d, p := t.down, int(t.piece)
+	size := e.chunkSize(p, int(t.chunk))
 	if u == e.origin {
-		e.originBytes += t.size
+		e.originBytes += size
 	} else {
-		e.peerBytes += t.size
+		e.peerBytes += size
 	}
 	h := &e.hot[d]
-	h.recv += t.size
+	h.recv += size
 	h.active--
 	e.help[e.slotOff(d)+int(t.downSlot)] = float32(e.now)
 	fl := e.fl[int(d)*e.r : int(d+1)*e.r]
@@ -1271,12 +1282,12 @@ func (e *engine) replace(j int32) bool {
 
 // busy reports whether a chunk is in flight between members a and b.
 func (e *engine) busy(a, b int32) bool {
-	for _, t := range e.up[a].q {
+	for _, t := range e.queue(&e.up[a]) {
 		if t.down == b {
 			return true
 		}
 	}
-	for _, t := range e.up[b].q {
+	for _, t := range e.queue(&e.up[b]) {
 		if t.down == a {
 			return true
 		}
@@ -1390,9 +1401,59 @@ func (e *engine) run(ctx context.Context, progress func(done, total int)) error 
 	return e.checkErr
 }
 
-// push and pop keep an uploader's uploads as a min-heap by vfin.
-func (u *uploader) push(t upload) {
-	q := append(u.q, t)
+// queue is uploader up's heap of uploads.
+func (e *engine) queue(up *uploader) []upload {
+	if up.spill == 0 {
+		return up.inline[:up.n]
+	}
+	return e.spill[up.spill-1]
+}
+
+// push adds upload t to uploader up.
+func (e *engine) push(up *uploader, t upload) {
+	if up.spill == 0 && up.n < int32(len(up.inline)) {
+		pushHeap(up.inline[:up.n], t)
+		up.n++
+		return
+	}
+	if up.spill == 0 {
+		var k int32
+		if f := len(e.spillFree); f > 0 {
+			k = e.spillFree[f-1]
+			e.spillFree = e.spillFree[:f-1]
+		} else {
+			k = int32(len(e.spill))
+			e.spill = append(e.spill, nil)
+		}
+		e.spill[k] = append(e.spill[k][:0], up.inline[:]...)
+		up.spill = k + 1
+	}
+	e.spill[up.spill-1] = pushHeap(e.spill[up.spill-1], t)
+	up.n++
+}
+
+// pop takes uploader up's upload that completes first.
+func (e *engine) pop(up *uploader) upload {
+	if up.spill == 0 {
+		t, _ := popHeap(up.inline[:up.n])
+		up.n--
+		return t
+	}
+	k := up.spill - 1
+	t, q := popHeap(e.spill[k])
+	up.n--
+	e.spill[k] = q
+	if up.n <= 1 {
+		copy(up.inline[:], q)
+		e.spillFree = append(e.spillFree, k)
+		up.spill = 0
+	}
+	return t
+}
+
+// pushHeap and popHeap keep uploads as a binary min-heap by vfin.
+func pushHeap(q []upload, t upload) []upload {
+	q = append(q, t)
 	i := len(q) - 1
 	for i > 0 {
 		p := (i - 1) / 2
@@ -1402,11 +1463,10 @@ func (u *uploader) push(t upload) {
 		q[i], q[p] = q[p], q[i]
 		i = p
 	}
-	u.q = q
+	return q
 }
 
-func (u *uploader) pop() upload {
-	q := u.q
+func popHeap(q []upload) (upload, []upload) {
 	top := q[0]
 	last := len(q) - 1
 	q[0] = q[last]
@@ -1427,6 +1487,5 @@ func (u *uploader) pop() upload {
 		q[i], q[m] = q[m], q[i]
 		i = m
 	}
-	u.q = q
-	return top
+	return top, q
 }
