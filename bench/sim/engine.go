@@ -172,8 +172,8 @@ type engine struct {
 	// full has a bit per member whose upload one more transfer would slow
 	// (n+1 > cap/slotRate): source reads it instead of the uploader.
 	full []uint64
-	nup  []int32 // uploads per member, as up[m].n, kept compact for source
-	ups  keyHeap // uploaders by next upload completion
+	nup  []int32  // uploads per member, as up[m].n, kept compact for source
+	ups  calendar // uploaders by next upload completion
 	// Uploaders whose count changed in the current event.
 	dirty     []bool
 	dirtyList []int32
@@ -198,7 +198,8 @@ type engine struct {
 	count     []uint64
 	planes    int
 	holders   slotMask
-	touched   uint64 // keeps pick's touch loop
+	touched   uint64 // keeps pick's touch loop and the loads ahead
+	ahead     int32  // the uploader whose line step loaded, or -1
 	// sat holds, per node, hw words: the pieces that, when it last
 	// counted, at least maxLevel of its connections had. Availability
 	// only grows while no connection of the node closes (dropConn clears
@@ -306,7 +307,9 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	e.up = make([]uploader, members)
 	e.full = make([]uint64, (members+63)/64)
 	e.nup = make([]int32, members)
-	e.ups = newKeyHeap(members)
+	// A chunk at the slot rate: how far ahead most completions lie.
+	e.ahead = -1
+	e.ups = newCalendar(members, float64(e.pieceSize)/float64(e.chunks(0))/e.slotRate)
 	e.dirty = make([]bool, members)
 
 	// Nodes start when they accept the desired state; the others learn that
@@ -796,7 +799,8 @@ func (e *engine) freeSource(d int32, p, start int) (u, ds int32, ok bool) {
 		if s >= cp {
 			s -= cp
 		}
-		if v := row[s]; v >= 0 && have[int(v)*hw+w]>>bit&1 != 0 && e.full[v>>6]>>(v&63)&1 == 0 {
+		// The full bit first: it is at hand, the bitfield is not.
+		if v := row[s]; v >= 0 && e.full[v>>6]>>(v&63)&1 == 0 && have[int(v)*hw+w]>>bit&1 != 0 {
 			return v, int32(s), true
 		}
 	}
@@ -1019,8 +1023,21 @@ func (e *engine) start(u, d int32, p, k int, ds int32) {
 // time.
 func (e *engine) step(u int32) {
 	up := &e.up[u]
+	// Load ahead, so that the next event's cache misses overlap this
+	// one's: the next event is most likely at the uploader second in the
+	// queue, whose line the last event loaded; load its downloader's
+	// state now, and the line of the uploader after it.
+	if v := e.ahead; v >= 0 && v != u && e.up[v].spill == 0 && e.up[v].n > 0 {
+		e.touchNode(e.up[v].inline[0].down)
+	}
+	e.ahead = -1
+	if v, ok := e.ups.next(); ok {
+		e.ahead = v
+		e.touched += uint64(e.up[v].n)
+	}
 	e.advance(u, up)
 	t := e.pop(up)
+	e.touchNode(t.down)
 	up.vclock = max(up.vclock, t.vfin)
 	e.nup[u] = up.n
 	e.setFull(u, up)
@@ -1033,6 +1050,18 @@ func (e *engine) step(u int32) {
 			e.fill(v)
 		}
 	}
+}
+
+// touchNode loads what the event will read of node d, so that the cache
+// misses overlap rather than come one after the other as the code reaches
+// them: its flags, flights, bitfield, saturated pieces and connections.
+func (e *engine) touchNode(d int32) {
+	off, hw := e.slotOff(d), e.hw
+	x := uint64(e.hot[d].haveN) + uint64(e.fl[int(d)*e.r].next) + e.have[int(d)*hw] + e.sat[int(d)*hw]
+	for s := 0; s < e.maxConns; s += 16 { // a line of slots at a time
+		x += uint64(e.peer[off+s])
+	}
+	e.touched += x
 }
 
 func (e *engine) finish(u int32, t upload) {

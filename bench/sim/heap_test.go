@@ -95,3 +95,56 @@ func TestUploaderQueue(t *testing.T) {
 		t.Errorf("an uploader is %d bytes, want one cache line", unsafe.Sizeof(uploader{}))
 	}
 }
+
+// TestCalendar drives the calendar as TestKeyHeap drives the heap, with
+// keys that move forward like completion times (and sometimes back, and
+// far ahead), and checks its minimum against a plain scan.
+func TestCalendar(t *testing.T) {
+	const n = 300
+	rng := rand.New(rand.NewPCG(2, 2))
+	c := newCalendar(n, 1)
+	in := make([]bool, n)
+	keys := make([]float64, n)
+	now := 0.0
+	for step := range 50000 {
+		item := int32(rng.IntN(n))
+		switch r := rng.IntN(10); {
+		case r == 0:
+			c.remove(item)
+			in[item] = false
+		default:
+			k := now + float64(rng.IntN(64))/16 // ties on purpose
+			if r == 1 {
+				k = now + float64(rng.IntN(1000)) // beyond the ring
+			}
+			c.set(item, k)
+			in[item], keys[item] = true, k
+		}
+		want, wantKey := int32(-1), math.Inf(1)
+		for i := range int32(n) {
+			if in[i] && keys[i] < wantKey {
+				want, wantKey = i, keys[i]
+			}
+		}
+		if want < 0 {
+			if c.len() != 0 {
+				t.Fatalf("step %d: calendar holds %d items, want none", step, c.len())
+			}
+			continue
+		}
+		got, k := c.min()
+		if got != want || k != wantKey {
+			t.Fatalf("step %d: min (%d, %v), want (%d, %v)", step, got, k, want, wantKey)
+		}
+		if rng.IntN(3) == 0 {
+			// Time moves to the minimum, as the engine's does; now and
+			// then a new key comes before it (an event from elsewhere).
+			now = k
+			c.remove(got)
+			in[got] = false
+			if rng.IntN(50) == 0 {
+				now = max(0, now-float64(rng.IntN(10)))
+			}
+		}
+	}
+}

@@ -73,22 +73,31 @@
 // NodeUp, origin: OriginUp) shares its rate equally among its k uploads in
 // flight (processor sharing, as a token-bucket limiter serves every
 // connection that asks). Rates change only when an uploader's count
-// changes, and then exactly: each uploader keeps a virtual clock, so an
-// event costs O(log n) and nothing is approximated in time. No node ever
-// exceeds NodeDown nor an uploader its rate, so no run beats T*.
+// changes, and then exactly: each uploader keeps a virtual clock, so
+// nothing is approximated in time. No node ever exceeds NodeDown nor an
+// uploader its rate, so no run beats T*.
 //
 // Piece count. The simulated piece is the real one (PieceLength, or
 // release.PieceLengthFor) unless the bundle has more than MaxSimPieces
 // (default 512; bench sim --sim-pieces) of them; then consecutive real
 // pieces are grouped. The cost of a run grows with nodes × simulated
-// pieces × MaxRequests, and faster with the pieces, as each pick counts
+// pieces × MaxRequests, and faster with the pieces, as a pick may count
 // bitfields as wide as the piece count; results converge as pieces get
-// finer. At 5000 nodes, 1 GiB, 1 Gbit/s nodes and a 10 Gbit/s origin,
-// completion is 1.24, 1.15, 1.13 and 1.12 × T* at 256, 512, 1024 and 2048
-// (the real) pieces, and a run takes 2.4, 6.5, 19 and 56 s on one core.
-// Coarser pieces slow the first hops from the origin most, so the error
-// grows with N: 256 pieces come out 7.5%, 11.5% and 13% later than 512 at
-// 5000, 20 000 and 50 000 nodes.
+// finer. Coarser pieces slow the first hops from the origin most, so
+// their error grows with N. BENCHMARKS.md (Simulator speed) has the
+// measured cost and accuracy of each piece count.
+//
+// Cost. An event is a chunk completing; at tens of thousands of nodes its
+// cost is the random nodes' state it reads from memory, so the engine
+// reads as little as gives the same result. A node remembers which pieces
+// it last counted at maxLevel or more connections; availability only grows
+// while none of its connections closes, so when every candidate is among
+// them, they rank alike and pick takes the first in the node's order
+// without reading any bitfield. A sender is looked for from the random
+// slot on and found at the first holder with upload to spare. An uploader
+// is one cache line, and the uploaders wait in a calendar queue (buckets
+// of time) rather than a heap. None of this changes a result: tests
+// compare the shortcuts with counting every time.
 //
 // # What it leaves out
 //
