@@ -58,25 +58,28 @@ type nodeHot struct {
 }
 
 // uploader is one member's upload side: processor sharing with a virtual
-// clock. Each of its n uploads progresses at rate bytes/s; vclock is the
-// bytes each has progressed since the start, as of vtime; q holds its
-// uploads by the vclock value at which they complete. The first uploads
-// live in the uploader itself (q starts on inline), so that a node's
-// upload side is two adjacent cache lines rather than two places in
-// memory; the origin's and a few busy nodes' queues outgrow it.
+// clock. Each of its n uploads progresses at rate(m, n) bytes/s; vclock is
+// the bytes each has progressed since the start, as of vtime. Its uploads
+// are a min-heap by the vclock value at which they complete (see queue):
+// up to two live in the uploader itself, so that an uploader is one cache
+// line; past two, the heap moves to e.spill[spill-1] (the origin's and
+// saturated nodes'), and back when one is left.
 type uploader struct {
-	vclock, vtime, rate, cap float64
-	q                        []upload
-	n                        int32
-	inline                   [2]upload
+	vclock, vtime float64
+	n             int32
+	spill         int32
+	inline        [2]upload
+	_             [8]byte // 64 bytes: uploaders do not straddle lines
 }
 
-// upload is one chunk in flight.
+// upload is one chunk in flight: chunk of piece to down, in the
+// downloader's connection slot downSlot.
 type upload struct {
-	vfin        float64
-	down, piece int32
-	downSlot    int32 // the connection's slot at the downloader
-	size        int64
+	vfin     float64
+	down     int32
+	piece    uint16 // maxSimPiecesLimit
+	downSlot uint8  // maxConnsLimit
+	chunk    uint8  // maxRequestsLimit
 }
 
 // flight is a piece a node is fetching: the next chunk to request and how
@@ -162,11 +165,15 @@ type engine struct {
 	replAt []float64 // no replacement attempt before
 
 	up []uploader // per member
+	// spill holds the upload heaps that outgrew their uploader; spillFree
+	// the indices free for reuse.
+	spill     [][]upload
+	spillFree []int32
 	// full has a bit per member whose upload one more transfer would slow
 	// (n+1 > cap/slotRate): source reads it instead of the uploader.
 	full []uint64
-	nup  []int32 // uploads per member, as up[m].n, kept compact for source
-	ups  keyHeap // uploaders by next upload completion
+	nup  []int32  // uploads per member, as up[m].n, kept compact for source
+	ups  calendar // uploaders by next upload completion
 	// Uploaders whose count changed in the current event.
 	dirty     []bool
 	dirtyList []int32
@@ -191,7 +198,17 @@ type engine struct {
 	count     []uint64
 	planes    int
 	holders   slotMask
-	touched   uint64 // keeps pick's touch loop
+	touched   uint64 // keeps pick's touch loop and the loads ahead
+	ahead     int32  // the uploader whose line step loaded, or -1
+	// sat holds, per node, hw words: the pieces that, when it last
+	// counted, at least maxLevel of its connections had. Availability
+	// only grows while no connection of the node closes (dropConn clears
+	// its row), so these still rank alike, by the node's own order, and
+	// when every candidate is among them pick need not count (fast).
+	sat         []uint64
+	fast        bool // pick did not count: e.pickRows and e.count are not set
+	alwaysCount bool // pick never takes the shortcut (tests)
+	shortcuts   int  // picks that took it
 
 	originBytes, peerBytes int64
 	done                   int
@@ -212,6 +229,7 @@ type engineParams struct {
 	// sample of how long a node's own state takes to reach the others.
 	accept, spread []float64
 	check          bool
+	alwaysCount    bool // see engine.alwaysCount
 	// feeders, when positive, is the origin policy: nodes 0..feeders-1
 	// take from the origin only their share (pieces p with p mod feeders
 	// equal to their index) and leave it once they hold it; no other node
@@ -269,6 +287,8 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	e.pickRows = make([]int, 0, p.maxConns)
 	e.pickSlots = make([]int32, 0, p.maxConns)
 	e.want = make([]uint64, e.hw)
+	e.sat = make([]uint64, n*e.hw)
+	e.alwaysCount = p.alwaysCount
 	e.held = make([]uint64, e.hw)
 	e.cand = make([]uint64, e.hw)
 	e.planes = bits.Len(uint(p.maxConns))
@@ -285,16 +305,11 @@ func newEngine(p engineParams, rng *rand.Rand) *engine {
 	e.replAt = make([]float64, members)
 
 	e.up = make([]uploader, members)
-	for m := range n {
-		e.up[m].cap = p.nodeUp
-	}
-	e.up[n].cap = p.originUp
-	for m := range e.up {
-		e.up[m].q = e.up[m].inline[:0]
-	}
 	e.full = make([]uint64, (members+63)/64)
 	e.nup = make([]int32, members)
-	e.ups = newKeyHeap(members)
+	// A chunk at the slot rate: how far ahead most completions lie.
+	e.ahead = -1
+	e.ups = newCalendar(members, float64(e.pieceSize)/float64(e.chunks(0))/e.slotRate)
 	e.dirty = make([]bool, members)
 
 	// Nodes start when they accept the desired state; the others learn that
@@ -463,6 +478,21 @@ func (e *engine) pick(d int32) (int, bool) {
 			want[f.piece>>6] &^= 1 << (f.piece & 63)
 		}
 	}
+	// If every candidate is saturated, counting would rank them alike,
+	// all held: the first in d's order.
+	sat := e.sat[int(d)*hw : int(d+1)*hw]
+	var rest, some uint64
+	for w, x := range want {
+		rest |= x &^ sat[w]
+		some |= x
+	}
+	if e.fast = rest == 0 && !e.alwaysCount; e.fast {
+		if some == 0 {
+			return 0, false
+		}
+		e.shortcuts++
+		return e.firstIn(d, want, want), true
+	}
 
 	// The connections counted per piece: those partial when connected.
 	off, cp := e.slotOff(d), e.slotCap(d)
@@ -502,8 +532,15 @@ func (e *engine) pick(d int32) (int, bool) {
 		}
 	}
 	none := true
-	for _, x := range held {
+	for w, x := range held {
 		none = none && x == 0
+		// Learn which are saturated (maxLevel = 14: 16 or more, or
+		// 14 and 15 = 0b111x).
+		ge := count[3*hw+w] & count[2*hw+w] & count[hw+w]
+		for b := 4; b < 8; b++ {
+			ge |= count[b*hw+w]
+		}
+		sat[w] |= x & ge
 	}
 	if none {
 		return 0, false
@@ -518,6 +555,9 @@ func (e *engine) pick(d int32) (int, bool) {
 // pick counted (e.want), that pick ranks first: the lowest count in
 // e.count, then d's own order.
 func (e *engine) rarest(d int32, held []uint64) int {
+	if e.fast {
+		return e.firstIn(d, held, e.want) // every candidate is saturated
+	}
 	hw, count := e.hw, e.count
 	// Those at the lowest count: from the top bit down, drop those with
 	// the bit set whenever some have it clear.
@@ -545,11 +585,20 @@ func (e *engine) rarest(d int32, held []uint64) int {
 }
 
 // setHolders leaves in e.holders the slots of d whose peers have piece p,
-// from the connections pick counted (e.pickRows, e.pickSlots) and d's
-// seeds.
+// from the connections pick counted (e.pickRows, e.pickSlots), or all of
+// d's if it did not count, and d's seeds.
 func (e *engine) setHolders(d int32, p int) {
 	hm := &e.holders
 	*hm = slotMask{}
+	if e.fast {
+		off, w, bit := e.slotOff(d), p>>6, uint(p&63)
+		for s, v := range e.peer[off : off+e.slotCap(d)] {
+			if v >= 0 && e.have[int(v)*e.hw+w]>>bit&1 != 0 {
+				hm[s>>6] |= 1 << (s & 63)
+			}
+		}
+		return
+	}
 	copy(hm[:], e.seedSlot[int(d)*e.sw:int(d+1)*e.sw]) // a seed has every piece
 	for i, o := range e.pickRows {
 		s := e.pickSlots[i]
@@ -584,9 +633,8 @@ func (e *engine) freeHolder(d int32, hm *slotMask) bool {
 // for pieces that peer has, so a crowd at the holders of the rarest piece
 // does not leave a downloader waiting on them while other peers have
 // upload to spare; rarest first orders what it asks each peer for.
-func (e *engine) pickFree(d int32) (int, bool) {
+func (e *engine) pickFree(d int32, start int) (int, bool) {
 	off, cp := e.slotOff(d), e.slotCap(d)
-	start := e.rng.IntN(cp)
 	set := e.held // pick is done with it
 	for k := range cp {
 		s := start + k
@@ -706,28 +754,62 @@ func (e *engine) firstIn(d int32, m, want []uint64) int {
 // member whose upload is not saturated gives the full slot rate), looked
 // for from a random slot. This stands for anacrolix requesting from every
 // peer that has the piece and the fastest serving most.
+//
+// It reads the connections' bitfields from the random slot on and stops
+// at the first free holder, as choose would pick it, so that a piece many
+// connections have costs a few of them; only when every holder is
+// saturated does it read them all.
 func (e *engine) source(d int32, p int) (u, ds int32, ok bool) {
+	start := e.rng.IntN(e.slotCap(d))
+	if u, ds, ok := e.freeSource(d, p, start); ok {
+		return u, ds, true
+	}
+	// Every holder is saturated: the least loaded gives most.
 	off, cp := e.slotOff(d), e.slotCap(d)
 	row := e.peer[off : off+cp]
 	have, hw, w, bit := e.have, e.hw, p>>6, uint(p&63)
-	// First, without branches on what is loaded so that the loads
-	// overlap: which slots hold the piece (hm), and which of those could
-	// send at the full slot rate (fm).
-	var hm, fm slotMask
-	for s, v := range row {
-		valid := uint64(^v>>31) & 1 // 0 for a free slot (peer -1)
-		vi := v &^ (v >> 31)
-		h := have[int(vi)*hw+w] >> bit & valid
-		f := e.full[vi>>6] >> (vi & 63)
-		hm[s>>6] |= (h & 1) << (s & 63)
-		fm[s>>6] |= (h &^ f & 1) << (s & 63)
+	best, bestRate := -1, -1.0
+	for k := range cp {
+		s := start + k
+		if s >= cp {
+			s -= cp
+		}
+		v := row[s]
+		if v < 0 || have[int(v)*hw+w]>>bit&1 == 0 {
+			continue
+		}
+		if r := min(e.slotRate, e.upCap(v)/float64(e.nup[v]+1)); r > bestRate {
+			best, bestRate = s, r
+		}
 	}
-	return e.choose(row, &hm, &fm)
+	if best < 0 {
+		return 0, 0, false
+	}
+	return row[best], int32(best), true
+}
+
+// freeSource is source's first choice: the first of node d's connections
+// from slot start on (wrapping) that has piece p and upload to spare.
+func (e *engine) freeSource(d int32, p, start int) (u, ds int32, ok bool) {
+	off, cp := e.slotOff(d), e.slotCap(d)
+	row := e.peer[off : off+cp]
+	have, hw, w, bit := e.have, e.hw, p>>6, uint(p&63)
+	for k := range cp {
+		s := start + k
+		if s >= cp {
+			s -= cp
+		}
+		// The full bit first: it is at hand, the bitfield is not.
+		if v := row[s]; v >= 0 && e.full[v>>6]>>(v&63)&1 == 0 && have[int(v)*hw+w]>>bit&1 != 0 {
+			return v, int32(s), true
+		}
+	}
+	return 0, 0, false
 }
 
 // sourceFrom is source for the piece pick just chose, whose holders pick
 // found: hm.
-func (e *engine) sourceFrom(d int32, hm *slotMask) (u, ds int32, ok bool) {
+func (e *engine) sourceFrom(d int32, hm *slotMask, start int) (u, ds int32, ok bool) {
 	off, cp := e.slotOff(d), e.slotCap(d)
 	row := e.peer[off : off+cp]
 	var fm slotMask
@@ -739,15 +821,15 @@ func (e *engine) sourceFrom(d int32, hm *slotMask) (u, ds int32, ok bool) {
 			fm[w] |= (^e.full[v>>6] >> (v & 63) & 1) << (s & 63)
 		}
 	}
-	return e.choose(row, hm, &fm)
+	return e.choose(row, hm, &fm, start)
 }
 
-// choose is the end of source: given the slots of row that have the piece
-// (hm) and those of them that could send at the full slot rate (fm), the
-// first of fm from a random slot, else the holder that gives most.
-func (e *engine) choose(row []int32, hm, fm *slotMask) (u, ds int32, ok bool) {
+// choose is the end of sourceFrom: given the slots of row that have the
+// piece (hm) and those of them that could send at the full slot rate (fm),
+// the first of fm from slot start (random), else the holder that gives
+// most.
+func (e *engine) choose(row []int32, hm, fm *slotMask, start int) (u, ds int32, ok bool) {
 	cp := len(row)
-	start := e.rng.IntN(cp)
 	best := firstFrom(fm[:], start, cp)
 	if best < 0 {
 		// Every holder is saturated: the least loaded gives most.
@@ -817,17 +899,32 @@ func (e *engine) fill(d int32) {
 			e.starved[d>>6] |= 1 << (d & 63)
 			return
 		}
-		if !e.freeHolder(d, &e.holders) {
-			if q, ok := e.pickFree(d); ok {
-				p = q
-			}
+		// The first random draw goes to the source if a holder of p has
+		// upload to spare, else to pickFree (and the next to the source).
+		start := e.rng.IntN(e.slotCap(d))
+		var u, ds int32
+		if e.fast {
+			// What sourceFrom would choose, without reading every
+			// holder's bitfield.
+			u, ds, ok = e.freeSource(d, p, start)
 		}
-		u, ds, ok := e.sourceFrom(d, &e.holders)
+		if !e.fast || !ok {
+			if e.fast {
+				e.setHolders(d, p)
+			}
+			if !e.freeHolder(d, &e.holders) {
+				if q, ok := e.pickFree(d, start); ok {
+					p = q
+				}
+				start = e.rng.IntN(e.slotCap(d))
+			}
+			u, ds, ok = e.sourceFrom(d, &e.holders, start)
+		}
 		if !ok {
 			panic(fmt.Sprintf("sim: node %d picked piece %d that no connection has", d, p))
 		}
 		fl[k] = flight{piece: int32(p), next: 1, left: int32(e.chunks(p))}
-		e.start(u, d, p, e.chunkSize(p, 0), ds)
+		e.start(u, d, p, 0, ds)
 	}
 	e.starved[d>>6] &^= 1 << (d & 63)
 }
@@ -845,7 +942,7 @@ func (e *engine) more(d int32, fl []flight) bool {
 		if !ok {
 			continue // its holders left; wait for another
 		}
-		e.start(u, d, p, e.chunkSize(p, int(f.next)), ds)
+		e.start(u, d, p, int(f.next), ds)
 		f.next++
 		return true
 	}
@@ -853,15 +950,26 @@ func (e *engine) more(d int32, fl []flight) bool {
 }
 
 // advance brings uploader u's virtual clock to now.
-func (e *engine) advance(u *uploader) {
-	u.vclock += u.rate * (e.now - u.vtime)
+func (e *engine) advance(m int32, u *uploader) {
+	u.vclock += e.rate(m, u.n) * (e.now - u.vtime)
 	u.vtime = e.now
+}
+
+// rate is what each upload of member m gets when it has n: its upload
+// shared equally, at most a download slot's rate. An uploader's count
+// changes only at the time advance brought it to, so the rate since then
+// is the one its count gives.
+func (e *engine) rate(m, n int32) float64 {
+	if n == 0 {
+		return 0
+	}
+	return min(e.slotRate, e.upCap(m)/float64(n))
 }
 
 // setFull records whether one more upload would slow uploader u's.
 func (e *engine) setFull(u int32, up *uploader) {
 	bit := uint64(1) << (u & 63)
-	if float64(up.n+1)*e.slotRate > up.cap {
+	if float64(up.n+1)*e.slotRate > e.upCap(u) {
 		e.full[u>>6] |= bit
 	} else {
 		e.full[u>>6] &^= bit
@@ -892,19 +1000,19 @@ func (e *engine) flush() {
 func (e *engine) resched(u int32) {
 	up := &e.up[u]
 	if up.n == 0 {
-		up.rate = 0
 		e.ups.remove(u)
 		return
 	}
-	up.rate = min(e.slotRate, up.cap/float64(up.n))
-	e.ups.set(u, e.now+max(0, up.q[0].vfin-up.vclock)/up.rate)
+	e.ups.set(u, e.now+max(0, e.queue(up)[0].vfin-up.vclock)/e.rate(u, up.n))
 }
 
-func (e *engine) start(u, d int32, p int, size int64, ds int32) {
+// start has member u send node d chunk k of piece p, over d's
+// connection slot ds.
+func (e *engine) start(u, d int32, p, k int, ds int32) {
 	up := &e.up[u]
-	e.advance(up)
-	up.push(upload{vfin: up.vclock + float64(size), down: d, piece: int32(p), downSlot: ds, size: size})
-	up.n++
+	e.advance(u, up)
+	size := e.chunkSize(p, k)
+	e.push(up, upload{vfin: up.vclock + float64(size), down: d, piece: uint16(p), downSlot: uint8(ds), chunk: uint8(k)})
 	e.nup[u] = up.n
 	e.setFull(u, up)
 	e.touch(u)
@@ -915,10 +1023,22 @@ func (e *engine) start(u, d int32, p int, size int64, ds int32) {
 // time.
 func (e *engine) step(u int32) {
 	up := &e.up[u]
-	e.advance(up)
-	t := up.pop()
+	// Load ahead, so that the next event's cache misses overlap this
+	// one's: the next event is most likely at the uploader second in the
+	// queue, whose line the last event loaded; load its downloader's
+	// state now, and the line of the uploader after it.
+	if v := e.ahead; v >= 0 && v != u && e.up[v].spill == 0 && e.up[v].n > 0 {
+		e.touchNode(e.up[v].inline[0].down)
+	}
+	e.ahead = -1
+	if v, ok := e.ups.next(); ok {
+		e.ahead = v
+		e.touched += uint64(e.up[v].n)
+	}
+	e.advance(u, up)
+	t := e.pop(up)
+	e.touchNode(t.down)
 	up.vclock = max(up.vclock, t.vfin)
-	up.n--
 	e.nup[u] = up.n
 	e.setFull(u, up)
 	e.touch(u)
@@ -932,15 +1052,28 @@ func (e *engine) step(u int32) {
 	}
 }
 
+// touchNode loads what the event will read of node d, so that the cache
+// misses overlap rather than come one after the other as the code reaches
+// them: its flags, flights, bitfield, saturated pieces and connections.
+func (e *engine) touchNode(d int32) {
+	off, hw := e.slotOff(d), e.hw
+	x := uint64(e.hot[d].haveN) + uint64(e.fl[int(d)*e.r].next) + e.have[int(d)*hw] + e.sat[int(d)*hw]
+	for s := 0; s < e.maxConns; s += 16 { // a line of slots at a time
+		x += uint64(e.peer[off+s])
+	}
+	e.touched += x
+}
+
 func (e *engine) finish(u int32, t upload) {
 	d, p := t.down, int(t.piece)
+	size := e.chunkSize(p, int(t.chunk))
 	if u == e.origin {
-		e.originBytes += t.size
+		e.originBytes += size
 	} else {
-		e.peerBytes += t.size
+		e.peerBytes += size
 	}
 	h := &e.hot[d]
-	h.recv += t.size
+	h.recv += size
 	h.active--
 	e.help[e.slotOff(d)+int(t.downSlot)] = float32(e.now)
 	fl := e.fl[int(d)*e.r : int(d+1)*e.r]
@@ -1126,6 +1259,12 @@ func (e *engine) dropConn(i, si int32) {
 	oj := int32(e.slotOff(j)) + e.other[oi]
 	e.forget(i, oi)
 	e.forget(j, oj)
+	// Availability at both ends may fall: they count again.
+	for _, m := range [2]int32{i, j} {
+		if m != e.origin {
+			clear(e.sat[int(m)*e.hw : int(m+1)*e.hw])
+		}
+	}
 	e.peer[oi], e.peer[oj] = -1, -1
 	e.nconn[i]--
 	e.nconn[j]--
@@ -1172,12 +1311,12 @@ func (e *engine) replace(j int32) bool {
 
 // busy reports whether a chunk is in flight between members a and b.
 func (e *engine) busy(a, b int32) bool {
-	for _, t := range e.up[a].q {
+	for _, t := range e.queue(&e.up[a]) {
 		if t.down == b {
 			return true
 		}
 	}
-	for _, t := range e.up[b].q {
+	for _, t := range e.queue(&e.up[b]) {
 		if t.down == a {
 			return true
 		}
@@ -1291,9 +1430,59 @@ func (e *engine) run(ctx context.Context, progress func(done, total int)) error 
 	return e.checkErr
 }
 
-// push and pop keep an uploader's uploads as a min-heap by vfin.
-func (u *uploader) push(t upload) {
-	q := append(u.q, t)
+// queue is uploader up's heap of uploads.
+func (e *engine) queue(up *uploader) []upload {
+	if up.spill == 0 {
+		return up.inline[:up.n]
+	}
+	return e.spill[up.spill-1]
+}
+
+// push adds upload t to uploader up.
+func (e *engine) push(up *uploader, t upload) {
+	if up.spill == 0 && up.n < int32(len(up.inline)) {
+		pushHeap(up.inline[:up.n], t)
+		up.n++
+		return
+	}
+	if up.spill == 0 {
+		var k int32
+		if f := len(e.spillFree); f > 0 {
+			k = e.spillFree[f-1]
+			e.spillFree = e.spillFree[:f-1]
+		} else {
+			k = int32(len(e.spill))
+			e.spill = append(e.spill, nil)
+		}
+		e.spill[k] = append(e.spill[k][:0], up.inline[:]...)
+		up.spill = k + 1
+	}
+	e.spill[up.spill-1] = pushHeap(e.spill[up.spill-1], t)
+	up.n++
+}
+
+// pop takes uploader up's upload that completes first.
+func (e *engine) pop(up *uploader) upload {
+	if up.spill == 0 {
+		t, _ := popHeap(up.inline[:up.n])
+		up.n--
+		return t
+	}
+	k := up.spill - 1
+	t, q := popHeap(e.spill[k])
+	up.n--
+	e.spill[k] = q
+	if up.n <= 1 {
+		copy(up.inline[:], q)
+		e.spillFree = append(e.spillFree, k)
+		up.spill = 0
+	}
+	return t
+}
+
+// pushHeap and popHeap keep uploads as a binary min-heap by vfin.
+func pushHeap(q []upload, t upload) []upload {
+	q = append(q, t)
 	i := len(q) - 1
 	for i > 0 {
 		p := (i - 1) / 2
@@ -1303,11 +1492,10 @@ func (u *uploader) push(t upload) {
 		q[i], q[p] = q[p], q[i]
 		i = p
 	}
-	u.q = q
+	return q
 }
 
-func (u *uploader) pop() upload {
-	q := u.q
+func popHeap(q []upload) (upload, []upload) {
 	top := q[0]
 	last := len(q) - 1
 	q[0] = q[last]
@@ -1328,6 +1516,5 @@ func (u *uploader) pop() upload {
 		q[i], q[m] = q[m], q[i]
 		i = m
 	}
-	u.q = q
-	return top
+	return top, q
 }

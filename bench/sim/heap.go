@@ -77,7 +77,10 @@ type keyed struct {
 }
 
 func newKeyHeap(n int) keyHeap {
-	h := keyHeap{pos: make([]int32, n), heap: make([]keyed, 0, n)}
+	// The array starts keyAlign entries into its allocation (which is
+	// aligned to a cache line once it is large), so that the children of
+	// a node, from keyArity·i+1 on, fill one line rather than straddle two.
+	h := keyHeap{pos: make([]int32, n), heap: make([]keyed, keyAlign, n+keyAlign)[keyAlign:]}
 	for i := range h.pos {
 		h.pos[i] = -1
 	}
@@ -138,6 +141,10 @@ func (h *keyHeap) remove(item int32) {
 // The heap is 4-ary: half the levels of a binary heap, and the children
 // of a node (16 bytes each) share a cache line.
 const keyArity = 4
+
+// keyAlign is the entries before the root in a line (64 bytes of 16-byte
+// entries): keyArity·i+1 is then a multiple of 4 past the line start.
+const keyAlign = 3
 
 // up places x, whose slot is i, at or above i.
 func (h *keyHeap) up(i int32, x keyed) {

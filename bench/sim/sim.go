@@ -73,22 +73,31 @@
 // NodeUp, origin: OriginUp) shares its rate equally among its k uploads in
 // flight (processor sharing, as a token-bucket limiter serves every
 // connection that asks). Rates change only when an uploader's count
-// changes, and then exactly: each uploader keeps a virtual clock, so an
-// event costs O(log n) and nothing is approximated in time. No node ever
-// exceeds NodeDown nor an uploader its rate, so no run beats T*.
+// changes, and then exactly: each uploader keeps a virtual clock, so
+// nothing is approximated in time. No node ever exceeds NodeDown nor an
+// uploader its rate, so no run beats T*.
 //
 // Piece count. The simulated piece is the real one (PieceLength, or
 // release.PieceLengthFor) unless the bundle has more than MaxSimPieces
 // (default 512; bench sim --sim-pieces) of them; then consecutive real
 // pieces are grouped. The cost of a run grows with nodes × simulated
-// pieces × MaxRequests, and faster with the pieces, as each pick counts
+// pieces × MaxRequests, and faster with the pieces, as a pick may count
 // bitfields as wide as the piece count; results converge as pieces get
-// finer. At 5000 nodes, 1 GiB, 1 Gbit/s nodes and a 10 Gbit/s origin,
-// completion is 1.24, 1.15, 1.13 and 1.12 × T* at 256, 512, 1024 and 2048
-// (the real) pieces, and a run takes 2.4, 6.5, 19 and 56 s on one core.
-// Coarser pieces slow the first hops from the origin most, so the error
-// grows with N: 256 pieces come out 7.5%, 11.5% and 13% later than 512 at
-// 5000, 20 000 and 50 000 nodes.
+// finer. Coarser pieces slow the first hops from the origin most, so
+// their error grows with N. BENCHMARKS.md (Simulator speed) has the
+// measured cost and accuracy of each piece count.
+//
+// Cost. An event is a chunk completing; at tens of thousands of nodes its
+// cost is the random nodes' state it reads from memory, so the engine
+// reads as little as gives the same result. A node remembers which pieces
+// it last counted at maxLevel or more connections; availability only grows
+// while none of its connections closes, so when every candidate is among
+// them, they rank alike and pick takes the first in the node's order
+// without reading any bitfield. A sender is looked for from the random
+// slot on and found at the first holder with upload to spare. An uploader
+// is one cache line, and the uploaders wait in a calendar queue (buckets
+// of time) rather than a heap. None of this changes a result: tests
+// compare the shortcuts with counting every time.
 //
 // # What it leaves out
 //
@@ -277,13 +286,21 @@ func (c *Config) simPieces() (pieces int, length, last int64) {
 // nodes complete so far, and once at the end. Run returns ctx.Err() if ctx
 // ends first.
 func Run(ctx context.Context, cfg Config, progress func(done, total int)) (bench.Result, error) {
-	res, _, err := simulate(ctx, cfg, progress, false)
+	res, _, err := simulate(ctx, cfg, progress, runOptions{})
 	return res, err
 }
 
-// simulate is Run; with check the engine also counts every piece each node
-// completes, for tests, and the engine is returned for inspection.
-func simulate(ctx context.Context, cfg Config, progress func(done, total int), check bool) (bench.Result, *engine, error) {
+// runOptions are simulate's knobs for tests.
+type runOptions struct {
+	// check has the engine count every piece each node completes.
+	check bool
+	// alwaysCount has pick count availability every time, without the
+	// shortcut for saturated candidates; the result is the same.
+	alwaysCount bool
+}
+
+// simulate is Run; the engine is returned for inspection.
+func simulate(ctx context.Context, cfg Config, progress func(done, total int), opt runOptions) (bench.Result, *engine, error) {
 	began := time.Now()
 	if err := cfg.Validate(); err != nil {
 		return bench.Result{}, nil, err
@@ -301,11 +318,12 @@ func simulate(ctx context.Context, cfg Config, progress func(done, total int), c
 		maxConns: cfg.MaxConns, originConns: cfg.OriginMaxConns, maxPeers: cfg.MaxPeers,
 		pieceSize: length, lastSize: last,
 		nodeUp: float64(cfg.NodeUp), nodeDown: float64(cfg.NodeDown), originUp: float64(cfg.OriginUp),
-		refresh: cfg.PeerRefresh.Seconds(),
-		accept:  accept,
-		spread:  spread,
-		check:   check,
-		feeders: cfg.OriginFeeders,
+		refresh:     cfg.PeerRefresh.Seconds(),
+		accept:      accept,
+		spread:      spread,
+		check:       opt.check,
+		alwaysCount: opt.alwaysCount,
+		feeders:     cfg.OriginFeeders,
 	}, rand.New(rand.NewPCG(cfg.Seed, seedData)))
 	if err := e.run(ctx, progress); err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

@@ -52,7 +52,7 @@ var scenarios = []struct {
 
 func run(t *testing.T, cfg Config) (bench.Result, *engine) {
 	t.Helper()
-	res, e, err := simulate(context.Background(), cfg, nil, true)
+	res, e, err := simulate(context.Background(), cfg, nil, runOptions{check: true})
 	if err != nil {
 		t.Fatalf("simulate: %v", err)
 	}
