@@ -50,14 +50,15 @@ const (
 	// the per-connection request buffer as the burst.
 	rateBurst = 256 << 10
 	// requestWindow is how many requests a node keeps in flight to one
-	// peer: 4 MiB of 64 KiB chunks, plenty for a datacenter's round trips.
+	// peer: 8 MiB of 64 KiB chunks, plenty for a datacenter's round trips
+	// (BENCHMARKS.md, "Release size", compares 64 and 128).
 	// peerRequestBudget is the bytes an uploader lets one connection's
 	// requests hold while it reads and sends them. A window larger than
 	// the budget stalls the connection for good (see clampRequestWindow).
 	// The budget is what anacrolix lets any peer keep in flight at the
 	// usual 16 KiB (1024 requests, localClientReqq), so a client that is
-	// not swarm cannot stall it either; swarm peers use a quarter of it.
-	requestWindow     = 64
+	// not swarm cannot stall it either; swarm peers use half of it.
+	requestWindow     = 128
 	peerRequestBudget = 1024 * 16 << 10
 	// maxHalfOpenConnsPerTorrent caps concurrent dials per release.
 	maxHalfOpenConnsPerTorrent = 25
