@@ -59,22 +59,27 @@ func TestFetchLargeAlone(t *testing.T) {
 // TestAnacrolixUploadStallsPastItsBudget shows the library behaviour that
 // clampRequestWindow works around: a leecher with swarm's configuration
 // but without the clamp keeps more requests in flight than the uploader's
-// budget, and the connection stops for good after some 30 MiB; with the
-// clamp the same fetch completes. If the first half fails, anacrolix no
-// longer stalls there and the clamp may be dropped.
+// budget, and the connection stops for good, usually after some 30 MiB;
+// with the clamp the same fetch completes. The stall depends on the order
+// in which the uploader picks requests, so the unclamped fetch gets up to
+// three tries to show it. If it never does, anacrolix no longer stalls
+// there and the clamp may be dropped.
 func TestAnacrolixUploadStallsPastItsBudget(t *testing.T) {
-	b := newBundle(t, 64<<20)
+	b := newBundle(t, 256<<20)
 	origin := newOrigin(t, b, Config{})
-	for _, clamp := range []bool{false, true} {
-		done, have := leechRaw(t, b.m, origin.Addr(), clamp)
-		switch {
-		case !clamp && done:
-			t.Errorf("without the clamp the fetch completed: anacrolix no longer stalls past the upload budget")
-		case !clamp:
-			t.Logf("without the clamp the fetch stopped at %d of %d MiB", have>>20, b.m.BundleSize>>20)
-		case !done:
-			t.Errorf("with the clamp the fetch stopped at %d of %d MiB", have>>20, b.m.BundleSize>>20)
+	stalled := false
+	for try := 1; try <= 3 && !stalled; try++ {
+		done, have := leechRaw(t, b.m, origin.Addr(), false)
+		if !done {
+			stalled = true
+			t.Logf("without the clamp the fetch stopped at %d of %d MiB (try %d)", have>>20, b.m.BundleSize>>20, try)
 		}
+	}
+	if !stalled {
+		t.Errorf("without the clamp the fetch completed three times: anacrolix no longer stalls past the upload budget")
+	}
+	if done, have := leechRaw(t, b.m, origin.Addr(), true); !done {
+		t.Errorf("with the clamp the fetch stopped at %d of %d MiB", have>>20, b.m.BundleSize>>20)
 	}
 }
 
