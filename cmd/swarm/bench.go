@@ -249,7 +249,7 @@ func newBenchSimCmd(ios streams) *cobra.Command {
 	}
 	o.register(cmd, 5000, "1GiB", "1Gbit", "1Gbit", "10Gbit")
 	cmd.Flags().IntVar(&maxRequests, "max-requests", 0, "pieces a node downloads at once (0 = the simulator's default)")
-	cmd.Flags().IntVar(&simPieces, "sim-pieces", 0, fmt.Sprintf("simulate at most this many pieces, grouping real ones (0 = %d): fewer run faster and come out later (256 pieces: 2.5× faster, +13%% at 50 000 nodes)", sim.DefaultMaxSimPieces))
+	cmd.Flags().IntVar(&simPieces, "sim-pieces", 0, fmt.Sprintf("simulate at most this many pieces, grouping real ones (0 = %d): fewer run faster and come out later (BENCHMARKS.md, \"Simulator speed\", has the trade)", sim.DefaultMaxSimPieces))
 	cmd.Flags().IntVar(&rumourFanout, "rumour-fanout", 0, "members a node sends a new desired state to directly (0 = the agents' default, -1 = none: broadcast and push/pull only)")
 	cmd.Flags().DurationVar(&gossipLatency, "gossip-latency", 0, "one network hop of the gossip model (0 = 1ms)")
 	cmd.Flags().DurationVar(&gossipAccept, "gossip-accept", 0, "time a node takes to verify and persist a new desired state (0 = 1.25ms, BenchmarkAcceptNewState)")
