@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/swarmdeploy/swarm/bench"
 )
@@ -163,14 +162,5 @@ func ProcsText(w io.Writer, r bench.ProcsResult) error {
 	if r.Notes != "" {
 		add("notes", r.Notes)
 	}
-	width := 0
-	for _, l := range lines {
-		width = max(width, utf8.RuneCountInString(l[0]))
-	}
-	var b strings.Builder
-	for _, l := range lines {
-		b.WriteString(l[0] + strings.Repeat(" ", width-utf8.RuneCountInString(l[0])+2) + l[1] + "\n")
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return writeAligned(w, lines)
 }

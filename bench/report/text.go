@@ -75,6 +75,15 @@ func Text(w io.Writer, r bench.Result) error {
 		add("notes", r.Notes)
 	}
 
+	if err := writeAligned(w, lines); err != nil {
+		return fmt.Errorf("write %s N=%d summary: %w", r.Kind, nodes(r), err)
+	}
+	return nil
+}
+
+// writeAligned writes label-value pairs as two columns, the values lined
+// up after the longest label.
+func writeAligned(w io.Writer, lines [][2]string) error {
 	width := 0
 	for _, l := range lines {
 		width = max(width, utf8.RuneCountInString(l[0]))
@@ -86,10 +95,8 @@ func Text(w io.Writer, r bench.Result) error {
 		b.WriteString(l[1])
 		b.WriteString("\n")
 	}
-	if _, err := io.WriteString(w, b.String()); err != nil {
-		return fmt.Errorf("write %s N=%d summary: %w", r.Kind, nodes(r), err)
-	}
-	return nil
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // sig formats v with three significant digits and no exponent.

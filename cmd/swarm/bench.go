@@ -53,6 +53,40 @@ func (o *benchOptions) register(cmd *cobra.Command, nodes int, size, up, down, o
 	f.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
 }
 
+// parseRateFlags sets p's rates from --node-up, --node-down and
+// --origin-up. With noCap a rate may be 0 (no cap); without, every rate
+// must be positive, as T* needs them all.
+func parseRateFlags(cmd, nodeUp, nodeDown, origin string, noCap bool, p *bench.Params) error {
+	for _, r := range []struct {
+		flag, v string
+		dst     *int64
+	}{{"--node-up", nodeUp, &p.NodeUp}, {"--node-down", nodeDown, &p.NodeDown}, {"--origin-up", origin, &p.OriginUp}} {
+		n, err := parseRate(r.v)
+		switch {
+		case noCap && (err != nil || n < 0):
+			return usageErrorf("%s: %s %q: give a rate such as 50MiB or 1Gbit (per second), or 0 for none", cmd, r.flag, r.v)
+		case !noCap && (err != nil || n <= 0):
+			return usageErrorf("%s: %s %q: give a positive rate such as 2MiB or 1Gbit (per second); T* needs every rate", cmd, r.flag, r.v)
+		}
+		*r.dst = n
+	}
+	return nil
+}
+
+// parseFeedersFlag sets p.OriginFeeders from --origin-feeders: a count, 0
+// for none, or -1 for bench.AutoFeeders (which needs p's rates set).
+func parseFeedersFlag(cmd string, feeders int, p *bench.Params) error {
+	switch {
+	case feeders == -1:
+		p.OriginFeeders = bench.AutoFeeders(*p)
+	case feeders < -1:
+		return usageErrorf("%s: --origin-feeders %d: give a count, 0 for none, or -1 for automatic", cmd, feeders)
+	default:
+		p.OriginFeeders = feeders
+	}
+	return nil
+}
+
 // params turns the flags into bench.Params, refusing bad input before
 // anything starts.
 func (o *benchOptions) params() (bench.Params, error) {
@@ -67,23 +101,11 @@ func (o *benchOptions) params() (bench.Params, error) {
 	if p.SizeBytes <= 0 {
 		return p, usageErrorf("bench: --size %q: give a positive size such as 64MiB", o.size)
 	}
-	for _, r := range []struct {
-		flag, v string
-		dst     *int64
-	}{{"--node-up", o.nodeUp, &p.NodeUp}, {"--node-down", o.nodeDown, &p.NodeDown}, {"--origin-up", o.origin, &p.OriginUp}} {
-		n, err := parseRate(r.v)
-		if err != nil || n <= 0 {
-			return p, usageErrorf("bench: %s %q: give a positive rate such as 2MiB or 1Gbit (per second); T* needs every rate", r.flag, r.v)
-		}
-		*r.dst = n
+	if err := parseRateFlags("bench", o.nodeUp, o.nodeDown, o.origin, false, &p); err != nil {
+		return p, err
 	}
-	switch {
-	case o.feeders == -1:
-		p.OriginFeeders = bench.AutoFeeders(p)
-	case o.feeders < -1:
-		return p, usageErrorf("bench: --origin-feeders %d: give a count, 0 for none, or -1 for automatic", o.feeders)
-	default:
-		p.OriginFeeders = o.feeders
+	if err := parseFeedersFlag("bench", o.feeders, &p); err != nil {
+		return p, err
 	}
 	if err := p.Validate(); err != nil {
 		return p, usageErrorf("bench: %w", err)
@@ -454,10 +476,11 @@ func newBenchProcsCmd(ios streams, g *globalOptions) *cobra.Command {
 		Long: `procs runs this binary as 'swarm seeder' and N × 'swarm agent', each its own
 OS process on 127.0.0.1 with ports the OS chooses, publishes a random
 single-file app of --size and waits until every agent runs it. It reports
-the time from the publish to the last agent active, one agent's MiB/s, the
-seeder's writes ÷ bundle size (origin ÷ F, a slight overestimate: gossip
-and logs count too), and per agent process its CPU seconds per GiB and peak
-RSS, measured from /proc, not attributed. host-bound says whether the
+the time from the publish to the last agent active and to the last agent's
+install (the fetch alone), one agent's MiB/s, the seeder's BitTorrent
+payload ÷ bundle size (origin ÷ F), and per agent process its CPU seconds
+per GiB (all of it, and up to its install) and peak RSS, measured from
+/proc, not attributed. host-bound says whether the
 machine's cores were the limit (above 85% busy, every process counted).
 
 With --aria2c, after the agents it stops them and lets aria2c fetch the same
@@ -502,23 +525,11 @@ func (o *benchProcsOptions) params() (bench.Params, error) {
 	if p.SizeBytes, err = parseBytes(o.size); err != nil || p.SizeBytes <= 0 {
 		return p, usageErrorf("bench procs: --size %q: give a positive size such as 32MiB", o.size)
 	}
-	for _, r := range []struct {
-		flag, v string
-		dst     *int64
-	}{{"--node-up", o.nodeUp, &p.NodeUp}, {"--node-down", o.nodeDown, &p.NodeDown}, {"--origin-up", o.origin, &p.OriginUp}} {
-		n, err := parseRate(r.v)
-		if err != nil || n < 0 {
-			return p, usageErrorf("bench procs: %s %q: give a rate such as 50MiB or 1Gbit (per second), or 0 for none", r.flag, r.v)
-		}
-		*r.dst = n
+	if err := parseRateFlags("bench procs", o.nodeUp, o.nodeDown, o.origin, true, &p); err != nil {
+		return p, err
 	}
-	switch {
-	case o.feeders == -1:
-		p.OriginFeeders = bench.AutoFeeders(p)
-	case o.feeders < -1:
-		return p, usageErrorf("bench procs: --origin-feeders %d: give a count, 0 for none, or -1 for automatic", o.feeders)
-	default:
-		p.OriginFeeders = o.feeders
+	if err := parseFeedersFlag("bench procs", o.feeders, &p); err != nil {
+		return p, err
 	}
 	if o.maxConns < 0 {
 		return p, usageErrorf("bench procs: --max-conns %d must not be negative", o.maxConns)
