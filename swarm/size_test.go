@@ -2,8 +2,11 @@ package swarm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,4 +176,49 @@ func TestFetchGiBAlone(t *testing.T) {
 func TestFeederShareOverQuarterGiB(t *testing.T) {
 	longTest(t)
 	checkFeeders(t, 1<<30, longTimeout)
+}
+
+// TestFetchDiskFullIsAnError fetches a release onto a filesystem too small
+// for it: the fetch fails with ENOSPC, the client keeps working, and the
+// process does not die of SIGBUS, as it did when anacrolix's storage wrote
+// through a memory mapping. It needs root to mount a small tmpfs.
+func TestFetchDiskFullIsAnError(t *testing.T) {
+	dir := smallDisk(t, 8<<20)
+	b := newBundle(t, 32<<20)
+	origin := newOrigin(t, b, Config{})
+	l := newClient(t, Config{Dir: dir})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	err := l.Fetch(ctx, b.m, Sources{Origins: []string{origin.Addr()}})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("fetch of 32 MiB onto 8 MiB: %v, want an error wrapping ENOSPC", err)
+	}
+	t.Logf("fetch of 32 MiB onto 8 MiB: %v", err)
+	// The client still serves: a release that fits is fetched.
+	small := newBundle(t, 1<<20)
+	o2 := newOrigin(t, small, Config{})
+	if err := os.RemoveAll(filepath.Join(dir, b.m.ReleaseID.Hex())); err != nil {
+		t.Fatal(err)
+	}
+	fetch(t, l, small.m, Sources{Origins: []string{o2.Addr()}})
+	checkFetched(t, l, small)
+}
+
+// smallDisk mounts a tmpfs of size bytes for the test, or skips the test
+// where it cannot (not root, no tmpfs).
+func smallDisk(t *testing.T, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
+		t.Skipf("mount a %d-byte tmpfs: %v", size, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }
