@@ -99,6 +99,6 @@ GOSSIP_ARGS=()
 	--command "$([ "$FEEDERS" = -1 ] || echo "FEEDERS=$FEEDERS ")make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE)"
 if [ -s "$OUT/net.jsonl" ]; then
 	"$BIN" bench report --real "$OUT/net.jsonl" --markdown "$ROOT/BENCHMARKS.md" --section-prefix "${SECTIONS}net-" \
-		--command "make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE), network-bound: $NET_SIZE, ${NET_CAPS[*]}"
+		--command "${ONLY:+ONLY=$ONLY }make bench$([ "$PROFILE" = full ] && echo -full) (scripts/bench.sh $PROFILE), network-bound: $NET_SIZE, ${NET_CAPS[*]}"
 fi
 echo "== BENCHMARKS.md (${SECTIONS}* sections) and $PLOTS/*.png updated"
