@@ -68,11 +68,11 @@ free=$(($(df -Pk "$SCRATCH" | awk 'NR == 2 {print $4}') * 1024))
 # under the table; every other run must complete.
 SKIPPED=()
 fits() {
-	local n=$1 s=$2 want
+	local n=$1 s=$2 label=$3 want
 	want=$(need "$n" "$s")
 	if [ "$want" -gt "$free" ]; then
 		echo "-- N=$n $s SKIPPED: needs about $((want >> 30)) GiB on $SCRATCH, $((free >> 30)) GiB free (set TMPDIR to a bigger disk)" >&2
-		SKIPPED+=("N=$n $s (needs $((want >> 30)) GiB of disk, $((free >> 30)) free)")
+		SKIPPED+=("N=$n $s $label (needs $((want >> 30)) GiB of disk, $((free >> 30)) free);")
 		return 1
 	fi
 }
@@ -103,10 +103,10 @@ for s in $SIZES; do
 	for n in $NODES; do
 		aria=()
 		[ "$n" = 1 ] && aria=(--aria2c)
-		fits "$n" "$s" && run "$n" "$s" "${aria[@]}"
+		fits "$n" "$s" uncapped && run "$n" "$s" "${aria[@]}"
 	done
 	for n in $CAPPED_NODES; do
-		fits "$n" "$s" && run "$n" "$s" "${CAPS[@]}"
+		fits "$n" "$s" capped && run "$n" "$s" "${CAPS[@]}"
 	done
 done
 
@@ -118,7 +118,7 @@ MD=()
 	"$BIN" bench report --procs "$OUT/procs.jsonl" "${MD[@]}"
 	if [ ${#SKIPPED[@]} -gt 0 ]; then
 		echo
-		echo "Skipped for lack of disk: ${SKIPPED[*]}."
+		echo "Skipped for lack of disk: ${SKIPPED[*]}"
 	fi
 } >"$OUT/size.md"
 cat "$OUT/size.md"
