@@ -26,12 +26,7 @@ func TestKeyHeap(t *testing.T) {
 			h.set(item, k)
 			in[item], keys[item] = true, k
 		}
-		want, wantKey := int32(-1), math.Inf(1)
-		for i := range int32(n) {
-			if in[i] && keys[i] < wantKey {
-				want, wantKey = i, keys[i]
-			}
-		}
+		want, wantKey := minItem(in, keys)
 		if want < 0 {
 			if h.len() != 0 {
 				t.Fatalf("step %d: heap holds %d items, want none", step, h.len())
@@ -120,12 +115,7 @@ func TestCalendar(t *testing.T) {
 			c.set(item, k)
 			in[item], keys[item] = true, k
 		}
-		want, wantKey := int32(-1), math.Inf(1)
-		for i := range int32(n) {
-			if in[i] && keys[i] < wantKey {
-				want, wantKey = i, keys[i]
-			}
-		}
+		want, wantKey := minItem(in, keys)
 		if want < 0 {
 			if c.len() != 0 {
 				t.Fatalf("step %d: calendar holds %d items, want none", step, c.len())
@@ -147,4 +137,16 @@ func TestCalendar(t *testing.T) {
 			}
 		}
 	}
+}
+
+// minItem is the oracle the queue tests check against: the item in the
+// queue with the least key (the lowest index among ties), or -1.
+func minItem(in []bool, keys []float64) (int32, float64) {
+	want, wantKey := int32(-1), math.Inf(1)
+	for i := range in {
+		if in[i] && keys[i] < wantKey {
+			want, wantKey = int32(i), keys[i]
+		}
+	}
+	return want, wantKey
 }

@@ -186,14 +186,9 @@ func benchRealRun(ctx context.Context, ios streams, g *globalOptions, o *benchRe
 	if err := checkBenchFiles(p); err != nil {
 		return err
 	}
-	// Hundreds of agents on two cores make memberlist complain about slow
-	// probes; unless asked for logs, a run prints only its result (errors
-	// still end the run with one line).
-	log := zap.NewNop()
-	if logLevelSet {
-		if log, err = newLogger(g, ios.Err); err != nil {
-			return err
-		}
+	log, err := benchLogger(g, ios, logLevelSet)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -567,11 +562,9 @@ func benchProcsRun(ctx context.Context, ios streams, g *globalOptions, o *benchP
 	if err := checkProcsDisk(dir, p, o.aria2c); err != nil {
 		return err
 	}
-	log := zap.NewNop()
-	if logLevelSet {
-		if log, err = newLogger(g, ios.Err); err != nil {
-			return err
-		}
+	log, err := benchLogger(g, ios, logLevelSet)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -673,4 +666,14 @@ func (l *progressLine) finish() {
 	if l.drawn {
 		fmt.Fprintln(l.w)
 	}
+}
+
+// benchLogger is a harness run's logger: none unless --log-level was given.
+// Hundreds of agents on two cores make memberlist complain about slow
+// probes; a run prints only its result (errors still end it with one line).
+func benchLogger(g *globalOptions, ios streams, logLevelSet bool) (*zap.Logger, error) {
+	if !logLevelSet {
+		return zap.NewNop(), nil
+	}
+	return newLogger(g, ios.Err)
 }
