@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -73,28 +72,14 @@ func rssMiB() float64 {
 	return procStatusMiB("VmRSS:")
 }
 
+// procStatusMiB is a field of /proc/self/status (in KiB there) in MiB, or
+// 0 where there is none.
 func procStatusMiB(field string) float64 {
-	b, err := os.ReadFile("/proc/self/status")
+	b, err := procField("/proc/self/status", field, 1)
 	if err != nil {
 		return 0
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line := sc.Bytes()
-		if !bytes.HasPrefix(line, []byte(field)) {
-			continue
-		}
-		f := bytes.Fields(line[len(field):])
-		if len(f) == 0 {
-			return 0
-		}
-		kb, err := strconv.ParseFloat(string(f[0]), 64)
-		if err != nil {
-			return 0
-		}
-		return kb / 1024
-	}
-	return 0
+	return float64(b) / 1024
 }
 
 // resetPeakRSS sets the kernel's peak RSS (VmHWM) back to the current RSS

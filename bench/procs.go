@@ -2,11 +2,8 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -119,7 +116,7 @@ type ProcCost struct {
 // ClientRun is another BitTorrent client fetching the release alone from
 // the seeder, for comparison: its wall time from start to exit, its
 // throughput, its CPU time (user + system, rusage) per GiB fetched, its peak
-// RSS (rusage maxrss) and the seeder's writes meanwhile.
+// RSS (rusage maxrss) and what the origin sent it.
 type ClientRun struct {
 	Client            string  `json:"client"`
 	WallS             float64 `json:"wall_s"`
@@ -224,7 +221,7 @@ type procsRun struct {
 
 	key    *release.PrivateKey
 	seeder *child
-	api    string
+	client *seeder.Client // the seeder's API
 	// seederTorrent is the seeder's BitTorrent listen address.
 	seederTorrent string
 	agents        []*child
@@ -281,10 +278,13 @@ func (run *procsRun) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	run.api, run.seederTorrent = addrs["api"], addrs["torrent"]
-	gossipAddr := addrs["gossip"]
-	if run.api == "" || gossipAddr == "" || run.seederTorrent == "" {
+	api, gossipAddr := addrs["api"], addrs["gossip"]
+	run.seederTorrent = addrs["torrent"]
+	if api == "" || gossipAddr == "" || run.seederTorrent == "" {
 		return fmt.Errorf("seeder's address file lacks api, gossip or torrent: %v", addrs)
+	}
+	if run.client, err = seeder.NewClient(api); err != nil {
+		return err
 	}
 
 	for i := range p.Nodes {
@@ -365,28 +365,12 @@ func (run *procsRun) checkAlive() error {
 	return nil
 }
 
-// status reads the seeder's cluster status, counting the bytes read.
+// status reads the seeder's cluster status, within 10 seconds.
 func (run *procsRun) status(ctx context.Context) (seeder.Status, error) {
-	var st seeder.Status
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, run.api+seeder.PathStatus, nil)
+	st, err := run.client.Status(ctx)
 	if err != nil {
-		return st, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("seeder status: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return st, fmt.Errorf("seeder status: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("seeder status: %s", resp.Status)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
 		return st, fmt.Errorf("seeder status: %w", err)
 	}
 	return st, nil
@@ -421,14 +405,11 @@ const statusEvery = time.Second
 
 // swarm publishes b and waits until every agent runs it, filling r.
 func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult) error {
-	client, err := seeder.NewClient(run.api)
-	if err != nil {
-		return err
-	}
 	pids := make([]int, len(run.agents))
 	cpu0 := make([]float64, len(run.agents))
 	for i, a := range run.agents {
 		pids[i] = a.cmd.Process.Pid
+		var err error
 		if cpu0[i], err = pidCPUSeconds(pids[i]); err != nil {
 			return fmt.Errorf("%s: %w", a.name, err)
 		}
@@ -441,7 +422,7 @@ func (run *procsRun) swarm(ctx context.Context, b *seeder.Bundle, r *ProcsResult
 	busy0 := machineBusySeconds()
 
 	r.Start = time.Now()
-	pub, err := client.PublishBundle(ctx, b, nil)
+	pub, err := run.client.PublishBundle(ctx, b, nil)
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}

@@ -359,15 +359,18 @@ func checkBenchDisk(dir string, p bench.Params, shared bool) error {
 	if !shared {
 		perNode += p.SizeBytes
 	}
-	need := 3*p.SizeBytes + int64(p.Nodes)*perNode
+	return checkDisk("bench", dir, p, 3*p.SizeBytes+int64(p.Nodes)*perNode)
+}
+
+// checkDisk refuses a run that needs more than the free space on dir.
+func checkDisk(cmd, dir string, p bench.Params, need int64) error {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("bench: scratch dir %s: %w", dir, err)
+		return fmt.Errorf("%s: scratch dir %s: %w", cmd, dir, err)
 	}
-	free := int64(st.Bavail) * st.Bsize
-	if need > free {
-		return usageErrorf("bench: --nodes %d × --size %s needs about %s on %s, only %s free; use fewer nodes, a smaller size or --dir on a bigger disk",
-			p.Nodes, humanBytes(p.SizeBytes), humanBytes(need), dir, humanBytes(free))
+	if free := int64(st.Bavail) * st.Bsize; need > free {
+		return usageErrorf("%s: --nodes %d × --size %s needs about %s on %s, only %s free; use fewer nodes, a smaller size or --dir on a bigger disk",
+			cmd, p.Nodes, humanBytes(p.SizeBytes), humanBytes(need), dir, humanBytes(free))
 	}
 	return nil
 }
@@ -612,15 +615,7 @@ func checkProcsDisk(dir string, p bench.Params, aria2c bool) error {
 	if aria2c {
 		need += p.SizeBytes
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("bench procs: scratch dir %s: %w", dir, err)
-	}
-	if free := int64(st.Bavail) * st.Bsize; need > free {
-		return usageErrorf("bench procs: --nodes %d × --size %s needs about %s on %s, only %s free; use fewer nodes, a smaller size or --dir on a bigger disk",
-			p.Nodes, humanBytes(p.SizeBytes), humanBytes(need), dir, humanBytes(free))
-	}
-	return nil
+	return checkDisk("bench procs", dir, p, need)
 }
 
 // progressLine shows a run's progress on stderr: redrawn in place on a
