@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -142,7 +141,7 @@ func checkFetched(dir string, id release.ID) error {
 	if _, err := io.Copy(h, f); err != nil {
 		return err
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != string(id) {
+	if got := release.IDFromHash(h); got != id {
 		return fmt.Errorf("%s is %s, not the release %s", files[0], got, id)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -34,8 +35,9 @@ func newBenchReportCmd(ios streams) *cobra.Command {
 		Long: `report reads results saved with --out (JSON Lines) and prints Markdown
 tables: the real sweep beside the central baseline, the simulated sweep, the
 simulator validated against real runs with the same parameters, gossip
-convergence, and the process-level size table (--procs). With --markdown it rewrites the matching sections of that file
-in place (between <!-- bench:NAME --> markers); with --plots it draws PNGs.`,
+convergence, and the process-level size table (--procs). With --markdown it
+rewrites the matching sections of that file in place (between
+<!-- bench:NAME --> markers); with --plots it draws PNGs.`,
 		Example: `  swarm bench report --real real.jsonl --sim sim.jsonl --validate validate.jsonl \
     --gossip gossip.jsonl --plots docs/bench --markdown BENCHMARKS.md`,
 		RunE: func(*cobra.Command, []string) error { return benchReportRun(ios, o) },
@@ -155,29 +157,21 @@ func benchReportRun(ios streams, o *benchReportOptions) error {
 	return nil
 }
 
-func readResults(path string) ([]bench.Result, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, usageErrorf("bench report: %w", err)
-	}
-	defer f.Close()
-	rs, err := report.ReadJSON(f)
-	if err != nil {
-		return nil, fmt.Errorf("bench report: %s: %w", path, err)
-	}
-	if len(rs) == 0 {
-		return nil, usageErrorf("bench report: %s holds no results", path)
-	}
-	return rs, nil
-}
+func readResults(path string) ([]bench.Result, error) { return readSaved(path, report.ReadJSON) }
 
 func readProcs(path string) ([]bench.ProcsResult, error) {
+	return readSaved(path, report.ReadProcsJSON)
+}
+
+// readSaved reads a file of saved results with read, refusing a file that
+// cannot be opened or holds none.
+func readSaved[T any](path string, read func(io.Reader) ([]T, error)) ([]T, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, usageErrorf("bench report: %w", err)
 	}
 	defer f.Close()
-	rs, err := report.ReadProcsJSON(f)
+	rs, err := read(f)
 	if err != nil {
 		return nil, fmt.Errorf("bench report: %s: %w", path, err)
 	}
