@@ -478,8 +478,8 @@ the time from the publish to the last agent active and to the last agent's
 install (the fetch alone), one agent's MiB/s, the seeder's BitTorrent
 payload ÷ bundle size (origin ÷ F), and per agent process its CPU seconds
 per GiB (all of it, and up to its install) and peak RSS, measured from
-/proc, not attributed. host-bound says whether the
-machine's cores were the limit (above 85% busy, every process counted).
+/proc, not attributed. host-bound says whether the machine's cores were
+the limit (above 85% busy, every process counted).
 
 With --aria2c, after the agents it stops them and lets aria2c fetch the same
 release from the same seeder alone, for comparison.
