@@ -638,7 +638,7 @@ func scaleDesired(key *release.PrivateKey) (release.SignedDesiredState, error) {
 		App:      scaleApp,
 		Sequence: 1,
 		Target:   m,
-		Plan:     release.Plan{Steps: []float64{0.1, 0.5, 1}},
+		Plan:     release.Plan{Steps: []release.Step{{Percent: 10}, {Percent: 50}, {Percent: 100}}},
 		Issued:   created,
 	}, key)
 }

@@ -62,7 +62,7 @@ func TestRefusedStatesChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Plan.Steps = []float64{0.5, 0.2} // decreasing: invalid
+	d.Plan.Steps = []release.Step{{Percent: 50}, {Percent: 20}} // decreasing: invalid
 	bad, _ := json.Marshal(d)
 	invalidFields := signRaw(t, k, bad)
 

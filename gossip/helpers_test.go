@@ -59,7 +59,7 @@ func desired(t testing.TB, k *release.PrivateKey, app string, seq uint64) releas
 		App:      app,
 		Sequence: seq,
 		Target:   manifest(t, k, app, fmt.Sprintf("1.0.%d", seq)),
-		Plan:     release.Plan{Steps: []float64{0.1, 0.5, 1}},
+		Plan:     release.Plan{Steps: []release.Step{{Percent: 10}, {Percent: 50}, {Percent: 100}}},
 		Issued:   time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
 	}
 	if seq > 1 {

@@ -19,7 +19,7 @@ func TestDesiredStateSize(t *testing.T) {
 		prev := manifest(t, k, app, version+"-prev")
 		d := release.DesiredState{
 			App: app, Sequence: 123456, Target: manifest(t, k, app, version), Previous: &prev,
-			Plan: release.Plan{Steps: []float64{0.01, 0.1, 0.5, 1}}, Step: 1,
+			Plan: release.Plan{Steps: []release.Step{{Count: 1}, {Percent: 10}, {Percent: 50}, {Percent: 100}}}, Step: 1,
 			Issued: now, Expires: now.Add(24 * time.Hour),
 		}
 		sd, err := release.SignDesired(d, k)

@@ -151,56 +151,115 @@ func TestManifestDir(t *testing.T) {
 	}
 }
 
-func TestPlan(t *testing.T) {
+func TestParseSteps(t *testing.T) {
 	tests := []struct {
-		name  string
-		steps []float64
-		ok    bool
+		in   string
+		want string // the plan as String prints it; "" = refused
 	}{
-		{"zero plan", nil, true},
-		{"empty plan", []float64{}, true},
-		{"all at once", []float64{1}, true},
-		{"waves", []float64{0.01, 0.1, 0.5, 1}, true},
-		{"starts at zero", []float64{0, 1}, false},
-		{"does not reach one", []float64{0.5}, false},
-		{"repeats", []float64{0.5, 0.5, 1}, false},
-		{"decreases", []float64{0.6, 0.5, 1}, false},
-		{"ends twice", []float64{1, 1}, false},
-		{"above one", []float64{0.5, 1.5}, false},
-		{"negative", []float64{-0.1, 1}, false},
-		{"NaN", []float64{math.NaN(), 1}, false},
-		{"NaN last", []float64{0.5, math.NaN()}, false},
-		{"infinity", []float64{math.Inf(1)}, false},
+		{"", "100%"},
+		{"100%", "100%"},
+		{"1,10%,50%,100%", "1,10%,50%,100%"},
+		{"1, 10%, 50%", "1,10%,50%,100%"},
+		{"1,5,20", "1,5,20,100%"},
+		{"2.5%,100%", "2.5%,100%"},
+		{"0%,100%", ""},
+		{"0,100%", ""},
+		{"-1,100%", ""},
+		{"10%,150%", ""},
+		{"50%,10%", ""},
+		{"5,5,100%", ""},
+		{"5,2", ""},
+		{"50%,50%", ""},
+		{"ten", ""},
+		{"NaN%", ""},
+		{"1,,2", ""},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := Plan{Steps: tt.steps}.Validate()
-			if tt.ok != (err == nil) {
-				t.Errorf("Validate = %v, want ok=%v", err, tt.ok)
+		steps, err := ParseSteps(tt.in)
+		if tt.want == "" {
+			if err == nil || !errors.Is(err, ErrInvalid) {
+				t.Errorf("ParseSteps(%q) = %v, %v; want ErrInvalid", tt.in, steps, err)
 			}
-			if err != nil && !errors.Is(err, ErrInvalid) {
-				t.Errorf("error %v is not ErrInvalid", err)
-			}
-		})
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseSteps(%q): %v", tt.in, err)
+			continue
+		}
+		if got := (Plan{Steps: steps}).String(); got != tt.want {
+			t.Errorf("ParseSteps(%q) = %s, want %s", tt.in, got, tt.want)
+		}
 	}
+}
 
-	fractions := []struct {
-		plan Plan
-		step int
-		want float64
+func TestStepNodes(t *testing.T) {
+	tests := []struct {
+		step  Step
+		fleet int
+		want  int
 	}{
-		{Plan{}, -1, 1},
-		{Plan{}, 0, 1},
-		{Plan{}, 7, 1},
-		{Plan{Steps: []float64{0.1, 0.5, 1}}, -1, 0},
-		{Plan{Steps: []float64{0.1, 0.5, 1}}, 0, 0.1},
-		{Plan{Steps: []float64{0.1, 0.5, 1}}, 1, 0.5},
-		{Plan{Steps: []float64{0.1, 0.5, 1}}, 2, 1},
-		{Plan{Steps: []float64{0.1, 0.5, 1}}, 3, 1},
+		{Step{Count: 1}, 20, 1},
+		{Step{Count: 30}, 20, 20},
+		{Step{Percent: 10}, 20, 2},
+		{Step{Percent: 1}, 20, 1},
+		{Step{Percent: 50}, 5, 3},
+		{Step{Percent: 100}, 5000, 5000},
+		{Step{Percent: 10}, 5000, 500},
+		{Step{Percent: 10}, 0, 0},
 	}
-	for _, tt := range fractions {
-		if got := tt.plan.Fraction(tt.step); got != tt.want {
-			t.Errorf("%v.Fraction(%d) = %v, want %v", tt.plan.Steps, tt.step, got, tt.want)
+	for _, tt := range tests {
+		if got := tt.step.Nodes(tt.fleet); got != tt.want {
+			t.Errorf("%s of %d = %d, want %d", tt.step, tt.fleet, got, tt.want)
+		}
+	}
+}
+
+func TestParseBudget(t *testing.T) {
+	tests := []struct {
+		in    string
+		fleet int
+		want  int // -1 = refused
+	}{
+		{"0", 20, 0}, {"2", 20, 2}, {"10%", 20, 2}, {"0.1", 20, 2}, {"25%", 10, 2},
+		{"100%", 7, 7}, {"150%", 7, -1}, {"-1", 7, -1}, {"x", 7, -1}, {"1.5", 7, -1},
+	}
+	for _, tt := range tests {
+		b, err := ParseBudget(tt.in)
+		if tt.want < 0 {
+			if err == nil {
+				t.Errorf("ParseBudget(%q) = %+v, want an error", tt.in, b)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseBudget(%q): %v", tt.in, err)
+			continue
+		}
+		if got := b.Of(tt.fleet); got != tt.want {
+			t.Errorf("ParseBudget(%q).Of(%d) = %d, want %d", tt.in, tt.fleet, got, tt.want)
+		}
+	}
+}
+
+func TestPlanValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		plan Plan
+		ok   bool
+	}{
+		{"zero", Plan{}, true},
+		{"waves", Plan{Steps: []Step{{Count: 1}, {Percent: 100}}, Bake: time.Second}, true},
+		{"blue-green", Plan{Strategy: StrategyBlueGreen, MinStaged: Budget{Ratio: 0.9}}, true},
+		{"blue-green with steps", Plan{Strategy: StrategyBlueGreen, Steps: []Step{{Count: 1}, {Percent: 100}}}, false},
+		{"unknown strategy", Plan{Strategy: "yolo"}, false},
+		{"negative bake", Plan{Bake: -time.Second}, false},
+		{"step with both", Plan{Steps: []Step{{Count: 1, Percent: 5}}}, false},
+		{"budget with both", Plan{MaxFailures: Budget{Count: 1, Ratio: 0.5}}, false},
+	}
+	for _, tt := range tests {
+		err := tt.plan.Validate()
+		if tt.ok != (err == nil) {
+			t.Errorf("%s: Validate = %v, want ok=%v", tt.name, err, tt.ok)
 		}
 	}
 }
@@ -220,7 +279,12 @@ func TestDesiredStateValidate(t *testing.T) {
 		{"paused", func(d *DesiredState) { d.Paused = true }, true},
 		{"bad app", func(d *DesiredState) { d.App = "Web" }, false},
 		{"sequence zero", func(d *DesiredState) { d.Sequence = 0 }, false},
-		{"bad plan", func(d *DesiredState) { d.Plan = Plan{Steps: []float64{0.5}} }, false},
+		{"bad plan", func(d *DesiredState) { d.Plan = Plan{Steps: []Step{{Percent: 50}, {Percent: 20}}} }, false},
+		{"admit above one", func(d *DesiredState) { d.Admit = 1.5 }, false},
+		{"bad env", func(d *DesiredState) { d.Env = "Prod!" }, false},
+		{"env", func(d *DesiredState) { d.Env = "staging" }, true},
+		{"transient state", func(d *DesiredState) { d.State = RolloutBaking }, false},
+		{"published later", func(d *DesiredState) { d.Published = d.Sequence + 1 }, false},
 		{"negative step", func(d *DesiredState) { d.Step = -1 }, false},
 		{"step past plan", func(d *DesiredState) { d.Step = 4 }, false},
 		{"negative step, zero plan", func(d *DesiredState) { d.Plan, d.Step = Plan{}, -1 }, false},
@@ -240,8 +304,8 @@ func TestDesiredStateValidate(t *testing.T) {
 	}
 
 	d := testDesired(t, k)
-	if got := d.AdmittedFraction(); got != 0.1 {
-		t.Errorf("AdmittedFraction = %v, want 0.1", got)
+	if got := d.AdmittedFraction(); got != d.Admit {
+		t.Errorf("AdmittedFraction = %v, want %v", got, d.Admit)
 	}
 	expiry := []struct {
 		expires, now time.Time

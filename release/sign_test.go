@@ -68,8 +68,9 @@ func testDesired(t testing.TB, rel *PrivateKey) DesiredState {
 		Sequence: 7,
 		Target:   mustSignManifest(t, testManifest("web", "1.1.0"), rel),
 		Previous: &prev,
-		Plan:     Plan{Steps: []float64{0.01, 0.1, 0.5, 1}},
+		Plan:     Plan{Steps: []Step{{Count: 1}, {Percent: 10}, {Percent: 50}, {Percent: 100}}},
 		Step:     1,
+		Admit:    0.1,
 		Issued:   time.Date(2025, 3, 14, 16, 0, 0, 0, time.UTC),
 		Expires:  time.Date(2025, 3, 15, 16, 0, 0, 0, time.UTC),
 	}

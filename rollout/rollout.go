@@ -1,12 +1,14 @@
 // Package rollout is the pure logic of staged rollouts: where a node falls in
-// a release's waves and whether a desired state admits it. It does no I/O and
-// starts no goroutines, so it can be tested exhaustively and shared by the
-// agent, the seeder's controller and the simulator.
+// a release's waves, whether a desired state admits it, and the controller's
+// decisions from what it observes and a clock. It does no I/O and starts no
+// goroutines, so it can be tested exhaustively and shared by the agent, the
+// seeder's controller and the simulator.
 package rollout
 
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"slices"
 
 	"github.com/swarmdeploy/swarm/release"
 )
@@ -26,10 +28,30 @@ func Bucket(node string, id release.ID) float64 {
 }
 
 // Admitted reports whether node may install the target of d now: the state
-// is not paused and the node's bucket is below the admitted fraction.
+// is not paused, the target is not marked bad, and the node's bucket is
+// below the admission threshold.
 func Admitted(node string, d *release.DesiredState, target release.ID) bool {
-	if d.Paused {
+	if d.Paused || d.IsBad(target) {
 		return false
 	}
-	return Bucket(node, target) < d.AdmittedFraction()
+	return Bucket(node, target) < d.Admit
+}
+
+// Threshold is the admission threshold that admits exactly n of nodes for
+// release id: halfway between the n-th and the (n+1)-th bucket in
+// increasing order. n <= 0 gives 0 (nobody); n >= len(nodes) gives 1
+// (everybody, nodes that join later included).
+func Threshold(nodes []string, id release.ID, n int) float64 {
+	if n <= 0 {
+		return 0
+	}
+	if n >= len(nodes) {
+		return 1
+	}
+	b := make([]float64, len(nodes))
+	for i, name := range nodes {
+		b[i] = Bucket(name, id)
+	}
+	slices.Sort(b)
+	return (b[n-1] + b[n]) / 2
 }

@@ -45,15 +45,18 @@ func TestBucketDependsOnRelease(t *testing.T) {
 
 func TestAdmitted(t *testing.T) {
 	id := release.IDOf([]byte("x"))
-	plan := release.Plan{Steps: []float64{0.1, 0.5, 1}}
 	for _, tc := range []struct {
-		step   int
+		admit  float64
 		paused bool
+		bad    bool
 		want   float64 // admitted share
 	}{
-		{0, false, 0.1}, {1, false, 0.5}, {2, false, 1}, {2, true, 0},
+		{0.1, false, false, 0.1}, {0.5, false, false, 0.5}, {1, false, false, 1}, {1, true, false, 0}, {1, false, true, 0}, {0, false, false, 0},
 	} {
-		d := &release.DesiredState{Plan: plan, Step: tc.step, Paused: tc.paused}
+		d := &release.DesiredState{Admit: tc.admit, Paused: tc.paused}
+		if tc.bad {
+			d.MarkBad(id)
+		}
 		in := 0
 		for i := range 5000 {
 			if Admitted(fmt.Sprintf("n%d", i), d, id) {
@@ -62,7 +65,35 @@ func TestAdmitted(t *testing.T) {
 		}
 		got := float64(in) / 5000
 		if math.Abs(got-tc.want) > 0.03 {
-			t.Errorf("step %d paused %v: admitted %.3f, want about %.2f", tc.step, tc.paused, got, tc.want)
+			t.Errorf("admit %v paused %v bad %v: admitted %.3f, want about %.2f", tc.admit, tc.paused, tc.bad, got, tc.want)
+		}
+	}
+}
+
+func TestThresholdAdmitsExactly(t *testing.T) {
+	id := release.IDOf([]byte("y"))
+	var nodes []string
+	for i := range 37 {
+		nodes = append(nodes, fmt.Sprintf("node-%02d", i))
+	}
+	for n := 0; n <= len(nodes)+1; n++ {
+		d := &release.DesiredState{Admit: Threshold(nodes, id, n)}
+		in := 0
+		for _, name := range nodes {
+			if Admitted(name, d, id) {
+				in++
+			}
+		}
+		if want := min(n, len(nodes)); in != want {
+			t.Errorf("Threshold(%d of %d) admits %d", n, len(nodes), in)
+		}
+	}
+	// Admission grows with the step: the first wave stays admitted.
+	small := &release.DesiredState{Admit: Threshold(nodes, id, 3)}
+	big := &release.DesiredState{Admit: Threshold(nodes, id, 10)}
+	for _, name := range nodes {
+		if Admitted(name, small, id) && !Admitted(name, big, id) {
+			t.Errorf("%s admitted at 3 nodes but not at 10", name)
 		}
 	}
 }

@@ -299,7 +299,7 @@ func (s *Seeder) Publish(ctx context.Context, sm release.SignedManifest, body io
 func (s *Seeder) issue(app string, sm release.SignedManifest, m release.Manifest) (uint64, error) {
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
-	d := release.DesiredState{App: app, Target: sm, Issued: s.cfg.Now().UTC()}
+	d := release.DesiredState{App: app, Target: sm, Admit: 1, Issued: s.cfg.Now().UTC()}
 	if cur, _, ok := s.gossip.Desired(app); ok {
 		tm, err := cur.Target.Unverified()
 		if err == nil && tm.ReleaseID == m.ReleaseID {
@@ -309,6 +309,7 @@ func (s *Seeder) issue(app string, sm release.SignedManifest, m release.Manifest
 		d.Previous = &prev
 	}
 	d.Sequence = s.gossip.HighestSeq(app) + 1
+	d.Published = d.Sequence
 	if s.cfg.DesiredTTL > 0 {
 		d.Expires = d.Issued.Add(s.cfg.DesiredTTL)
 	}
