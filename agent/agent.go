@@ -30,6 +30,9 @@ type Config struct {
 	DataDir string
 	// Name is the node's unique name in the cluster. Default: the hostname.
 	Name string
+	// Env is the environment the node belongs to; it follows only the
+	// desired states of that environment. Default release.DefaultEnv.
+	Env string
 	// Join lists gossip addresses ("host:port") of members to join.
 	Join []string
 	// JoinTimeout bounds the first join. Default 60s.
@@ -104,6 +107,12 @@ func (c *Config) Validate() error {
 			return errors.New("agent: no node name and no hostname; set --name")
 		}
 		c.Name = h
+	}
+	if c.Env == "" {
+		c.Env = release.DefaultEnv
+	}
+	if err := release.ValidateEnv(c.Env); err != nil {
+		return fmt.Errorf("agent: --env: %w", err)
 	}
 	if c.GossipAddr == "" {
 		c.GossipAddr = "0.0.0.0:7946"
@@ -201,6 +210,9 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	}, nil
 }
 
+// key is the gossip key of app's desired state in this node's environment.
+func (a *Agent) key(app string) string { return release.StateKey(app, a.cfg.Env) }
+
 func (a *Agent) bundlesDir() string { return filepath.Join(a.cfg.DataDir, "bundles") }
 
 // Start prepares the data dir, loads persisted state and binds gossip and
@@ -248,6 +260,7 @@ func (a *Agent) start() (err error) {
 	gc := a.cfg.Gossip
 	gc.Name, gc.BindAddr, gc.Keyring = a.cfg.Name, a.cfg.GossipAddr, a.ring
 	gc.StatePath, gc.Role, gc.TorrentAddr = filepath.Join(a.cfg.DataDir, "desired.json"), gossip.RoleAgent, a.torrent.Addr()
+	gc.Env = a.cfg.Env
 	if a.gossip, err = gossip.New(gc, a.log); err != nil {
 		return err
 	}
@@ -428,6 +441,9 @@ func (a *Agent) reconcile(ctx context.Context) {
 			a.log.Error("gossip handed over a desired state that does not verify", zap.Error(err))
 			continue
 		}
+		if d.EnvName() != a.cfg.Env {
+			continue // another environment's: relayed by gossip, not ours to follow
+		}
 		a.mu.Lock()
 		w := a.workers[d.App]
 		st, known := a.apps[d.App]
@@ -606,7 +622,7 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 // admitted reports whether the latest desired state for m's app still
 // targets m and admits this node.
 func (a *Agent) admitted(m release.Manifest) bool {
-	d, _, ok := a.gossip.Desired(m.App)
+	d, _, ok := a.gossip.Desired(a.key(m.App))
 	if !ok {
 		return false
 	}
@@ -671,7 +687,7 @@ func feederRank(id release.ID, names []string) []string {
 func (a *Agent) sources(m release.Manifest) swarm.Sources {
 	var src swarm.Sources
 	var holders, others, coming []string
-	d, _, haveDesired := a.gossip.Desired(m.App)
+	d, _, haveDesired := a.gossip.Desired(a.key(m.App))
 	if haveDesired {
 		if tm, err := d.Target.Unverified(); err != nil || tm.ReleaseID != m.ReleaseID {
 			haveDesired = false
@@ -834,7 +850,7 @@ func shortError(err error) string {
 
 // Desired is the app's desired state as this agent accepted it.
 func (a *Agent) Desired(app string) (release.DesiredState, bool) {
-	d, _, ok := a.gossip.Desired(app)
+	d, _, ok := a.gossip.Desired(a.key(app))
 	return d, ok
 }
 
@@ -854,7 +870,7 @@ func (a *Agent) installed(app string, id release.ID) bool {
 // DesiredAcceptedAt reports when this agent accepted app's current desired
 // state and its sequence; benchmarks measure gossip spread with it.
 func (a *Agent) DesiredAcceptedAt(app string) (seq uint64, at time.Time, ok bool) {
-	return a.gossip.AcceptedAt(app)
+	return a.gossip.AcceptedAt(a.key(app))
 }
 
 // phaseTimes records when one app first entered each phase for one release.

@@ -477,7 +477,7 @@ func (r *gossipScaleRun) spread(ctx context.Context, sd release.SignedDesiredSta
 	for {
 		took = took[:0]
 		for _, node := range r.nodes {
-			if seq, at, ok := node.AcceptedAt(scaleApp); ok && seq == 1 {
+			if seq, at, ok := node.AcceptedAt(release.StateKey(scaleApp, "")); ok && seq == 1 {
 				took = append(took, at.Sub(published).Seconds())
 			}
 		}

@@ -38,14 +38,14 @@ func TestClusterSpreadsDesiredAndNodeState(t *testing.T) {
 	}
 	waitFor(t, "every node holds web seq 1", func() bool {
 		for _, n := range nodes {
-			if _, got, ok := n.Desired("web"); !ok || !sameEnvelope(got, sd) {
+			if _, got, ok := n.Desired("web@default"); !ok || !sameEnvelope(got, sd) {
 				return false
 			}
 		}
 		return true
 	})
 	for _, n := range nodes {
-		d, _, _ := n.Desired("web")
+		d, _, _ := n.Desired("web@default")
 		if d.App != "web" || d.Sequence != 1 {
 			t.Errorf("%s: desired = %s seq %d", n.cfg.Name, d.App, d.Sequence)
 		}
@@ -59,7 +59,7 @@ func TestClusterSpreadsDesiredAndNodeState(t *testing.T) {
 
 	want := make([]NodeState, len(nodes))
 	for i, n := range nodes {
-		want[i] = NodeState{Name: n.cfg.Name, Addr: n.Addr(), Role: n.cfg.Role, TorrentAddr: "127.0.0.1:6881", Apps: appStateFor(i)}
+		want[i] = NodeState{Name: n.cfg.Name, Addr: n.Addr(), Role: n.cfg.Role, TorrentAddr: "127.0.0.1:6881", Env: release.DefaultEnv, Apps: appStateFor(i)}
 	}
 	waitFor(t, "every node sees every member's app state", func() bool {
 		for _, n := range nodes {
@@ -84,7 +84,7 @@ func TestNewerReplacesOlderEverywhere(t *testing.T) {
 		}
 		waitFor(t, fmt.Sprintf("every node holds web seq %d", seq), func() bool {
 			for _, n := range nodes {
-				if n.HighestSeq("web") != seq {
+				if n.HighestSeq("web@default") != seq {
 					return false
 				}
 			}
@@ -102,7 +102,7 @@ func TestNewerReplacesOlderEverywhere(t *testing.T) {
 		t.Fatalf("RefusedStale = %d, want at least %d", got, before.RefusedStale+1)
 	}
 	// The same state again is a no-op.
-	_, held, _ := seeder.Desired("web")
+	_, held, _ := seeder.Desired("web@default")
 	if err := seeder.Publish(held); err != nil {
 		t.Fatalf("republish held state: %v", err)
 	}
@@ -120,7 +120,7 @@ func TestNewerReplacesOlderEverywhere(t *testing.T) {
 		t.Fatalf("RefusedStale on receiver = %d, want at least %d", got, before.RefusedStale+1)
 	}
 	for _, n := range nodes {
-		if d, _, _ := n.Desired("web"); d.Sequence != 3 {
+		if d, _, _ := n.Desired("web@default"); d.Sequence != 3 {
 			t.Fatalf("%s holds seq %d after stale state, want 3 (%s)", n.cfg.Name, d.Sequence, seqs(nodes, "web"))
 		}
 	}
@@ -147,7 +147,7 @@ func TestUntrustedStateIsNotRegossiped(t *testing.T) {
 		return true
 	})
 	for _, n := range honest {
-		if _, _, ok := n.Desired("evil"); ok || n.HighestSeq("evil") != 0 {
+		if _, _, ok := n.Desired("evil@default"); ok || n.HighestSeq("evil@default") != 0 {
 			t.Errorf("%s accepted the untrusted state", n.cfg.Name)
 		}
 		if q := n.queue.NumQueued(); q != 0 {
@@ -174,7 +174,7 @@ func TestLateJoinerCatchesUpByPushPull(t *testing.T) {
 	}
 	waitFor(t, "the cluster holds the state and has stopped broadcasting it", func() bool {
 		for _, n := range nodes {
-			if n.HighestSeq("web") != 4 || n.queue.NumQueued() != 0 {
+			if n.HighestSeq("web@default") != 4 || n.queue.NumQueued() != 0 {
 				return false
 			}
 		}
@@ -186,7 +186,7 @@ func TestLateJoinerCatchesUpByPushPull(t *testing.T) {
 	late := startNode(t, cfg)
 	join(t, late, nodes[2])
 	waitFor(t, "the late joiner holds the state", func() bool {
-		_, got, ok := late.Desired("web")
+		_, got, ok := late.Desired("web@default")
 		return ok && sameEnvelope(got, sd)
 	})
 }
@@ -240,10 +240,10 @@ func TestPersistedSequenceSurvivesRestart(t *testing.T) {
 
 	restarted := startNode(t, cfg)
 	for _, app := range []string{"web", "api"} {
-		if got := restarted.HighestSeq(app); got != 5 {
+		if got := restarted.HighestSeq(release.StateKey(app, "")); got != 5 {
 			t.Fatalf("HighestSeq(%s) after restart = %d, want 5", app, got)
 		}
-		if d, _, ok := restarted.Desired(app); !ok || d.Sequence != 5 {
+		if d, _, ok := restarted.Desired(release.StateKey(app, "")); !ok || d.Sequence != 5 {
 			t.Fatalf("Desired(%s) after restart = %v seq %d", app, ok, d.Sequence)
 		}
 	}
@@ -257,8 +257,8 @@ func TestPersistedSequenceSurvivesRestart(t *testing.T) {
 	waitFor(t, "the restarted node refused the peer's older state", func() bool {
 		return restarted.Stats().RefusedStale >= 2 // one publish, one push/pull
 	})
-	waitFor(t, "the peer caught up", func() bool { return peer.HighestSeq("web") == 5 && peer.HighestSeq("api") == 5 })
-	if got := restarted.HighestSeq("web"); got != 5 {
+	waitFor(t, "the peer caught up", func() bool { return peer.HighestSeq("web@default") == 5 && peer.HighestSeq("api@default") == 5 })
+	if got := restarted.HighestSeq("web@default"); got != 5 {
 		t.Fatalf("HighestSeq(web) = %d after older state arrived", got)
 	}
 }
@@ -278,10 +278,10 @@ func TestPersistedSequenceOutlivesItsKey(t *testing.T) {
 	// served, but its sequence still holds older states off.
 	cfg.Keyring = release.NewKeyring(next.Public())
 	n = startNode(t, cfg)
-	if _, _, ok := n.Desired("web"); ok {
+	if _, _, ok := n.Desired("web@default"); ok {
 		t.Fatal("a state signed by a dropped key is still served")
 	}
-	if got := n.HighestSeq("web"); got != 7 {
+	if got := n.HighestSeq("web@default"); got != 7 {
 		t.Fatalf("HighestSeq = %d, want 7", got)
 	}
 	if err := n.Publish(desired(t, next, "web", 6)); !errors.Is(err, ErrStale) {

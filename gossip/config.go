@@ -39,6 +39,10 @@ type Config struct {
 	Role Role
 	// TorrentAddr is gossiped so peers can reach this node's torrent client.
 	TorrentAddr string
+	// Env is the environment the node belongs to (release.DefaultEnv when
+	// empty); it is gossiped so the seeder's controller counts the node in
+	// that environment's rollouts.
+	Env string
 	// SecretKey, when set, encrypts all gossip (AES, 16, 24 or 32 bytes).
 	// Every member must use the same key.
 	SecretKey []byte
@@ -137,6 +141,11 @@ func (c *Config) Validate() error {
 	case "", RoleAgent, RoleSeeder:
 	default:
 		return fmt.Errorf("gossip config: unknown role %q; use %q or %q", c.Role, RoleAgent, RoleSeeder)
+	}
+	if c.Env != "" {
+		if err := release.ValidateEnv(c.Env); err != nil {
+			return fmt.Errorf("gossip config: %w", err)
+		}
 	}
 	switch len(c.SecretKey) {
 	case 0, 16, 24, 32:

@@ -42,8 +42,11 @@ func (n *Node) load() error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for app, seq := range f.Highest {
-		n.highest[app] = max(n.highest[app], seq)
+	for key, seq := range f.Highest {
+		if !strings.Contains(key, "@") {
+			key = release.StateKey(key, "") // written before environments: the app's default
+		}
+		n.highest[key] = max(n.highest[key], seq)
 	}
 	for _, sd := range f.Desired {
 		d, err := sd.Verify(n.cfg.Keyring)
@@ -52,18 +55,18 @@ func (n *Node) load() error {
 			// a floor, but it is no longer served.
 			u, uerr := sd.Unverified()
 			if uerr == nil && u.App != "" {
-				n.highest[u.App] = max(n.highest[u.App], u.Sequence)
+				n.highest[u.Key()] = max(n.highest[u.Key()], u.Sequence)
 			}
 			n.log.Warn("persisted desired state no longer verifies; keeping only its sequence",
 				zap.String("path", n.cfg.StatePath), zap.String("app", u.App), zap.Uint64("seq", u.Sequence),
 				zap.String("key_id", sd.KeyID), zap.Error(err))
 			continue
 		}
-		if cur, ok := n.desired[d.App]; ok && cur.state.Sequence >= d.Sequence {
+		if cur, ok := n.desired[d.Key()]; ok && cur.state.Sequence >= d.Sequence {
 			continue
 		}
-		n.desired[d.App] = entry{signed: sd, state: d}
-		n.highest[d.App] = max(n.highest[d.App], d.Sequence)
+		n.desired[d.Key()] = entry{signed: sd, state: d}
+		n.highest[d.Key()] = max(n.highest[d.Key()], d.Sequence)
 	}
 	return nil
 }
@@ -89,11 +92,12 @@ func (n *Node) Publish(sd release.SignedDesiredState) error {
 	return nil
 }
 
-// Desired returns the accepted desired state for app, decoded and as signed.
-func (n *Node) Desired(app string) (release.DesiredState, release.SignedDesiredState, bool) {
+// Desired returns the accepted desired state for key (release.StateKey of an
+// app and environment), decoded and as signed.
+func (n *Node) Desired(key string) (release.DesiredState, release.SignedDesiredState, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	e, ok := n.desired[app]
+	e, ok := n.desired[key]
 	return e.state, cloneSigned(e.signed), ok
 }
 
@@ -105,7 +109,8 @@ func cloneSigned(sd release.SignedDesiredState) release.SignedDesiredState {
 	return sd
 }
 
-// DesiredAll returns every accepted desired state, sorted by app.
+// DesiredAll returns every accepted desired state, sorted by key (app, then
+// environment).
 func (n *Node) DesiredAll() []release.SignedDesiredState {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -113,24 +118,24 @@ func (n *Node) DesiredAll() []release.SignedDesiredState {
 }
 
 func (n *Node) allLocked() []release.SignedDesiredState {
-	apps := make([]string, 0, len(n.desired))
-	for app := range n.desired {
-		apps = append(apps, app)
+	keys := make([]string, 0, len(n.desired))
+	for key := range n.desired {
+		keys = append(keys, key)
 	}
-	slices.Sort(apps)
-	out := make([]release.SignedDesiredState, len(apps))
-	for i, app := range apps {
-		out[i] = cloneSigned(n.desired[app].signed)
+	slices.Sort(keys)
+	out := make([]release.SignedDesiredState, len(keys))
+	for i, key := range keys {
+		out[i] = cloneSigned(n.desired[key].signed)
 	}
 	return out
 }
 
-// HighestSeq is the highest sequence accepted for app, persisted ones
-// included; 0 if none.
-func (n *Node) HighestSeq(app string) uint64 {
+// HighestSeq is the highest sequence accepted for key (release.StateKey),
+// persisted ones included; 0 if none.
+func (n *Node) HighestSeq(key string) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.highest[app]
+	return n.highest[key]
 }
 
 // accept is the one path every desired state takes, wherever it came from:
@@ -173,38 +178,39 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src source) ([]byte, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	high := n.highest[d.App]
+	key := d.Key()
+	high := n.highest[key]
 	switch {
 	case d.Sequence == high:
 		n.stats.Duplicates++
-		if cur, ok := n.desired[d.App]; ok && sameEnvelope(cur.signed, sd) {
+		if cur, ok := n.desired[key]; ok && sameEnvelope(cur.signed, sd) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("%w: sequence %d for app %s is already held with other contents", ErrStale, d.Sequence, d.App)
+		return nil, fmt.Errorf("%w: sequence %d for %s is already held with other contents", ErrStale, d.Sequence, key)
 	case d.Sequence < high:
 		n.stats.RefusedStale++
 		n.logRefusalLocked(src, reasonStale, d.App, d.Sequence, sd.KeyID, nil)
-		return nil, fmt.Errorf("%w: sequence %d for app %s is below the %d held", ErrStale, d.Sequence, d.App, high)
+		return nil, fmt.Errorf("%w: sequence %d for %s is below the %d held", ErrStale, d.Sequence, key, high)
 	}
 
 	sd = cloneSigned(sd)
 	// Persist first: a state gossiped on but lost in a crash could be
 	// followed by an older one after restart.
 	if n.cfg.StatePath != "" {
-		if err := n.persistLocked(d.App, sd, d.Sequence); err != nil {
-			n.logOnceLocked("persist/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
-				l.Error("cannot persist desired state; not accepting it", zap.String("app", d.App), zap.Uint64("seq", d.Sequence), zap.Error(err))
+		if err := n.persistLocked(key, sd, d.Sequence); err != nil {
+			n.logOnceLocked("persist/"+key+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
+				l.Error("cannot persist desired state; not accepting it", zap.String("key", key), zap.Uint64("seq", d.Sequence), zap.Error(err))
 			})
 			return nil, err
 		}
 	}
-	n.desired[d.App] = entry{signed: sd, state: d, accepted: time.Now()}
-	n.highest[d.App] = d.Sequence
+	n.desired[key] = entry{signed: sd, state: d, accepted: time.Now()}
+	n.highest[key] = d.Sequence
 	n.stats.Accepted++
 	msg := n.broadcastLocked(d, sd)
 	n.notify()
 	tm, _ := d.Target.Unverified() // verified above
-	n.log.Info("accepted desired state", zap.String("app", d.App), zap.Uint64("seq", d.Sequence),
+	n.log.Info("accepted desired state", zap.String("app", d.App), zap.String("env", d.EnvName()), zap.Uint64("seq", d.Sequence),
 		zap.String("version", tm.Version), zap.String("release_id", string(tm.ReleaseID)),
 		zap.String("source", string(src)))
 	return msg, nil
@@ -229,15 +235,15 @@ func sameEnvelope(a, b release.SignedDesiredState) bool {
 	return a.KeyID == b.KeyID && bytes.Equal(a.Sig, b.Sig) && bytes.Equal(a.Payload, b.Payload)
 }
 
-// persistLocked writes the held states with sd in place of app's.
-func (n *Node) persistLocked(app string, sd release.SignedDesiredState, seq uint64) error {
+// persistLocked writes the held states with sd in place of key's.
+func (n *Node) persistLocked(key string, sd release.SignedDesiredState, seq uint64) error {
 	f := stateFile{Highest: make(map[string]uint64, len(n.highest)+1)}
-	for a, s := range n.highest {
-		f.Highest[a] = s
+	for k, s := range n.highest {
+		f.Highest[k] = s
 	}
-	f.Highest[app] = seq
-	for a, e := range n.desired {
-		if a != app {
+	f.Highest[key] = seq
+	for k, e := range n.desired {
+		if k != key {
 			f.Desired = append(f.Desired, e.signed)
 		}
 	}
@@ -246,27 +252,27 @@ func (n *Node) persistLocked(app string, sd release.SignedDesiredState, seq uint
 }
 
 // broadcastLocked queues the state for gossip under the name
-// "desired/<app>", replacing any older one still queued for the app, and
+// "desired/<app>@<env>", replacing any older one still queued for it, and
 // returns it encoded. A state that does not fit one packet even deflated is
 // not queued: it is left to rumour (over streams) and push/pull.
 func (n *Node) broadcastLocked(d release.DesiredState, sd release.SignedDesiredState) []byte {
 	limit := maxBroadcast(len(n.cfg.SecretKey) > 0)
 	msg, err := encodeDesired(sd, limit)
 	if err != nil {
-		n.logOnceLocked("encode/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
+		n.logOnceLocked("encode/"+d.Key()+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
 			l.Error("cannot encode desired state; it will spread by push/pull only", zap.String("app", d.App),
 				zap.Uint64("seq", d.Sequence), zap.Error(err))
 		})
 		return nil
 	}
 	if len(msg) > limit {
-		n.logOnceLocked("broadcast/"+d.App+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
+		n.logOnceLocked("broadcast/"+d.Key()+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {
 			l.Warn("desired state too large to broadcast; it will spread only by direct sends (unless turned off) and push/pull",
 				zap.String("app", d.App), zap.Uint64("seq", d.Sequence), zap.Int("bytes", len(msg)), zap.Int("limit", limit))
 		})
 		return msg
 	}
-	n.queue.QueueBroadcast(&desiredBroadcast{name: "desired/" + d.App, msg: msg})
+	n.queue.QueueBroadcast(&desiredBroadcast{name: "desired/" + d.Key(), msg: msg})
 	return msg
 }
 
@@ -364,12 +370,12 @@ func (n *Node) localState() []byte {
 	return b
 }
 
-// AcceptedAt reports the sequence of app's desired state and when this node
-// accepted it (zero time for one loaded from disk at Start). Benchmarks use
-// it to measure how fast a state spreads.
-func (n *Node) AcceptedAt(app string) (seq uint64, at time.Time, ok bool) {
+// AcceptedAt reports the sequence of key's desired state (release.StateKey)
+// and when this node accepted it (zero time for one loaded from disk at
+// Start). Benchmarks use it to measure how fast a state spreads.
+func (n *Node) AcceptedAt(key string) (seq uint64, at time.Time, ok bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	e, ok := n.desired[app]
+	e, ok := n.desired[key]
 	return e.state.Sequence, e.accepted, ok
 }

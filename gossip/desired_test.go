@@ -111,11 +111,11 @@ func TestRefusedStatesChangeNothing(t *testing.T) {
 			if after.Accepted != before.Accepted {
 				t.Fatalf("Accepted moved: %+v", after)
 			}
-			if d, sd, ok := n.Desired("web"); !ok || d.Sequence != 2 || !sameEnvelope(sd, good) {
+			if d, sd, ok := n.Desired("web@default"); !ok || d.Sequence != 2 || !sameEnvelope(sd, good) {
 				t.Fatalf("held state changed to seq %d", d.Sequence)
 			}
-			if n.HighestSeq("web") != 2 || len(n.DesiredAll()) != 1 {
-				t.Fatalf("highest %d, %d states held", n.HighestSeq("web"), len(n.DesiredAll()))
+			if n.HighestSeq("web@default") != 2 || len(n.DesiredAll()) != 1 {
+				t.Fatalf("highest %d, %d states held", n.HighestSeq("web@default"), len(n.DesiredAll()))
 			}
 			if q := n.queue.NumQueued(); q != queued {
 				t.Fatalf("broadcast queue went from %d to %d", queued, q)
@@ -149,7 +149,7 @@ func TestPublishRefusals(t *testing.T) {
 	if st := n.Stats(); st.RefusedUntrusted != 1 || st.RefusedInvalid != 1 || st.Accepted != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if _, _, ok := n.Desired("web"); ok {
+	if _, _, ok := n.Desired("web@default"); ok {
 		t.Fatal("a refused state is held")
 	}
 

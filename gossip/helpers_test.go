@@ -169,7 +169,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func seqs(nodes []*Node, app string) string {
 	var b strings.Builder
 	for _, n := range nodes {
-		fmt.Fprintf(&b, "%s=%d ", n.cfg.Name, n.HighestSeq(app))
+		fmt.Fprintf(&b, "%s=%d ", n.cfg.Name, n.HighestSeq(release.StateKey(app, "")))
 	}
 	return b.String()
 }
@@ -177,7 +177,7 @@ func seqs(nodes []*Node, app string) string {
 // allHold reports whether every node holds app's desired state at seq.
 func allHold(nodes []*Node, app string, seq uint64) bool {
 	for _, n := range nodes {
-		if n.HighestSeq(app) != seq {
+		if n.HighestSeq(release.StateKey(app, "")) != seq {
 			return false
 		}
 	}

@@ -51,7 +51,7 @@ func TestMemNetworkCluster(t *testing.T) {
 	waitFor(t, "every node holds web seq 1 and three refused the rogue state", func() bool {
 		refused := 0
 		for _, n := range nodes {
-			if n.HighestSeq("web") != 1 {
+			if n.HighestSeq("web@default") != 1 {
 				return false
 			}
 			if n.Stats().RefusedUntrusted > 0 {
@@ -61,7 +61,7 @@ func TestMemNetworkCluster(t *testing.T) {
 		return refused >= 3
 	})
 	for _, n := range nodes {
-		if _, _, ok := n.Desired("evil"); ok {
+		if _, _, ok := n.Desired("evil@default"); ok {
 			t.Errorf("%s accepted the untrusted state", n.cfg.Name)
 		}
 	}

@@ -21,6 +21,7 @@ const metaLimit = memberlist.MetaMaxSize
 type wireMeta struct {
 	Role    Role      `json:"r,omitempty"`
 	Torrent string    `json:"t,omitempty"`
+	Env     string    `json:"e,omitempty"` // empty for the default environment
 	Apps    []wireApp `json:"a,omitempty"`
 }
 
@@ -66,8 +67,11 @@ func checkApps(apps []AppState) error {
 
 // encodeMeta encodes a node's own state, truncating error strings as needed;
 // it fails with ErrMetaTooLarge if even without them the state does not fit.
-func encodeMeta(role Role, torrent string, apps []AppState) ([]byte, error) {
-	w := wireMeta{Role: role, Torrent: torrent, Apps: make([]wireApp, len(apps))}
+func encodeMeta(role Role, torrent, env string, apps []AppState) ([]byte, error) {
+	if env == release.DefaultEnv {
+		env = ""
+	}
+	w := wireMeta{Role: role, Torrent: torrent, Env: env, Apps: make([]wireApp, len(apps))}
 	for i, a := range apps {
 		w.Apps[i] = wireApp{
 			App:      a.App,

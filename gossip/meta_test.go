@@ -26,7 +26,7 @@ func TestMetaRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := encodeMeta(RoleAgent, "10.0.0.1:6881", tt.apps)
+			b, err := encodeMeta(RoleAgent, "10.0.0.1:6881", "", tt.apps)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -85,7 +85,7 @@ func TestMetaLimits(t *testing.T) {
 	// How many such apps fit, for the report.
 	fit := 0
 	for i := 1; i <= 10; i++ {
-		if _, err := encodeMeta(RoleAgent, "10.0.0.1:6881", many[:i]); err != nil {
+		if _, err := encodeMeta(RoleAgent, "10.0.0.1:6881", "", many[:i]); err != nil {
 			break
 		}
 		fit = i

@@ -97,7 +97,7 @@ func New(cfg Config, logger *zap.Logger) (*Node, error) {
 	}
 	cfg.applyDefaults()
 	cfg.SecretKey = append([]byte(nil), cfg.SecretKey...)
-	meta, err := encodeMeta(cfg.Role, cfg.TorrentAddr, nil)
+	meta, err := encodeMeta(cfg.Role, cfg.TorrentAddr, cfg.Env, nil)
 	if err != nil {
 		return nil, fmt.Errorf("gossip config: %w", err)
 	}
@@ -354,7 +354,7 @@ func (n *Node) SetApps(apps []AppState) error {
 	if err := checkApps(apps); err != nil {
 		return fmt.Errorf("gossip set apps: %w", err)
 	}
-	meta, err := encodeMeta(n.cfg.Role, n.cfg.TorrentAddr, apps)
+	meta, err := encodeMeta(n.cfg.Role, n.cfg.TorrentAddr, n.cfg.Env, apps)
 	if err != nil {
 		return fmt.Errorf("gossip set apps: %w", err)
 	}
@@ -454,7 +454,10 @@ func (n *Node) numMembers() int {
 func (n *Node) setMember(m *memberlist.Node) {
 	ns := NodeState{Name: m.Name, Addr: m.Address()}
 	if w, apps, err := decodeMeta(m.Meta); err == nil {
-		ns.Role, ns.TorrentAddr, ns.Apps = w.Role, w.Torrent, apps
+		ns.Role, ns.TorrentAddr, ns.Apps, ns.Env = w.Role, w.Torrent, apps, w.Env
+	}
+	if ns.Env == "" {
+		ns.Env = release.DefaultEnv
 	}
 	n.memMu.Lock()
 	n.members[m.Name] = ns

@@ -183,7 +183,7 @@ func TestRumourRefusesTamperedAndUntrusted(t *testing.T) {
 		if st := n.Stats(); st.Accepted != 0 || st.DirectSent != 0 {
 			t.Errorf("%s: stats %+v, want nothing accepted or sent", n.cfg.Name, st)
 		}
-		if len(n.DesiredAll()) != 0 || n.HighestSeq("web") != 0 || n.HighestSeq("evil") != 0 {
+		if len(n.DesiredAll()) != 0 || n.HighestSeq("web@default") != 0 || n.HighestSeq("evil@default") != 0 {
 			t.Errorf("%s holds %v", n.cfg.Name, n.DesiredAll())
 		}
 	}

@@ -16,7 +16,9 @@ import (
 // as raw JSON and break their signatures.
 type stateFile struct {
 	Version int `json:"version"`
-	// Highest is the highest sequence accepted per app. It is kept apart
+	// Highest is the highest sequence accepted per key ("app@env"; files
+	// written before environments have plain app names, read as the app's
+	// default environment). It is kept apart
 	// from Desired so that a state that no longer verifies after a keyring
 	// change still keeps older states from being accepted again.
 	Highest map[string]uint64            `json:"highest"`

@@ -62,7 +62,9 @@ type NodeState struct {
 	Addr        string // gossip address, host:port
 	Role        Role
 	TorrentAddr string
-	Apps        []AppState
+	// Env is the node's environment; release.DefaultEnv when it names none.
+	Env  string
+	Apps []AppState
 }
 
 // Stats counts what happened to the desired states this node has seen, so an

@@ -300,7 +300,7 @@ func (s *Seeder) issue(app string, sm release.SignedManifest, m release.Manifest
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	d := release.DesiredState{App: app, Target: sm, Admit: 1, Issued: s.cfg.Now().UTC()}
-	if cur, _, ok := s.gossip.Desired(app); ok {
+	if cur, _, ok := s.gossip.Desired(release.StateKey(app, "")); ok {
 		tm, err := cur.Target.Unverified()
 		if err == nil && tm.ReleaseID == m.ReleaseID {
 			return cur.Sequence, nil
@@ -308,7 +308,7 @@ func (s *Seeder) issue(app string, sm release.SignedManifest, m release.Manifest
 		prev := cur.Target
 		d.Previous = &prev
 	}
-	d.Sequence = s.gossip.HighestSeq(app) + 1
+	d.Sequence = s.gossip.HighestSeq(release.StateKey(app, "")) + 1
 	d.Published = d.Sequence
 	if s.cfg.DesiredTTL > 0 {
 		d.Expires = d.Issued.Add(s.cfg.DesiredTTL)

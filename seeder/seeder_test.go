@@ -147,7 +147,7 @@ func TestPublishStoresSeedsAndIssues(t *testing.T) {
 	if err != nil || res.Sequence != 2 {
 		t.Fatalf("v2: %+v %v", res, err)
 	}
-	d, _, ok := f.s.gossip.Desired("web")
+	d, _, ok := f.s.gossip.Desired("web@default")
 	if !ok || d.Previous == nil {
 		t.Fatalf("desired state after v2: ok=%v previous=%v", ok, d.Previous)
 	}
