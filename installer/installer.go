@@ -530,3 +530,35 @@ func (i *Installer) unpack(a *app, m release.Manifest, bundlePath string) error 
 	done = true
 	return atomicfile.SyncDir(a.dir)
 }
+
+// Check runs the health check against the app's current release, as the
+// agent does every health interval after activation; it changes nothing on
+// disk whatever the outcome (the fleet's controller decides what a failing
+// node means). It returns nil when there is no health check or no current
+// release, and an error wrapping ErrHealthFailed when the check fails.
+func (i *Installer) Check(ctx context.Context, appName string) error {
+	if i.cfg.HealthCheck == "" {
+		return nil
+	}
+	a, err := i.app(appName)
+	if err != nil {
+		return err
+	}
+	if err := a.ensureLoaded(); err != nil {
+		return fmt.Errorf("health check %s: %w", appName, err)
+	}
+	cur, prev := a.snapshot()
+	if cur == nil {
+		return nil
+	}
+	logPath := filepath.Join(a.logDir, cur.Dir()+".hook.log")
+	err = i.exec(ctx, run{path: i.cfg.HealthCheck, verb: "health", m: *cur, dir: a.abs(cur),
+		prevDir: a.abs(prev), timeout: i.cfg.HealthTimeout, logPath: logPath})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: %s %s: %w; log %s", ErrHealthFailed, appName, cur.Version, err, logPath)
+	}
+	return nil
+}

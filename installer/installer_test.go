@@ -622,3 +622,32 @@ func TestInstallRefusesBadNames(t *testing.T) {
 		t.Error("bad names created directories")
 	}
 }
+
+// TestCheck: the periodic health check runs against the current release,
+// reports a failure with ErrHealthFailed and changes nothing on disk.
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	inst := f.installer(f.config())
+	if err := inst.Check(t.Context(), "web"); err != nil {
+		t.Fatalf("check with no release = %v; want nil", err)
+	}
+	m1, p1 := f.bundle("web", "1")
+	f.install(inst, m1, p1)
+	if err := inst.Check(t.Context(), "web"); err != nil {
+		t.Fatalf("check of a healthy release = %v", err)
+	}
+	if got := f.runs("health", "1"); got != 2 {
+		t.Errorf("health ran %d times for 1; want 2 (install and check)", got)
+	}
+	// The same release turns sick: its check fails, and the release stays.
+	sickHealth := f.script("sick-health", "echo down; exit 1\n")
+	cfg := f.config()
+	cfg.HealthCheck = sickHealth
+	sick := f.installer(cfg)
+	err := sick.Check(t.Context(), "web")
+	if !errors.Is(err, ErrHealthFailed) {
+		t.Fatalf("failing check = %v; want ErrHealthFailed", err)
+	}
+	f.wantActive(sick, "web", &m1, nil)
+}

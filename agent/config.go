@@ -1,0 +1,143 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/release"
+)
+
+// Config configures an Agent. Zero values take the documented defaults.
+type Config struct {
+	// DataDir holds everything the agent keeps: bundles, releases, state.
+	DataDir string
+	// Name is the node's unique name in the cluster. Default: the hostname.
+	Name string
+	// Env is the environment the node belongs to; it follows only the
+	// desired states of that environment. Default release.DefaultEnv.
+	Env string
+	// Join lists gossip addresses ("host:port") of members to join.
+	Join []string
+	// JoinTimeout bounds the first join. Default 60s.
+	JoinTimeout time.Duration
+	// Trust lists the pinned public keys; manifests and desired states must
+	// be signed by one of them. Required.
+	Trust []release.PublicKey
+	// GossipAddr and TorrentAddr are listen addresses; port 0 lets the OS
+	// pick. Defaults 0.0.0.0:7946 and 0.0.0.0:6881.
+	GossipAddr  string
+	TorrentAddr string
+	// Hook and HealthCheck are the local installer hook and health check
+	// executables, both optional; see package installer.
+	Hook          string
+	HealthCheck   string
+	HookTimeout   time.Duration
+	HealthTimeout time.Duration
+	// Keep is how many releases per app stay on disk, unpacked and as
+	// bundles (which keep seeding). Default 3.
+	Keep int
+	// MinFreeBytes is the disk watermark: while the data dir's file system
+	// has less free, bundles beyond the current, previous, desired and
+	// in-flight releases are removed, oldest first. 0 = no watermark.
+	MinFreeBytes int64
+	// UploadRate and DownloadRate cap BitTorrent traffic in bytes/s; 0 = none.
+	UploadRate   int64
+	DownloadRate int64
+	// MaxPeers is how many peers one fetch is told of at a time. Default 20.
+	MaxPeers int
+	// OriginFeeders is how many nodes fetch each release from the origin,
+	// each a different share of its pieces (see swarm.OriginUse); every
+	// other node fetches from peers and turns to the origin only when
+	// starved (OriginFallback). Nodes agree on the feeders by
+	// ranking member names hashed with the release id. 0 = every node uses
+	// the origin from the start, so that it uploads until the last node is
+	// done. Default 4 (negative: 0).
+	OriginFeeders int
+	// OriginFallback is how long a node that is no feeder goes starved
+	// before it asks the origin: without a verified piece, while no
+	// connected peer holds one it lacks and the other agents' gossiped
+	// progress for the release is flat (swarm.OriginUse); it then keeps the
+	// origin for a quarter of this. Default 10s.
+	OriginFallback time.Duration
+	// MaxConns caps BitTorrent connections per release; 0 = the swarm
+	// package's default.
+	MaxConns int
+	// SharedBundleDir, for benchmarks that run many agents in one process
+	// next to the seeder: the seeder's bundle directory, read instead of a
+	// copy of the agent's own (see swarm.Config.SharedDir). Empty on a node.
+	SharedBundleDir string
+	// Gossip adjusts gossip timing; identity and address fields are ignored.
+	Gossip gossip.Config
+	// Tick is how often the agent re-reads the cluster without being woken
+	// (peers, progress, retries). Default 1s.
+	Tick time.Duration
+	// RetryBackoff is the wait after a failed download before the next try.
+	// Default 2s.
+	RetryBackoff time.Duration
+}
+
+// Validate checks the config and fills defaults.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("agent: data dir is required (--data)")
+	}
+	if len(c.Trust) == 0 {
+		return errors.New("agent: at least one trusted key is required (--trust)")
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return errors.New("agent: no node name and no hostname; set --name")
+		}
+		c.Name = h
+	}
+	if c.Env == "" {
+		c.Env = release.DefaultEnv
+	}
+	if err := release.ValidateEnv(c.Env); err != nil {
+		return fmt.Errorf("agent: --env: %w", err)
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = "0.0.0.0:7946"
+	}
+	if c.TorrentAddr == "" {
+		c.TorrentAddr = "0.0.0.0:6881"
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = 60 * time.Second
+	}
+	if c.Keep <= 0 {
+		c.Keep = 3
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = 20
+	}
+	switch {
+	case c.OriginFeeders == 0:
+		c.OriginFeeders = 4
+	case c.OriginFeeders < 0:
+		c.OriginFeeders = 0
+	}
+	if c.OriginFallback <= 0 {
+		c.OriginFallback = 10 * time.Second
+	}
+	if c.Tick <= 0 {
+		c.Tick = time.Second
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 2 * time.Second
+	}
+	if c.MinFreeBytes < 0 {
+		return errors.New("agent: min free bytes must not be negative")
+	}
+	if c.UploadRate < 0 || c.DownloadRate < 0 {
+		return errors.New("agent: rates must not be negative")
+	}
+	if c.MaxConns < 0 {
+		return errors.New("agent: max conns must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"math/rand/v2"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/rollout"
+	"github.com/swarmdeploy/swarm/swarm"
+)
+
+// originUse is this node's part in fetching m from the origin: a feeder's
+// share, or peers first with the origin as a fallback (Config.OriginFeeders).
+// Feeders are the OriginFeeders agents whose names, hashed with the release
+// id, rank first; every node ranks the members it knows the same way.
+func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
+	if a.cfg.OriginFeeders <= 0 {
+		return swarm.OriginUse{}
+	}
+	var names []string
+	for _, mbr := range a.gossip.Members() {
+		if mbr.Role != gossip.RoleSeeder {
+			names = append(names, mbr.Name)
+		}
+	}
+	if !slices.Contains(names, a.cfg.Name) {
+		names = append(names, a.cfg.Name)
+	}
+	rank := feederRank(m.ReleaseID, names)
+	k := min(a.cfg.OriginFeeders, len(names))
+	use := swarm.OriginUse{Fallback: a.cfg.OriginFallback, SwarmProgress: func() float64 { return a.gossip.ReleaseProgress(m.ReleaseID) }}
+	if i := slices.Index(rank, a.cfg.Name); i < k {
+		log.Info("origin feeder for this release", zap.Int("share", i), zap.Int("of", k), zap.Int("members", len(names)))
+		use.Share, use.Of = i, k
+	}
+	return use
+}
+
+// feederRank orders names by the hash of id and name: a different order
+// for every release, the same on every node.
+func feederRank(id release.ID, names []string) []string {
+	key := func(n string) [32]byte { return sha256.Sum256([]byte(string(id) + "\x00" + n)) }
+	out := slices.Clone(names)
+	slices.SortFunc(out, func(x, y string) int {
+		kx, ky := key(x), key(y)
+		return bytes.Compare(kx[:], ky[:])
+	})
+	return out
+}
+
+// sources lists the origin and up to MaxPeers random peers for m: at least
+// half of them, if there are that many, peers that gossip progress with it
+// (holders), then peers that advertise it, then, while fewer than MaxPeers
+// advertise it, members the rollout admits to it that have not said so yet.
+//
+// Holders have the torrent's info dictionary and pieces to give; a node that
+// knows only peers with nothing waits for them to get something, and for the
+// info dictionary a hop at a time. The rest stays random so that the first
+// holders are not every node's only peers. Admitted members start the same
+// release within a gossip round: dialling them before their state has
+// spread saves the round (a dial to a node that has not added the release
+// yet fails, and is tried again a few seconds later).
+func (a *Agent) sources(m release.Manifest) swarm.Sources {
+	var src swarm.Sources
+	var holders, others, coming []string
+	d, _, haveDesired := a.gossip.Desired(a.key(m.App))
+	if haveDesired {
+		if tm, err := d.Target.Unverified(); err != nil || tm.ReleaseID != m.ReleaseID {
+			haveDesired = false
+		}
+	}
+	for _, mbr := range a.gossip.Members() {
+		if mbr.Name == a.cfg.Name || mbr.TorrentAddr == "" {
+			continue
+		}
+		if mbr.Role == gossip.RoleSeeder {
+			src.Origins = append(src.Origins, mbr.TorrentAddr)
+			continue
+		}
+		i := slices.IndexFunc(mbr.Apps, func(as gossip.AppState) bool { return as.ReleaseID == m.ReleaseID })
+		switch {
+		case i >= 0 && mbr.Apps[i].Phase == gossip.PhaseFailed:
+		case i >= 0 && mbr.Apps[i].Progress > 0:
+			holders = append(holders, mbr.TorrentAddr)
+		case i >= 0:
+			others = append(others, mbr.TorrentAddr)
+		case haveDesired && rollout.Admitted(mbr.Name, &d, m.ReleaseID):
+			coming = append(coming, mbr.TorrentAddr)
+		}
+	}
+	src.Peers = pickPeers(holders, others, a.cfg.MaxPeers)
+	if n := a.cfg.MaxPeers - len(src.Peers); n > 0 && len(coming) > 0 {
+		rand.Shuffle(len(coming), func(i, j int) { coming[i], coming[j] = coming[j], coming[i] })
+		src.Peers = append(src.Peers, coming[:min(n, len(coming))]...)
+	}
+	return src
+}
+
+// pickPeers picks up to limit peers at random, at least half of them (or
+// every one) from holders.
+func pickPeers(holders, others []string, limit int) []string {
+	shuffle := func(s []string) { rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] }) }
+	shuffle(holders)
+	n := min(len(holders), (limit+1)/2)
+	rest := append(slices.Clone(holders[n:]), others...)
+	shuffle(rest)
+	return append(holders[:n:n], rest[:min(len(rest), limit-n)]...)
+}
+
+// refreshPeers tells running downloads of peers that appeared since.
+func (a *Agent) refreshPeers() {
+	a.mu.Lock()
+	var ids []release.ID
+	var apps []appState
+	for app, w := range a.workers {
+		if st, ok := a.apps[app]; ok && st.Phase == gossip.PhaseDownloading && st.ReleaseID == w.id {
+			ids = append(ids, w.id)
+			apps = append(apps, st)
+		}
+	}
+	a.mu.Unlock()
+	for i, id := range ids {
+		a.torrent.AddSources(id, a.sources(release.Manifest{App: apps[i].App, ReleaseID: id}))
+	}
+}
