@@ -24,14 +24,16 @@ type Agent struct {
 	ring release.Keyring
 
 	gossip  *gossip.Node
+	view    cluster // a.gossip, but for tests
 	torrent *swarm.Client
-	inst    *installer.Installer
+	inst    releases
 	state   stateFile
 
 	mu      sync.Mutex
 	apps    map[string]appState
 	entered map[string]phaseTimes // by app; in memory only
 	rates   map[string]rateSample // download rate by app; in memory only
+	sick    map[string]int        // consecutive failed health checks by app; in memory only
 	workers map[string]*worker    // by app
 	wake    chan struct{}
 
@@ -94,9 +96,11 @@ func (a *Agent) start() (err error) {
 	if err := ic.Validate(); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if a.inst, err = installer.New(ic, a.log); err != nil {
+	inst, err := installer.New(ic, a.log)
+	if err != nil {
 		return err
 	}
+	a.inst = inst
 	tc := swarm.Config{
 		Dir: a.bundlesDir(), ListenAddr: a.cfg.TorrentAddr, UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
 		MaxConnsPerTorrent: a.cfg.MaxConns, SharedDir: a.cfg.SharedBundleDir,
@@ -120,6 +124,7 @@ func (a *Agent) start() (err error) {
 	if err := a.gossip.Start(); err != nil {
 		return err
 	}
+	a.view = a.gossip
 	a.reseed()
 	a.report()
 	return nil
@@ -192,6 +197,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("agent: join: %w; check --join and that the seeder is running", err)
 		}
 	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.healthLoop(ctx)
+	}()
 	tick := time.NewTicker(a.cfg.Tick)
 	defer tick.Stop()
 	for {

@@ -36,6 +36,14 @@ type Config struct {
 	HealthCheck   string
 	HookTimeout   time.Duration
 	HealthTimeout time.Duration
+	// HealthInterval is how often the health check runs against an active
+	// release after its activation. Default 10s; negative turns the
+	// periodic check off (the check after activation still runs).
+	HealthInterval time.Duration
+	// HealthFailures is how many consecutive failed periodic checks make
+	// the node report the app unhealthy; one success makes it healthy
+	// again. Default 3.
+	HealthFailures int
 	// Keep is how many releases per app stay on disk, unpacked and as
 	// bundles (which keep seeding). Default 3.
 	Keep int
@@ -77,6 +85,8 @@ type Config struct {
 	// RetryBackoff is the wait after a failed download before the next try.
 	// Default 2s.
 	RetryBackoff time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
 }
 
 // Validate checks the config and fills defaults.
@@ -129,6 +139,18 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = 2 * time.Second
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = 10 * time.Second
+	}
+	if c.HealthFailures < 0 {
+		return errors.New("agent: --health-failures must not be negative")
+	}
+	if c.HealthFailures == 0 {
+		c.HealthFailures = 3
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.MinFreeBytes < 0 {
 		return errors.New("agent: min free bytes must not be negative")

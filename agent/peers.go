@@ -23,7 +23,7 @@ func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
 		return swarm.OriginUse{}
 	}
 	var names []string
-	for _, mbr := range a.gossip.Members() {
+	for _, mbr := range a.view.Members() {
 		if mbr.Role != gossip.RoleSeeder {
 			names = append(names, mbr.Name)
 		}
@@ -33,7 +33,7 @@ func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
 	}
 	rank := feederRank(m.ReleaseID, names)
 	k := min(a.cfg.OriginFeeders, len(names))
-	use := swarm.OriginUse{Fallback: a.cfg.OriginFallback, SwarmProgress: func() float64 { return a.gossip.ReleaseProgress(m.ReleaseID) }}
+	use := swarm.OriginUse{Fallback: a.cfg.OriginFallback, SwarmProgress: func() float64 { return a.view.ReleaseProgress(m.ReleaseID) }}
 	if i := slices.Index(rank, a.cfg.Name); i < k {
 		log.Info("origin feeder for this release", zap.Int("share", i), zap.Int("of", k), zap.Int("members", len(names)))
 		use.Share, use.Of = i, k
@@ -68,13 +68,13 @@ func feederRank(id release.ID, names []string) []string {
 func (a *Agent) sources(m release.Manifest) swarm.Sources {
 	var src swarm.Sources
 	var holders, others, coming []string
-	d, _, haveDesired := a.gossip.Desired(a.key(m.App))
+	d, _, haveDesired := a.view.Desired(a.key(m.App))
 	if haveDesired {
 		if tm, err := d.Target.Unverified(); err != nil || tm.ReleaseID != m.ReleaseID {
 			haveDesired = false
 		}
 	}
-	for _, mbr := range a.gossip.Members() {
+	for _, mbr := range a.view.Members() {
 		if mbr.Name == a.cfg.Name || mbr.TorrentAddr == "" {
 			continue
 		}

@@ -30,38 +30,38 @@ func (a *Agent) reconcile(ctx context.Context) {
 		w := a.workers[d.App]
 		st, known := a.apps[d.App]
 		a.mu.Unlock()
+		l := local{known: known, st: st}
 		if w != nil {
-			if w.id == m.ReleaseID {
-				continue // already on it; the worker sees step and pause changes itself
-			}
-			w.cancel()
+			l.working = w.id
+		}
+		// installed reads the installer's state file: only when it matters.
+		if l.working != m.ReleaseID && !(known && st.ReleaseID == m.ReleaseID && st.Phase == gossip.PhaseActive) {
+			l.installed = a.installed(d.App, m.ReleaseID)
+		}
+		act := next(d, m.ReleaseID, l)
+		if w != nil && w.id != m.ReleaseID {
+			w.cancel() // its target was replaced
 			<-w.done
 		}
-		if known && st.ReleaseID == m.ReleaseID {
-			switch {
-			case st.Phase == gossip.PhaseActive:
-				continue
-			case (st.Phase == gossip.PhaseFailed || st.Phase == gossip.PhaseRolledBack) && st.Seq >= d.Sequence:
-				continue // failed for this state already; wait for a newer one
-			}
-		}
-		if a.installed(d.App, m.ReleaseID) {
-			// Installed before a restart: serve it, do not fetch or install again.
+		switch act {
+		case actActive:
+			// Installed already (before a restart, or the release a
+			// rollback returns to that this node never left): serve it.
 			if err := a.torrent.Seed(m); err != nil {
 				a.log.Warn("cannot seed the active release", zap.String("app", m.App), zap.Error(err))
 			}
 			a.setState(appState{App: m.App, Version: m.Version, ReleaseID: m.ReleaseID, Phase: gossip.PhaseActive, Healthy: true, Seq: d.Sequence})
-			continue
+		case actWork:
+			a.startWorker(ctx, d, m)
 		}
-		a.startWorker(ctx, d, m)
 	}
-	if now := time.Now(); now.Sub(a.lastRefresh) >= a.cfg.Tick {
+	if now := a.cfg.Now(); now.Sub(a.lastRefresh) >= a.cfg.Tick {
 		// Member changes wake reconcile far more often than peers are
 		// worth re-adding: at most once a tick.
 		a.lastRefresh = now
 		a.refreshPeers()
 	}
-	if now := time.Now(); now.Sub(a.lastRetain) >= retainEvery || a.retainNow.Swap(false) {
+	if now := a.cfg.Now(); now.Sub(a.lastRetain) >= retainEvery || a.retainNow.Swap(false) {
 		a.lastRetain = now
 		a.retain()
 	}
@@ -115,4 +115,57 @@ func (a *Agent) installed(app string, id release.ID) bool {
 	}
 	pending, err := a.inst.HealthPending(app)
 	return err == nil && !pending
+}
+
+// action is what reconcile does about one app's desired state.
+type action int
+
+const (
+	// actNone: nothing to do; the node runs the target, a worker is on it,
+	// or the node waits for the target to be published anew.
+	actNone action = iota
+	// actActive: the target is installed and checked; record it active.
+	actActive
+	// actWork: start a worker that fetches, waits for admission and
+	// installs the target.
+	actWork
+)
+
+// local is what the agent knows of one app on this node.
+type local struct {
+	known     bool       // st holds the app's persisted state
+	st        appState   // the app's state
+	working   release.ID // the target of the app's running worker; "" none
+	installed bool       // the target is current and passed its check
+}
+
+// next decides what to do about d, whose target is target, given what the
+// node knows. It is the agent's state machine at the level of releases:
+//
+//   - a worker already on the target sees step and pause changes itself;
+//   - a target recorded active, or installed and checked, is the running
+//     release: nothing to fetch;
+//   - a target that failed here (install failed or health check rolled it
+//     back) since it was last published is not retried for newer states of
+//     the same rollout (steps, pauses, a rollback elsewhere): only a new
+//     publish (d.Published past the failure) retries it;
+//   - a target the environment marked bad is never installed;
+//   - anything else gets a worker.
+func next(d release.DesiredState, target release.ID, l local) action {
+	if l.working == target {
+		return actNone
+	}
+	if l.known && l.st.ReleaseID == target && l.st.Phase == gossip.PhaseActive {
+		return actNone
+	}
+	if l.installed {
+		return actActive
+	}
+	if d.IsBad(target) {
+		return actNone
+	}
+	if l.known && l.st.ReleaseID == target && (l.st.Phase == gossip.PhaseFailed || l.st.Phase == gossip.PhaseRolledBack) && l.st.Seq >= d.Published {
+		return actNone
+	}
+	return actWork
 }

@@ -12,11 +12,26 @@ import (
 
 // setState records and persists one app's state, then gossips it.
 func (a *Agent) setState(st appState) {
+	a.updateState(st.App, func(cur *appState) bool {
+		*cur = st
+		return true
+	})
+}
+
+// updateState changes one app's state with f under the agent's lock (f
+// reports whether it changed anything), then persists and gossips it.
+func (a *Agent) updateState(app string, f func(st *appState) bool) {
 	a.mu.Lock()
 	if a.apps == nil {
 		a.apps = map[string]appState{}
 	}
-	a.apps[st.App] = st
+	st := a.apps[app]
+	st.App = app
+	if !f(&st) {
+		a.mu.Unlock()
+		return
+	}
+	a.apps[app] = st
 	a.notePhaseLocked(st)
 	snapshot := make(map[string]appState, len(a.apps))
 	for k, v := range a.apps {
@@ -75,7 +90,7 @@ func (a *Agent) rateLocked(st appState, have int64) int64 {
 	if a.rates == nil {
 		a.rates = map[string]rateSample{}
 	}
-	now := time.Now()
+	now := a.cfg.Now()
 	s, ok := a.rates[st.App]
 	if !ok || s.id != st.ReleaseID || have < s.bytes {
 		a.rates[st.App] = rateSample{id: st.ReleaseID, bytes: have, at: now}
@@ -126,7 +141,7 @@ func (a *Agent) notePhaseLocked(st appState) {
 		a.entered[st.App] = pt
 	}
 	if _, ok := pt.at[st.Phase]; !ok {
-		pt.at[st.Phase] = time.Now()
+		pt.at[st.Phase] = a.cfg.Now()
 	}
 }
 

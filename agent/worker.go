@@ -50,55 +50,29 @@ func (a *Agent) poke() {
 	}
 }
 
-// drive takes one app from nothing to its target: download, wait for the
-// wave, install. It returns when done, failed for good, or cancelled.
+// drive takes one app from where it is to its target: download, wait for
+// the wave, install; or, when the target is the release this node ran
+// before, wait for admission and switch back to it (no download). It
+// returns when done, failed for good, or cancelled.
 func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Manifest) {
 	log := a.log.With(zap.String("app", m.App), zap.String("version", m.Version), zap.String("release_id", string(m.ReleaseID)))
 	st := appState{App: m.App, Version: m.Version, ReleaseID: m.ReleaseID, Seq: d.Sequence, Phase: gossip.PhaseDownloading}
+	if prev, ok, err := a.inst.Previous(m.App); err == nil && ok && prev.ReleaseID == m.ReleaseID {
+		a.switchBack(ctx, st, m, log)
+		return
+	}
 	a.setState(st)
 	log.Info("downloading")
-	for {
-		err := a.torrent.FetchWith(ctx, m, a.sources(m), a.originUse(m, log))
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, release.ErrIDMismatch) {
-			log.Error("refused a bundle that does not match its release id", zap.Error(err))
-			st.Phase, st.Error = gossip.PhaseFailed, "bundle does not match its release id"
-			a.setState(st)
-			return
-		}
-		log.Warn("download failed; retrying", zap.Error(err), zap.Duration("backoff", a.cfg.RetryBackoff))
-		st.Error = shortError(err)
-		a.setState(st)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(a.cfg.RetryBackoff):
-		}
-	}
-	if a.cfg.SharedBundleDir == "" {
-		if err := a.recordBundle(m); err != nil {
-			log.Warn("cannot record the bundle for retention; it stays until removed by hand", zap.Error(err))
-		}
+	if !a.fetch(ctx, &st, m, log) {
+		return
 	}
 	st.Phase, st.Error = gossip.PhaseStaged, ""
 	a.setState(st)
 	log.Info("staged")
 
-	// Wait for the wave. A newer desired state for the same target (a step
-	// forward, a resume) arrives through gossip; a different target cancels us.
-	for !a.admitted(m) {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(a.cfg.Tick):
-		}
+	if !a.waitAdmitted(ctx, m) {
+		return
 	}
-
 	st.Phase = gossip.PhaseInstalling
 	a.setState(st)
 	res, err := a.inst.Install(ctx, m, a.torrent.BundlePath(m.ReleaseID))
@@ -118,10 +92,89 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 	a.setState(st)
 }
 
+// fetch downloads m until it is complete, retrying after failures; false if
+// ctx ended or the bundle can never be right.
+func (a *Agent) fetch(ctx context.Context, st *appState, m release.Manifest, log *zap.Logger) bool {
+	for {
+		err := a.torrent.FetchWith(ctx, m, a.sources(m), a.originUse(m, log))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if errors.Is(err, release.ErrIDMismatch) {
+			log.Error("refused a bundle that does not match its release id", zap.Error(err))
+			st.Phase, st.Error = gossip.PhaseFailed, "bundle does not match its release id"
+			a.setState(*st)
+			return false
+		}
+		log.Warn("download failed; retrying", zap.Error(err), zap.Duration("backoff", a.cfg.RetryBackoff))
+		st.Error = shortError(err)
+		a.setState(*st)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(a.cfg.RetryBackoff):
+		}
+	}
+	if a.cfg.SharedBundleDir == "" {
+		if err := a.recordBundle(m); err != nil {
+			log.Warn("cannot record the bundle for retention; it stays until removed by hand", zap.Error(err))
+		}
+	}
+	return true
+}
+
+// switchBack returns the app to m, the release it ran before the current
+// one, once admitted: the installer switches the symlink back and runs the
+// hook as "rollback". This is how a fleet rollback lands on a node that
+// moved: no download and no unpack, so it takes as long as the hook.
+func (a *Agent) switchBack(ctx context.Context, st appState, m release.Manifest, log *zap.Logger) {
+	st.Phase = gossip.PhaseStaged // on disk already
+	a.setState(st)
+	if !a.waitAdmitted(ctx, m) {
+		return
+	}
+	st.Phase = gossip.PhaseInstalling
+	a.setState(st)
+	_, err := a.inst.Rollback(ctx, m.App)
+	switch {
+	case err == nil:
+		st.Phase, st.Healthy, st.Error = gossip.PhaseActive, true, ""
+		log.Info("active again: switched back to the previous release")
+	case ctx.Err() != nil:
+		return
+	case errors.Is(err, installer.ErrHookFailed), errors.Is(err, installer.ErrHookTimeout):
+		// The switch stands: the release was healthy when it last ran.
+		st.Phase, st.Healthy, st.Error = gossip.PhaseActive, true, shortError(err)
+		log.Warn("switched back; the rollback hook failed", zap.Error(err))
+	default:
+		st.Phase, st.Healthy, st.Error = gossip.PhaseFailed, false, shortError(err)
+		log.Error("cannot switch back to the previous release", zap.Error(err))
+	}
+	a.setState(st)
+}
+
+// waitAdmitted waits until the latest desired state admits this node to m;
+// false if ctx ended first. A newer state for the same target (a step
+// forward, a resume, the blue-green flip) arrives through gossip; a
+// different target cancels ctx.
+func (a *Agent) waitAdmitted(ctx context.Context, m release.Manifest) bool {
+	for !a.admitted(m) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(a.cfg.Tick):
+		}
+	}
+	return true
+}
+
 // admitted reports whether the latest desired state for m's app still
 // targets m and admits this node.
 func (a *Agent) admitted(m release.Manifest) bool {
-	d, _, ok := a.gossip.Desired(a.key(m.App))
+	d, _, ok := a.view.Desired(a.key(m.App))
 	if !ok {
 		return false
 	}
@@ -130,4 +183,21 @@ func (a *Agent) admitted(m release.Manifest) bool {
 		return false
 	}
 	return rollout.Admitted(a.cfg.Name, &d, m.ReleaseID)
+}
+
+// releases is what the agent needs of the installer; tests fake it.
+type releases interface {
+	Install(ctx context.Context, m release.Manifest, bundlePath string) (installer.Result, error)
+	Rollback(ctx context.Context, app string) (release.Manifest, error)
+	Current(app string) (release.Manifest, bool, error)
+	Previous(app string) (release.Manifest, bool, error)
+	HealthPending(app string) (bool, error)
+	Check(ctx context.Context, app string) error
+}
+
+// cluster is what the agent's workers read of gossip; tests fake it.
+type cluster interface {
+	Desired(key string) (release.DesiredState, release.SignedDesiredState, bool)
+	Members() []gossip.NodeState
+	ReleaseProgress(id release.ID) float64
 }

@@ -10,6 +10,9 @@ import (
 
 type agentOptions struct {
 	data, name, hook, health string
+	env                      string
+	healthInterval           time.Duration
+	healthFailures           int
 	gossip, torrent          string
 	join, trust              []string
 	joinTimeout, hookTimeout time.Duration
@@ -42,6 +45,9 @@ switches DIR/releases/<app>/current atomically and gossips its state.`,
 	f.StringSliceVar(&o.trust, "trust", nil, "pinned public key file(s) of the seeder (required)")
 	f.StringVar(&o.hook, "hook", "", "install hook executable, run before a release becomes current")
 	f.StringVar(&o.health, "health-check", "", "health check executable, run after the switch; failure restores the previous release")
+	f.DurationVar(&o.healthInterval, "health-interval", 10*time.Second, "run the health check this often after activation (negative: only after activation)")
+	f.IntVar(&o.healthFailures, "health-failures", 3, "consecutive failed checks that make the node report the app unhealthy")
+	f.StringVar(&o.env, "env", "default", "environment this node belongs to (staging, prod...); it follows that environment's rollouts")
 	f.StringVar(&o.name, "name", "", "node name in the cluster (default: hostname)")
 	f.StringVar(&o.gossip, "gossip", "0.0.0.0:7946", "gossip listen address host:port")
 	f.StringVar(&o.torrent, "torrent", "0.0.0.0:6881", "BitTorrent listen address host:port")
@@ -105,9 +111,10 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 	}
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
 	a, err := agent.New(agent.Config{
-		DataDir: o.data, Name: o.name, Join: join, JoinTimeout: o.joinTimeout, Trust: trust,
+		DataDir: o.data, Name: o.name, Env: o.env, Join: join, JoinTimeout: o.joinTimeout, Trust: trust,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent,
 		Hook: o.hook, HealthCheck: o.health, HookTimeout: o.hookTimeout, HealthTimeout: o.healthTimeout,
+		HealthInterval: o.healthInterval, HealthFailures: o.healthFailures,
 		Keep: o.keep, MinFreeBytes: minFree, UploadRate: up, DownloadRate: down, MaxConns: o.maxConns,
 		OriginFeeders: feeders, OriginFallback: o.fallback,
 	}, log)
