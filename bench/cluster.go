@@ -54,6 +54,10 @@ type ClusterConfig struct {
 	// OriginFallback is the agents' agent.Config.OriginFallback; 0 = the
 	// agent's default (10s).
 	OriginFallback time.Duration
+	// HealthInterval and HealthFailures are the agents' periodic health
+	// check (agent.Config); zero = the agent's defaults.
+	HealthInterval time.Duration
+	HealthFailures int
 }
 
 // FastGossip is gossip timing for in-process clusters of tens of nodes:
@@ -191,6 +195,8 @@ type AgentOptions struct {
 	MinFreeBytes int64
 	// Join is the gossip address to join; empty = the seeder's.
 	Join string
+	// Env is the agent's environment; empty = release.DefaultEnv.
+	Env string
 }
 
 // AddAgent starts one more agent named name that joins the seeder. Its data
@@ -217,7 +223,7 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 		shared = c.OriginBundlesDir()
 	}
 	a, err := agent.New(agent.Config{
-		DataDir: filepath.Join(c.cfg.Dir, name), Name: name, Join: []string{join},
+		DataDir: filepath.Join(c.cfg.Dir, name), Name: name, Env: o.Env, Join: []string{join},
 		JoinTimeout: 20 * time.Second, Trust: trust,
 		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0",
 		Hook: hook, HealthCheck: health, HookTimeout: 30 * time.Second,
@@ -227,6 +233,7 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 		RetryBackoff: 200 * time.Millisecond,
 		Keep:         o.Keep, MinFreeBytes: o.MinFreeBytes,
 		OriginFeeders: c.cfg.OriginFeeders, OriginFallback: c.cfg.OriginFallback,
+		HealthInterval: c.cfg.HealthInterval, HealthFailures: c.cfg.HealthFailures,
 	}, c.log)
 	if err != nil {
 		return nil, err
