@@ -17,16 +17,24 @@ func TestCommands(t *testing.T) {
 	s0 := f.state(0, 1)
 	s1 := f.state(1, 2)
 	last := f.state(3, 20)
-	paused := with(s1, func(w *release.DesiredState) { w.Paused, w.State, w.Reason = true, release.RolloutPaused, "paused by operator" })
-	stalled := with(s1, func(w *release.DesiredState) { w.Paused, w.State, w.Reason = true, release.RolloutStalled, "step 2 of 4: …" })
+	paused := with(s1, func(w *release.DesiredState) {
+		w.Paused, w.State, w.Reason = true, release.RolloutPaused, "paused by operator"
+	})
+	stalled := with(s1, func(w *release.DesiredState) {
+		w.Paused, w.State, w.Reason = true, release.RolloutStalled, "step 2 of 4: …"
+	})
 	complete := with(last, func(w *release.DesiredState) { w.State = release.RolloutComplete })
-	aborted := with(s1, func(w *release.DesiredState) { w.Paused, w.State, w.Reason = true, release.RolloutAborted, "aborted by operator" })
+	aborted := with(s1, func(w *release.DesiredState) {
+		w.Paused, w.State, w.Reason = true, release.RolloutAborted, "aborted by operator"
+	})
 	rolledBack := f.rollbackState(s1, "r")
 	bg := with(f.state(0, 0), func(w *release.DesiredState) { w.Plan = release.Plan{Strategy: release.StrategyBlueGreen} })
 	unsettled := f.state(0, 0)
 	nodes := f.fleet(s1)
 	resumed := func(d release.DesiredState) release.DesiredState {
-		return with(d, func(w *release.DesiredState) { w.Paused, w.State, w.Reason = false, release.RolloutProgressing, "resumed by operator" })
+		return with(d, func(w *release.DesiredState) {
+			w.Paused, w.State, w.Reason = false, release.RolloutProgressing, "resumed by operator"
+		})
 	}
 
 	for _, c := range []struct {
