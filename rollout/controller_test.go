@@ -600,6 +600,7 @@ func TestStart(t *testing.T) {
 		{"all at once", release.Plan{Strategy: release.StrategyAllAtOnce}, false, 1},
 		{"blue-green stages first", release.Plan{Strategy: release.StrategyBlueGreen}, true, 0},
 		{"no steps: every node", release.Plan{}, true, 1},
+		{"a first step of 100% needs no settling", release.Plan{Steps: []release.Step{{Percent: 100}}}, false, 1},
 	} {
 		got, err := Start(release.DefaultEnv, c.plan, f.v2, nil, nil, f.names, c.settled)
 		if err != nil || got.Admit != c.admit || got.Env != "" {

@@ -8,7 +8,8 @@ import (
 
 // Start makes the first state of a new rollout of target in env under plan:
 // step 0, admission for the first step (the exact node count of nodes when
-// membership has settled, none until then), every node for all-at-once, none
+// membership has settled, none until then; every node at once when the
+// first step is 100%), every node for all-at-once, none
 // for blue-green (every node stages; the controller flips later). Bad is
 // carried over without the target: publishing a release anew clears it.
 // The seeder sets Sequence, Published, Issued and Expires.
@@ -39,8 +40,11 @@ func Start(env string, plan release.Plan, target release.SignedManifest, previou
 	case release.StrategyAllAtOnce:
 		d.Admit = 1
 	case release.StrategyWaves:
-		if settled && len(nodes) > 0 {
-			d.Admit = Threshold(nodes, m.ReleaseID, plan.StepAt(0).Nodes(len(nodes)))
+		switch first := plan.StepAt(0); {
+		case first.Percent == 100:
+			d.Admit = 1 // every node, whoever they are: nothing to settle
+		case settled && len(nodes) > 0:
+			d.Admit = Threshold(nodes, m.ReleaseID, first.Nodes(len(nodes)))
 		}
 	}
 	d.Plan.Steps = append([]release.Step(nil), plan.Steps...)
