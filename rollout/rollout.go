@@ -3,6 +3,22 @@
 // decisions from what it observes and a clock. It does no I/O and starts no
 // goroutines, so it can be tested exhaustively and shared by the agent, the
 // seeder's controller and the simulator.
+//
+// # Counting failures
+//
+// The controller (Decide) counts a node as failed, once per rollout, when
+// it reports the rollout's target release and its phase is failed or
+// rolled-back, or it is active but not healthy (its health check failed the
+// agent's --health-failures times in a row). That includes a node that
+// fails to download or stage the target before it is admitted: it would
+// fail when admitted. A failed node stays counted even if it recovers or
+// leaves, so a node that flaps between healthy and unhealthy counts once.
+// What is not a failure: a node gossip only suspects (neither failed nor
+// healthy: its step is not done until it is confirmed alive or gone), a
+// node that leaves or is killed (absent from the observed nodes), and a
+// node that reports another release. A rollout's failures are compared with
+// Plan.MaxFailures of the environment's current node count; one more than
+// the budget spends it.
 package rollout
 
 import (

@@ -1,6 +1,7 @@
 package seeder
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -8,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/rollout"
 )
 
 // ErrUnreachable reports a seeder that could not be reached at all.
@@ -62,7 +65,12 @@ func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
 }
 
 // Publish sends a signed manifest and streams the bundle of size bytes.
-func (c *Client) Publish(ctx context.Context, sm release.SignedManifest, bundle io.Reader, size int64) (PublishResult, error) {
+// opts, at most one, says where and how the release rolls out; none is the
+// default environment under the seeder's default plan.
+func (c *Client) Publish(ctx context.Context, sm release.SignedManifest, bundle io.Reader, size int64, opts ...PublishOptions) (PublishResult, error) {
+	if len(opts) > 1 {
+		return PublishResult{}, errors.New("publish: give at most one PublishOptions")
+	}
 	mb, err := json.Marshal(sm)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("encode manifest: %w", err)
@@ -74,8 +82,78 @@ func (c *Client) Publish(ctx context.Context, sm release.SignedManifest, bundle 
 	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/zstd")
 	req.Header.Set(ManifestHeader, base64.StdEncoding.EncodeToString(mb))
+	if len(opts) == 1 && (opts[0].Env != "" || opts[0].Plan != nil) {
+		ob, err := json.Marshal(opts[0])
+		if err != nil {
+			return PublishResult{}, fmt.Errorf("encode rollout options: %w", err)
+		}
+		req.Header.Set(RolloutHeader, base64.StdEncoding.EncodeToString(ob))
+	}
 	var res PublishResult
 	return res, c.do(req, &res)
+}
+
+// Rollouts fetches the status of every rollout.
+func (c *Client) Rollouts(ctx context.Context) ([]rollout.Status, error) {
+	var out []rollout.Status
+	return out, c.call(ctx, http.MethodGet, PathRollouts, nil, &out)
+}
+
+// Rollout fetches app's rollout in env ("" is the default environment).
+func (c *Client) Rollout(ctx context.Context, app, env string) (rollout.Status, error) {
+	var st rollout.Status
+	return st, c.call(ctx, http.MethodGet, rolloutPath(app, "", env), nil, &st)
+}
+
+// RolloutCommand runs verb (VerbPause, VerbResume, VerbPromote, VerbAbort,
+// VerbRollback) on app's rollout in env and returns the resulting status.
+func (c *Client) RolloutCommand(ctx context.Context, app, env, verb string) (rollout.Status, error) {
+	var st rollout.Status
+	return st, c.call(ctx, http.MethodPost, rolloutPath(app, verb, env), nil, &st)
+}
+
+// RollbackTo rolls app in env back to version ("" is the previous release).
+func (c *Client) RollbackTo(ctx context.Context, app, env, version string) (rollout.Status, error) {
+	var st rollout.Status
+	return st, c.call(ctx, http.MethodPost, rolloutPath(app, VerbRollback, env), RollbackRequest{To: version}, &st)
+}
+
+// PromoteRelease rolls the release app targets in environment from out to
+// environment to under plan (nil: the seeder's default plan).
+func (c *Client) PromoteRelease(ctx context.Context, app, from, to string, plan *release.Plan) (rollout.Status, error) {
+	var st rollout.Status
+	return st, c.call(ctx, http.MethodPost, rolloutPath(app, VerbPromoteRelease, ""), PromoteRequest{From: from, To: to, Plan: plan}, &st)
+}
+
+func rolloutPath(app, verb, env string) string {
+	p := PathRollouts + "/" + url.PathEscape(app)
+	if verb != "" {
+		p += "/" + url.PathEscape(verb)
+	}
+	if env != "" {
+		p += "?env=" + url.QueryEscape(env)
+	}
+	return p
+}
+
+// call sends body (JSON, when not nil) to path and decodes the answer into out.
+func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return c.do(req, out)
 }
 
 // Status fetches cluster status.

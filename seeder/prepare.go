@@ -101,8 +101,9 @@ func Pack(o PackOptions) (*Bundle, error) {
 }
 
 // PublishBundle streams b to the seeder. progress, when set, is written
-// every byte sent (a progress bar).
-func (c *Client) PublishBundle(ctx context.Context, b *Bundle, progress io.Writer) (PublishResult, error) {
+// every byte sent (a progress bar). opts, at most one, says where and how
+// the release rolls out (Client.Publish).
+func (c *Client) PublishBundle(ctx context.Context, b *Bundle, progress io.Writer, opts ...PublishOptions) (PublishResult, error) {
 	f, err := os.Open(b.Path)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("open bundle: %w", err)
@@ -112,5 +113,5 @@ func (c *Client) PublishBundle(ctx context.Context, b *Bundle, progress io.Write
 	if progress != nil {
 		body = io.TeeReader(f, progress)
 	}
-	return c.Publish(ctx, b.Signed, body, b.Manifest.BundleSize)
+	return c.Publish(ctx, b.Signed, body, b.Manifest.BundleSize, opts...)
 }

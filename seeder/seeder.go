@@ -15,6 +15,7 @@ import (
 
 	"github.com/swarmdeploy/swarm/gossip"
 	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/rollout"
 	"github.com/swarmdeploy/swarm/swarm"
 )
 
@@ -49,6 +50,16 @@ type Config struct {
 	DesiredTTL time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// ControlInterval is how often the rollout controller looks at every
+	// rollout; default 500ms.
+	ControlInterval time.Duration
+	// Settle is how long an environment's membership must stay unchanged
+	// before the controller counts it as settled and admits a step of an
+	// exact node count; default 2s.
+	Settle time.Duration
+	// DefaultPlan is the rollout plan of a publish or promotion that names
+	// none. The zero Plan moves every node at once, as soon as it can.
+	DefaultPlan release.Plan
 }
 
 // Validate checks the config and fills defaults.
@@ -86,6 +97,18 @@ func (c *Config) Validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.ControlInterval < 0 || c.Settle < 0 {
+		return fmt.Errorf("seeder: control interval %s and settle %s must not be negative", c.ControlInterval, c.Settle)
+	}
+	if c.ControlInterval == 0 {
+		c.ControlInterval = 500 * time.Millisecond
+	}
+	if c.Settle == 0 {
+		c.Settle = 2 * time.Second
+	}
+	if err := c.DefaultPlan.Validate(); err != nil {
+		return fmt.Errorf("seeder: default plan: %w", err)
+	}
 	return nil
 }
 
@@ -115,11 +138,15 @@ type Seeder struct {
 	api     *http.Server
 	apiLn   net.Listener
 
-	publishMu sync.Mutex // one desired state issued at a time
+	// publishMu makes one desired state issued at a time, by a publish, a
+	// command or the controller; it also guards ctl.
+	publishMu sync.Mutex
+	ctl       controller
 
 	startOnce sync.Once
 	startErr  error
 	closeOnce sync.Once
+	stop      chan struct{} // closed by Close: the controller stops
 	wg        sync.WaitGroup
 }
 
@@ -129,7 +156,10 @@ func New(cfg Config, log *zap.Logger) (*Seeder, error) {
 		return nil, err
 	}
 	ring := release.NewKeyring(append([]release.PublicKey{cfg.Key.Public()}, cfg.Trust...)...)
-	return &Seeder{cfg: cfg, log: log.Named("seeder"), ring: ring, store: newStore(cfg.StoreDir)}, nil
+	return &Seeder{
+		cfg: cfg, log: log.Named("seeder"), ring: ring, store: newStore(cfg.StoreDir),
+		ctl: newController(), stop: make(chan struct{}),
+	}, nil
 }
 
 // Start opens the store, binds gossip, BitTorrent and the API, and starts
@@ -195,7 +225,11 @@ func (s *Seeder) Run(ctx context.Context) error {
 		}
 	}
 	errc := make(chan error, 1)
-	s.wg.Add(1)
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.control(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.api.Serve(s.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -211,9 +245,11 @@ func (s *Seeder) Run(ctx context.Context) error {
 	return err
 }
 
-// Close stops the API, leaves the cluster and stops seeding. Safe twice.
+// Close stops the API and the controller, leaves the cluster and stops
+// seeding. Safe twice.
 func (s *Seeder) Close() error {
 	s.closeOnce.Do(func() {
+		close(s.stop)
 		if s.api != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = s.api.Shutdown(sctx)
@@ -259,6 +295,7 @@ func (s *Seeder) TorrentStats() swarm.Stats { return s.torrent.Stats() }
 // PublishResult says what a publish did.
 type PublishResult struct {
 	App       string     `json:"app"`
+	Env       string     `json:"env"`
 	Version   string     `json:"version"`
 	ReleaseID release.ID `json:"release_id"`
 	InfoHash  string     `json:"infohash"`
@@ -267,13 +304,28 @@ type PublishResult struct {
 	Existed   bool       `json:"existed"`
 }
 
+// PublishOptions says where and how a published release rolls out.
+type PublishOptions struct {
+	// Env is the environment; "" is release.DefaultEnv.
+	Env string `json:"env,omitempty"`
+	// Plan is the rollout plan; nil is Config.DefaultPlan.
+	Plan *release.Plan `json:"plan,omitempty"`
+}
+
 // Publish verifies a signed manifest, stores the bundle streamed from body,
-// seeds it and issues a desired state that makes it the app's target.
-// A failed publish leaves the store and the desired state as they were.
-func (s *Seeder) Publish(ctx context.Context, sm release.SignedManifest, body io.Reader) (PublishResult, error) {
+// seeds it and starts a rollout that makes it the app's target in o.Env.
+// Publishing a release anew clears it from the environment's bad releases;
+// publishing the release the environment already targets starts nothing.
+// A refused plan or a failed publish leaves the store and the desired state
+// as they were.
+func (s *Seeder) Publish(ctx context.Context, sm release.SignedManifest, body io.Reader, o PublishOptions) (PublishResult, error) {
 	m, err := sm.Verify(s.ring)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish: %w", err)
+	}
+	env, plan, err := s.rolloutOptions(o.Env, o.Plan)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
 	}
 	existed, err := s.store.put(m, sm, body)
 	if err != nil {
@@ -282,43 +334,83 @@ func (s *Seeder) Publish(ctx context.Context, sm release.SignedManifest, body io
 	if err := s.torrent.Seed(m); err != nil {
 		return PublishResult{}, fmt.Errorf("publish %s %s: seed: %w", m.App, m.Version, err)
 	}
-	seq, err := s.issue(m.App, sm, m)
+	d, err := s.issue(env, plan, sm, m)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
 	}
-	s.log.Info("published", zap.String("app", m.App), zap.String("version", m.Version),
-		zap.String("release_id", string(m.ReleaseID)), zap.Uint64("seq", seq), zap.Bool("existed", existed))
+	s.log.Info("published", zap.String("app", m.App), zap.String("env", env), zap.String("version", m.Version),
+		zap.String("release_id", string(m.ReleaseID)), zap.Uint64("seq", d.Sequence), zap.Bool("existed", existed))
 	return PublishResult{
-		App: m.App, Version: m.Version, ReleaseID: m.ReleaseID, InfoHash: m.InfoHash,
-		Magnet: swarm.MagnetURI(m, s.torrent.Addr()), Sequence: seq, Existed: existed,
+		App: m.App, Env: env, Version: m.Version, ReleaseID: m.ReleaseID, InfoHash: m.InfoHash,
+		Magnet: swarm.MagnetURI(m, s.torrent.Addr()), Sequence: d.Sequence, Existed: existed,
 	}, nil
 }
 
-// issue signs and gossips a desired state making sm the app's target. If
-// the target is already sm, it issues nothing and returns the current seq.
-func (s *Seeder) issue(app string, sm release.SignedManifest, m release.Manifest) (uint64, error) {
+// rolloutOptions checks an environment and a plan (nil: the default plan)
+// against what the seeder knows of the environment's fleet now.
+func (s *Seeder) rolloutOptions(env string, plan *release.Plan) (string, release.Plan, error) {
+	if env == "" {
+		env = release.DefaultEnv
+	}
+	if err := release.ValidateEnv(env); err != nil {
+		return "", release.Plan{}, err
+	}
+	p := s.cfg.DefaultPlan
+	if plan != nil {
+		p = *plan
+	}
+	if err := p.Validate(); err != nil {
+		return "", release.Plan{}, err
+	}
+	if err := rollout.ValidateAgainstFleet(p, env, len(s.agents(env))); err != nil {
+		return "", release.Plan{}, err
+	}
+	return env, p, nil
+}
+
+// issue starts a rollout of sm in env under plan: a signed desired state
+// from rollout.Start. If env already targets sm, it issues nothing and
+// returns the current state.
+func (s *Seeder) issue(env string, plan release.Plan, sm release.SignedManifest, m release.Manifest) (release.DesiredState, error) {
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
-	d := release.DesiredState{App: app, Target: sm, Admit: 1, Issued: s.cfg.Now().UTC()}
-	if cur, _, ok := s.gossip.Desired(release.StateKey(app, "")); ok {
+	key := release.StateKey(m.App, env)
+	var prev *release.SignedManifest
+	var bad []release.ID
+	if cur, _, ok := s.gossip.Desired(key); ok {
 		tm, err := cur.Target.Unverified()
 		if err == nil && tm.ReleaseID == m.ReleaseID {
-			return cur.Sequence, nil
+			return cur, nil
 		}
-		prev := cur.Target
-		d.Previous = &prev
+		prev, bad = rollout.PreviousFor(&cur, m.ReleaseID), cur.Bad
 	}
-	d.Sequence = s.gossip.HighestSeq(release.StateKey(app, "")) + 1
-	d.Published = d.Sequence
+	names, settled := s.ctl.membership(env, s.agents(env), s.cfg.Now(), s.cfg.Settle)
+	d, err := rollout.Start(env, plan, sm, prev, bad, names, settled)
+	if err != nil {
+		return release.DesiredState{}, err
+	}
+	return s.signLocked(d)
+}
+
+// signLocked numbers d as the next state of its key, signs it and gossips
+// it. Published is set to the new sequence when d leaves it 0 (a new
+// target). The caller holds publishMu.
+func (s *Seeder) signLocked(d release.DesiredState) (release.DesiredState, error) {
+	d.Sequence = s.gossip.HighestSeq(d.Key()) + 1
+	if d.Published == 0 {
+		d.Published = d.Sequence
+	}
+	d.Issued = s.cfg.Now().UTC()
+	d.Expires = time.Time{}
 	if s.cfg.DesiredTTL > 0 {
 		d.Expires = d.Issued.Add(s.cfg.DesiredTTL)
 	}
 	sd, err := release.SignDesired(d, s.cfg.Key)
 	if err != nil {
-		return 0, fmt.Errorf("sign desired state: %w", err)
+		return release.DesiredState{}, fmt.Errorf("sign desired state: %w", err)
 	}
 	if err := s.gossip.Publish(sd); err != nil {
-		return 0, fmt.Errorf("gossip desired state: %w", err)
+		return release.DesiredState{}, fmt.Errorf("gossip desired state: %w", err)
 	}
-	return d.Sequence, nil
+	return d, nil
 }

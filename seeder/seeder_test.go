@@ -39,10 +39,16 @@ func startSeeder(t *testing.T, store string) *fixture {
 
 func startSeederWithKey(t *testing.T, store string, key *release.PrivateKey) *fixture {
 	t.Helper()
-	s, err := New(Config{
-		StoreDir: store, Key: key, Name: "seeder",
-		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
-	}, zaptest.NewLogger(t))
+	return startSeederConfig(t, Config{StoreDir: store, Key: key})
+}
+
+// startSeederConfig starts a seeder from cfg with its name and addresses
+// filled in for a test.
+func startSeederConfig(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	key, store := cfg.Key, cfg.StoreDir
+	cfg.Name, cfg.GossipAddr, cfg.TorrentAddr, cfg.APIAddr = "seeder", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	s, err := New(cfg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

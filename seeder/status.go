@@ -5,6 +5,7 @@ import (
 
 	"github.com/swarmdeploy/swarm/gossip"
 	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/rollout"
 )
 
 // Status is the cluster as the seeder sees it through gossip. Its JSON form
@@ -16,6 +17,8 @@ type Status struct {
 	Seeders         []NodeStatus    `json:"seeders"`
 	Nodes           []NodeStatus    `json:"nodes"`
 	Desired         []DesiredStatus `json:"desired"`
+	// Rollouts is every rollout's status, as GET /v1/rollouts answers.
+	Rollouts []rollout.Status `json:"rollouts"`
 }
 
 // NodeStatus is one member and its apps.
@@ -39,9 +42,10 @@ type AppStatus struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// DesiredStatus is the desired state of one app.
+// DesiredStatus is the desired state of one app in one environment.
 type DesiredStatus struct {
 	App       string     `json:"app"`
+	Env       string     `json:"env"`
 	Sequence  uint64     `json:"seq"`
 	Version   string     `json:"version"`
 	ReleaseID release.ID `json:"release_id"`
@@ -58,7 +62,9 @@ func (s *Seeder) Status() Status {
 	if s.torrent != nil {
 		st.OriginBytesSent = s.torrent.Stats().BytesSent
 	}
+	envs := map[string]string{} // node name → environment
 	for _, mbr := range s.gossip.Members() {
+		envs[mbr.Name] = envName(mbr.Env)
 		ns := NodeStatus{Name: mbr.Name, Addr: mbr.Addr, TorrentAddr: mbr.TorrentAddr, Apps: []AppStatus{}}
 		for _, a := range mbr.Apps {
 			ns.Apps = append(ns.Apps, AppStatus{
@@ -83,10 +89,14 @@ func (s *Seeder) Status() Status {
 			continue
 		}
 		ds := DesiredStatus{
-			App: d.App, Sequence: d.Sequence, Version: m.Version, ReleaseID: m.ReleaseID,
-			Step: d.Step, Admitted: d.AdmittedFraction(), Paused: d.Paused, Nodes: len(st.Nodes),
+			App: d.App, Env: d.EnvName(), Sequence: d.Sequence, Version: m.Version, ReleaseID: m.ReleaseID,
+			Step: d.Step, Admitted: d.AdmittedFraction(), Paused: d.Paused,
 		}
 		for _, n := range st.Nodes {
+			if envs[n.Name] != ds.Env {
+				continue
+			}
+			ds.Nodes++
 			for _, a := range n.Apps {
 				if a.App == d.App && a.ReleaseID == m.ReleaseID && a.Phase == string(gossip.PhaseActive) {
 					ds.Active++
@@ -95,5 +105,6 @@ func (s *Seeder) Status() Status {
 		}
 		st.Desired = append(st.Desired, ds)
 	}
+	st.Rollouts = s.Rollouts()
 	return st
 }
