@@ -34,8 +34,10 @@ type Agent struct {
 	entered map[string]phaseTimes // by app; in memory only
 	rates   map[string]rateSample // download rate by app; in memory only
 	sick    map[string]int        // consecutive failed health checks by app; in memory only
-	workers map[string]*worker    // by app
-	wake    chan struct{}
+	// targetSeen is when each app's target was first seen; in memory only.
+	targetSeen map[string]seenTarget
+	workers    map[string]*worker // by app
+	wake       chan struct{}
 
 	// Owned by Run's goroutine (reconcile).
 	verifiedCache map[string]verified // by signature

@@ -106,7 +106,7 @@ func (c *fakeCluster) Desired(string) (release.DesiredState, release.SignedDesir
 	defer c.mu.Unlock()
 	return c.d, release.SignedDesiredState{}, c.d.App != ""
 }
-func (c *fakeCluster) Members() []gossip.NodeState       { return nil }
+func (c *fakeCluster) Members() []gossip.NodeState        { return nil }
 func (c *fakeCluster) ReleaseProgress(release.ID) float64 { return 0 }
 
 func (c *fakeCluster) set(d release.DesiredState) {

@@ -24,7 +24,9 @@ func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
 	}
 	var names []string
 	for _, mbr := range a.view.Members() {
-		if mbr.Role != gossip.RoleSeeder {
+		// Only this environment's agents fetch this release: feeders
+		// elsewhere would never take their share.
+		if mbr.Role != gossip.RoleSeeder && mbr.Env == a.cfg.Env {
 			names = append(names, mbr.Name)
 		}
 	}
@@ -89,7 +91,7 @@ func (a *Agent) sources(m release.Manifest) swarm.Sources {
 			holders = append(holders, mbr.TorrentAddr)
 		case i >= 0:
 			others = append(others, mbr.TorrentAddr)
-		case haveDesired && rollout.Admitted(mbr.Name, &d, m.ReleaseID):
+		case haveDesired && mbr.Env == a.cfg.Env && rollout.Admitted(mbr.Name, &d, m.ReleaseID):
 			coming = append(coming, mbr.TorrentAddr)
 		}
 	}

@@ -26,6 +26,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		if d.EnvName() != a.cfg.Env {
 			continue // another environment's: relayed by gossip, not ours to follow
 		}
+		a.noteTarget(m)
 		a.mu.Lock()
 		w := a.workers[d.App]
 		st, known := a.apps[d.App]
@@ -168,4 +169,36 @@ func next(d release.DesiredState, target release.ID, l local) action {
 		return actNone
 	}
 	return actWork
+}
+
+// noteTarget records when this node first saw m as its app's target.
+func (a *Agent) noteTarget(m release.Manifest) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.targetSeen == nil {
+		a.targetSeen = map[string]seenTarget{}
+	}
+	if a.targetSeen[m.App].id != m.ReleaseID {
+		a.targetSeen[m.App] = seenTarget{id: m.ReleaseID, at: a.cfg.Now()}
+	}
+}
+
+// seenTarget is when a node first saw a release as its app's target.
+type seenTarget struct {
+	id release.ID
+	at time.Time
+}
+
+// TargetSeenAt reports when this agent first saw release id as app's
+// target; benchmarks measure how fast a publish spreads with it. The
+// desired state may have been replaced since by newer ones with the same
+// target (the controller's later steps): this is the first.
+func (a *Agent) TargetSeenAt(app string, id release.ID) (time.Time, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.targetSeen[app]
+	if !ok || s.id != id {
+		return time.Time{}, false
+	}
+	return s.at, true
 }

@@ -54,6 +54,9 @@ type ClusterConfig struct {
 	// OriginFallback is the agents' agent.Config.OriginFallback; 0 = the
 	// agent's default (10s).
 	OriginFallback time.Duration
+	// ControlInterval and Settle are the seeder's rollout controller timing
+	// (seeder.Config); zero = its defaults.
+	ControlInterval, Settle time.Duration
 	// HealthInterval and HealthFailures are the agents' periodic health
 	// check (agent.Config); zero = the agent's defaults.
 	HealthInterval time.Duration
@@ -143,28 +146,9 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	c := &Cluster{cfg: cfg, log: log, Key: key}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
-	c.Seeder, err = seeder.New(seeder.Config{
-		StoreDir: c.seederDir(), Key: key, Name: "seeder",
-		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
-		UploadRate: cfg.OriginUploadRate, Gossip: cfg.Gossip,
-	}, log)
-	if err != nil {
+	if err := c.startSeeder(nil); err != nil {
 		return nil, err
 	}
-	if err := c.Seeder.Start(); err != nil {
-		return nil, err
-	}
-	sctx, scancel := context.WithCancel(c.ctx)
-	c.seederDone = make(chan struct{})
-	c.stopSeeder = scancel
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		defer close(c.seederDone)
-		if err := c.Seeder.Run(sctx); err != nil {
-			log.Error("seeder stopped", zap.Error(err))
-		}
-	}()
 	if c.Client, err = seeder.NewClient(c.Seeder.APIURL()); err != nil {
 		c.Close()
 		return nil, err
@@ -176,6 +160,59 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 		}
 	}
 	return c, nil
+}
+
+// startSeeder starts the seeder on its store; join lists gossip addresses
+// it joins (a restarted seeder joins its agents).
+func (c *Cluster) startSeeder(join []string) error {
+	s, err := seeder.New(seeder.Config{
+		StoreDir: c.seederDir(), Key: c.Key, Name: "seeder",
+		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
+		UploadRate: c.cfg.OriginUploadRate, Gossip: c.cfg.Gossip, Join: join,
+		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle,
+	}, c.log)
+	if err != nil {
+		return err
+	}
+	if err := s.Start(); err != nil {
+		return err
+	}
+	c.Seeder = s
+	sctx, scancel := context.WithCancel(c.ctx)
+	done := make(chan struct{})
+	c.seederDone = done
+	c.stopSeeder = scancel
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(done)
+		if err := s.Run(sctx); err != nil {
+			c.log.Error("seeder stopped", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
+// RestartSeeder stops the seeder and starts it again on the same store,
+// joining the agents (on new ports: Client points at the new API).
+func (c *Cluster) RestartSeeder() error {
+	c.StopSeeder()
+	var join []string
+	for _, n := range c.Agents() {
+		join = append(join, n.GossipAddr())
+		if len(join) == 3 {
+			break
+		}
+	}
+	if err := c.startSeeder(join); err != nil {
+		return err
+	}
+	client, err := seeder.NewClient(c.Seeder.APIURL())
+	if err != nil {
+		return err
+	}
+	c.Client = client
+	return nil
 }
 
 func (c *Cluster) seederDir() string { return filepath.Join(c.cfg.Dir, "seeder") }
@@ -274,6 +311,20 @@ func (c *Cluster) Publish(ctx context.Context, src, app, version string) (seeder
 	}
 	defer b.Close()
 	return c.Client.PublishBundle(ctx, b, nil)
+}
+
+// PublishWith is Publish with a rollout plan and environment.
+func (c *Cluster) PublishWith(ctx context.Context, src, app, version string, opts seeder.PublishOptions) (seeder.PublishResult, error) {
+	tmp := filepath.Join(c.cfg.Dir, "publish-tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return seeder.PublishResult{}, err
+	}
+	b, err := seeder.Pack(seeder.PackOptions{Source: src, App: app, Version: version, Key: c.Key, TempDir: tmp})
+	if err != nil {
+		return seeder.PublishResult{}, err
+	}
+	defer b.Close()
+	return c.Client.PublishBundle(ctx, b, nil, opts)
 }
 
 // WaitActive polls until every given agent runs release id of app, or ctx

@@ -161,7 +161,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 				installs = append(installs, active.Sub(at).Seconds())
 			}
 		}
-		if seq, at, ok := n.DesiredAcceptedAt(benchApp); ok && seq == pub.Sequence && !at.IsZero() {
+		if at, ok := n.TargetSeenAt(benchApp, pub.ReleaseID); ok {
 			gossiped = append(gossiped, at.Sub(r.Start).Seconds())
 		}
 	}

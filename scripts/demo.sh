@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: one seeder and several agents on 127.0.0.1 under a temporary
 # directory; publish the sample app v1, watch every agent go active, publish
-# v2, watch it converge, then stop everything and remove what was made.
+# v2 as a canary rollout wave by wave, then a broken v3 that the controller
+# rolls back by itself; then stop everything and remove what was made.
 set -euo pipefail
 
 BIN=${1:-bin/swarm}
@@ -61,16 +62,33 @@ done
 for i in $(seq 1 "$AGENTS"); do wait_file "$DIR/agent-$i.addrs"; done
 echo "== $AGENTS agents up"
 
-for v in 1 2; do
-	echo
-	echo "== publish hello v$v.0.0"
-	"$BIN" publish "$ROOT/testdata/apps/hello/v$v" --app hello --version "$v.0.0" \
-		--key "$DIR/keys/swarm.key" --seeder "$API"
-	echo
-	echo "== rollout of v$v.0.0"
-	"$BIN" status --seeder "$API" --wait --min-nodes "$AGENTS" --interval 1s --timeout 3m
-	echo
-	echo "== agent-1 runs: $("$DIR/agent-1/releases/hello/current/bin/hello" | head -n 1)"
-done
+pub() { "$BIN" publish "$ROOT/testdata/apps/hello/v$1" --app hello --version "$1.0.0" \
+	--key "$DIR/keys/swarm.key" --seeder "$API" --wait --wait-timeout 3m "${@:2}"; }
+
 echo
-echo "== demo finished: every agent active on v2.0.0"
+echo "== publish hello v1.0.0 to every agent at once"
+pub 1
+echo
+echo "== agent-1 runs: $("$DIR/agent-1/releases/hello/current/bin/hello" | head -n 1)"
+
+echo
+echo "== publish hello v2.0.0 as a canary rollout: 1 node, then 50%, then all; each wave bakes 3s"
+pub 2 --plan 1,50%,100% --bake 3s
+echo
+"$BIN" rollout status hello --seeder "$API"
+echo
+echo "== agent-1 runs: $("$DIR/agent-1/releases/hello/current/bin/hello" | head -n 1)"
+
+echo
+echo "== publish hello v3.0.0, a broken build: its health check fails on the canary,"
+echo "   the controller rolls every node back to v2.0.0 and marks v3.0.0 bad"
+if pub 3 --plan 1,50%,100% --bake 3s; then
+	echo "v3.0.0 was not rolled back" >&2
+	exit 1
+fi
+echo
+"$BIN" rollout status hello --seeder "$API"
+echo
+"$BIN" status --seeder "$API" --wait --min-nodes "$AGENTS" --interval 1s --timeout 1m
+echo
+echo "== demo finished: every agent active on v2.0.0; v3.0.0 rolled back from its canary"

@@ -179,3 +179,10 @@ func (s *Seeder) describeLocked(d release.DesiredState) rollout.Status {
 	}
 	return rollout.Describe(s.cfg.Now(), d, nodes, mem)
 }
+
+// Desired is the desired state the seeder holds for app in env (env ""
+// is the default environment); tests and benchmarks read it.
+func (s *Seeder) Desired(app, env string) (release.DesiredState, bool) {
+	d, _, ok := s.gossip.Desired(release.StateKey(app, env))
+	return d, ok
+}

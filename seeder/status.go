@@ -26,6 +26,7 @@ type NodeStatus struct {
 	Name        string      `json:"name"`
 	Addr        string      `json:"addr"`
 	TorrentAddr string      `json:"torrent_addr,omitempty"`
+	Env         string      `json:"env"`
 	Apps        []AppStatus `json:"apps"`
 }
 
@@ -65,7 +66,7 @@ func (s *Seeder) Status() Status {
 	envs := map[string]string{} // node name → environment
 	for _, mbr := range s.gossip.Members() {
 		envs[mbr.Name] = envName(mbr.Env)
-		ns := NodeStatus{Name: mbr.Name, Addr: mbr.Addr, TorrentAddr: mbr.TorrentAddr, Apps: []AppStatus{}}
+		ns := NodeStatus{Name: mbr.Name, Addr: mbr.Addr, TorrentAddr: mbr.TorrentAddr, Env: mbr.Env, Apps: []AppStatus{}}
 		for _, a := range mbr.Apps {
 			ns.Apps = append(ns.Apps, AppStatus{
 				App: a.App, Version: a.Version, ReleaseID: a.ReleaseID, Phase: string(a.Phase),

@@ -20,8 +20,10 @@ import (
 
 type publishOptions struct {
 	path, app, version, key, seeder string
-	json                            bool
-	timeout                         time.Duration
+	env                             string
+	json, wait                      bool
+	timeout, waitTimeout            time.Duration
+	plan                            planFlags
 }
 
 func newPublishCmd(ios streams, _ *globalOptions) *cobra.Command {
@@ -49,6 +51,10 @@ the infohash and a magnet URI, so any BitTorrent client can fetch it too.`,
 	f.StringVar(&o.seeder, "seeder", "http://127.0.0.1:7700", "seeder API URL")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up on the upload after this long")
+	f.StringVar(&o.env, "env", release.DefaultEnv, "environment the release rolls out to")
+	f.BoolVar(&o.wait, "wait", false, "follow the rollout: exit 0 when it completes, 1 when it is rolled back, stalled or aborted")
+	f.DurationVar(&o.waitTimeout, "wait-timeout", time.Hour, "with --wait: give up (exit 1) after this long")
+	o.plan.add(f)
 	return cmd
 }
 
@@ -60,6 +66,13 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 		return usageErrorf("publish: %w", err)
 	}
 	if err := release.ValidateVersion(o.version); err != nil {
+		return usageErrorf("publish: %w", err)
+	}
+	if err := release.ValidateEnv(o.env); err != nil {
+		return usageErrorf("publish: --env: %w", err)
+	}
+	plan, err := o.plan.build()
+	if err != nil {
 		return usageErrorf("publish: %w", err)
 	}
 	if _, err := os.Stat(o.path); err != nil {
@@ -99,7 +112,7 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 	up := newBar(ios.Err, b.Manifest.BundleSize, "uploading")
 	uctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	out, err := client.PublishBundle(uctx, b, up)
+	out, err := client.PublishBundle(uctx, b, up, seeder.PublishOptions{Env: o.env, Plan: &plan})
 	_ = up.Finish()
 	if err != nil {
 		m := b.Manifest
@@ -113,7 +126,7 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 		}
 		return fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
 	}
-	if o.json {
+	if o.json && !o.wait {
 		enc := json.NewEncoder(ios.Out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
@@ -129,7 +142,73 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 	fmt.Fprintf(ios.Out, "  magnet      %s\n", out.Magnet)
 	fmt.Fprintf(ios.Out, "  size        %s (unpacked %s, %d files)\n", humanBytes(m.BundleSize), humanBytes(m.UnpackedSize), b.Files)
 	fmt.Fprintf(ios.Out, "  sequence    %d\n", out.Sequence)
+	fmt.Fprintf(ios.Out, "  rollout     %s in %s\n", describePlan(plan), o.env)
+	if o.wait {
+		return followRollout(ctx, ios, client, out.App, o.env, out.ReleaseID, o.waitTimeout, o.json)
+	}
 	return nil
+}
+
+// describePlan is one line about a plan, for people.
+func describePlan(p release.Plan) string {
+	s := string(p.Strat())
+	if p.Strat() == release.StrategyWaves {
+		s += " " + p.String()
+	}
+	if p.Bake > 0 {
+		s += ", bake " + p.Bake.String()
+	}
+	s += ", max failures " + p.MaxFailures.String()
+	if p.NoAutoRollback {
+		s += ", no auto rollback"
+	}
+	return s
+}
+
+// followRollout polls the rollout of id until it ends: nil when it
+// completes, an error (exit 1) when it was rolled back, stalled or aborted,
+// or the timeout passed. Progress goes to stderr, one line per change.
+func followRollout(ctx context.Context, ios streams, client *seeder.Client, app, env string, id release.ID, timeout time.Duration, asJSON bool) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := ""
+	for {
+		qctx, qcancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := client.Rollout(qctx, app, env)
+		qcancel()
+		if err == nil {
+			line := fmt.Sprintf("%-12s step %d/%d  admitted %d/%d  failures %d/%d  %s", st.State, st.Step, st.Steps, st.Admitted, st.Nodes, st.Failures, st.Budget, phaseCounts(st.Phases))
+			if line != last {
+				fmt.Fprintf(ios.Err, "%s  %s\n", time.Now().Format("15:04:05"), line)
+				last = line
+			}
+			done := st.State.Final() || st.State == release.RolloutStalled || st.State == release.RolloutRollingBack
+			if done {
+				if asJSON {
+					enc := json.NewEncoder(ios.Out)
+					enc.SetIndent("", "  ")
+					_ = enc.Encode(st)
+				}
+				switch {
+				case st.State == release.RolloutComplete && st.ReleaseID == id:
+					fmt.Fprintf(ios.Out, "rollout of %s %s in %s complete on %d nodes\n", app, st.Version, env, st.Nodes)
+					return nil
+				case st.State == release.RolloutComplete:
+					return fmt.Errorf("publish --wait: %s in %s now targets %s: a newer publish took over", app, env, st.Version)
+				default:
+					return fmt.Errorf("publish --wait: rollout of %s in %s %s: %s", app, env, st.State, st.Reason)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("publish --wait: %w", err)
+			}
+			return fmt.Errorf("publish --wait: rollout of %s in %s not finished after %s; follow it with 'swarm rollout status %s --env %s'", app, env, timeout, app, env)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // newBar is a progress bar on w when w is a terminal, and silent otherwise,

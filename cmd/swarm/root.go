@@ -121,6 +121,7 @@ BitTorrent, verifies and installs it with a local hook, and gossips its health.`
 		newAgentCmd(ios, g),
 		newPublishCmd(ios, g),
 		newStatusCmd(ios),
+		newRolloutCmd(ios),
 		newBenchCmd(ios, g),
 		newVersionCmd(ios),
 	)

@@ -19,6 +19,7 @@ type statusOptions struct {
 	seeder   string
 	json     bool
 	wait     bool
+	watch    bool
 	minNodes int
 	timeout  time.Duration
 	interval time.Duration
@@ -44,6 +45,7 @@ With --wait it refreshes until every node is active on every desired release.`,
 	f.StringVar(&o.seeder, "seeder", "http://127.0.0.1:7700", "seeder API URL")
 	f.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	f.BoolVar(&o.wait, "wait", false, "refresh until every node is active on every desired release")
+	f.BoolVar(&o.watch, "watch", false, "live view of every app's rollout (step, nodes per phase, progress) until Ctrl-C")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long")
 	f.IntVar(&o.minNodes, "min-nodes", 1, "with --wait: also wait until at least this many nodes report")
 	f.DurationVar(&o.interval, "interval", time.Second, "with --wait: time between refreshes")
@@ -54,6 +56,12 @@ func statusRun(ctx context.Context, ios streams, o *statusOptions) error {
 	client, err := seeder.NewClient(o.seeder)
 	if err != nil {
 		return usageErrorf("status: --seeder: %w", err)
+	}
+	if o.watch {
+		if o.json || o.wait {
+			return usageErrorf("status: --watch is a live view for people; it does not combine with --json or --wait")
+		}
+		return watchRun(ctx, ios, client, o.interval)
 	}
 	if o.wait {
 		var cancel context.CancelFunc
@@ -108,7 +116,7 @@ func converged(st seeder.Status, minNodes int) bool {
 		return false
 	}
 	for _, d := range st.Desired {
-		if d.Active != len(st.Nodes) {
+		if d.Active != d.Nodes {
 			return false
 		}
 	}
@@ -186,4 +194,57 @@ func redraw(w io.Writer, table string, prevLines int) int {
 	}
 	fmt.Fprintln(w, table)
 	return 0
+}
+
+// watchRun redraws every app's rollout each interval until ctx ends
+// (Ctrl-C), which is a normal exit.
+func watchRun(ctx context.Context, ios streams, client *seeder.Client, interval time.Duration) error {
+	prev := 0
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := client.Status(qctx)
+		cancel()
+		var b strings.Builder
+		fmt.Fprintf(&b, "swarm status --watch   %s   (Ctrl-C to quit)\n\n", time.Now().Format("15:04:05"))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			fmt.Fprintf(&b, "seeder unreachable: %v\n", err)
+		} else {
+			printRollouts(&b, st)
+		}
+		prev = redraw(ios.Out, b.String(), prev)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}
+
+// printRollouts draws one line per rollout: its wave and a bar of the
+// environment's nodes active on the target.
+func printRollouts(w io.Writer, st seeder.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tENV\tVERSION\tSTATE\tSTEP\tADMITTED\tACTIVE\tFAILED\tNODES BY PHASE")
+	for _, r := range st.Rollouts {
+		active := r.Phases["active"]
+		p := 0.0
+		if r.Nodes > 0 {
+			p = float64(active) / float64(r.Nodes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%s\t%d/%d\t%s\n", r.App, r.Env, r.Version, r.State,
+			r.Step, r.Steps, r.Admitted, r.Nodes, progressCell(p), r.Failures, r.Budget, phaseCounts(r.Phases))
+	}
+	if len(st.Rollouts) == 0 {
+		fmt.Fprintln(tw, "(no rollout yet: publish a release)")
+	}
+	tw.Flush()
+	for _, r := range st.Rollouts {
+		if r.Reason != "" {
+			fmt.Fprintf(w, "  %s/%s: %s\n", r.App, r.Env, r.Reason)
+		}
+	}
+	fmt.Fprintf(w, "\n%d nodes, %d seeder(s)\n", len(st.Nodes), len(st.Seeders))
 }
