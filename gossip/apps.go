@@ -196,7 +196,7 @@ type peerRecord struct {
 	since  time.Time // when it stopped being, or was first heard of without being, a member
 	gen    uint64    // the generation held; a member's is its meta's
 	shown  shownRecord
-	head   recordHeader        // the newest header heard in gen
+	head   recordHeader       // the newest header heard in gen
 	parts  map[string]appPart // the newest part heard per app, at head's epoch or later
 }
 

@@ -97,9 +97,9 @@ type Config struct {
 
 // Defaults for the fields memberlist does not own.
 const (
-	defaultLeaveTimeout  = 5 * time.Second
-	defaultJoinAttempts  = 5
-	defaultJoinBackoff   = time.Second
+	defaultLeaveTimeout = 5 * time.Second
+	defaultJoinAttempts = 5
+	defaultJoinBackoff  = time.Second
 	// defaultRetransmitMult is memberlist.DefaultLANConfig's.
 	defaultRetransmitMult = 4
 	maxJoinBackoffMult    = 16
@@ -155,7 +155,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"gossip interval": c.GossipInterval, "probe interval": c.ProbeInterval,
 		"probe timeout": c.ProbeTimeout, "push/pull interval": c.PushPullInterval,
-		"tcp timeout": c.TCPTimeout,
+		"tcp timeout":   c.TCPTimeout,
 		"leave timeout": c.LeaveTimeout, "join backoff": c.JoinBackoff,
 	} {
 		if d < 0 {

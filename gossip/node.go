@@ -32,9 +32,9 @@ type Node struct {
 	// through the delegate to fill its packets.
 	queue    *memberlist.TransmitLimitedQueue
 	appQueue *memberlist.TransmitLimitedQueue
-	changes chan struct{}
-	ml      atomic.Pointer[memberlist.Memberlist]
-	addr    atomic.Pointer[string] // advertised address, set by Start
+	changes  chan struct{}
+	ml       atomic.Pointer[memberlist.Memberlist]
+	addr     atomic.Pointer[string] // advertised address, set by Start
 
 	// members mirrors memberlist's alive members, kept by the event
 	// delegate. memberlist's own Members returns pointers into structs it
