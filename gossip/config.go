@@ -80,9 +80,10 @@ type Config struct {
 	// negative turns direct sends off. At most 64.
 	RumourFanout int
 
-	// UpdateTimeout bounds how long SetApps waits for the new state to be
-	// gossiped; default 1s. The update is queued either way.
-	UpdateTimeout time.Duration
+	// MaxApps is how many apps SetApps takes; default and upper bound
+	// MaxApps (32), which is also the most any node accepts in a record.
+	MaxApps int
+
 	// LeaveTimeout bounds how long Close waits for the leave message to go
 	// out; default 5s.
 	LeaveTimeout time.Duration
@@ -96,10 +97,9 @@ type Config struct {
 
 // Defaults for the fields memberlist does not own.
 const (
-	defaultUpdateTimeout = time.Second
-	defaultLeaveTimeout  = 5 * time.Second
-	defaultJoinAttempts  = 5
-	defaultJoinBackoff   = time.Second
+	defaultLeaveTimeout = 5 * time.Second
+	defaultJoinAttempts = 5
+	defaultJoinBackoff  = time.Second
 	// defaultRetransmitMult is memberlist.DefaultLANConfig's.
 	defaultRetransmitMult = 4
 	maxJoinBackoffMult    = 16
@@ -155,7 +155,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"gossip interval": c.GossipInterval, "probe interval": c.ProbeInterval,
 		"probe timeout": c.ProbeTimeout, "push/pull interval": c.PushPullInterval,
-		"tcp timeout": c.TCPTimeout, "update timeout": c.UpdateTimeout,
+		"tcp timeout":   c.TCPTimeout,
 		"leave timeout": c.LeaveTimeout, "join backoff": c.JoinBackoff,
 	} {
 		if d < 0 {
@@ -164,6 +164,12 @@ func (c *Config) Validate() error {
 	}
 	if c.GossipNodes < 0 || c.SuspicionMult < 0 || c.RetransmitMult < 0 || c.JoinAttempts < 0 {
 		return errors.New("gossip config: gossip nodes, suspicion mult, retransmit mult and join attempts must not be negative")
+	}
+	if c.MaxApps < 0 || c.MaxApps > MaxApps {
+		return fmt.Errorf("gossip config: max apps %d is outside 0–%d", c.MaxApps, MaxApps)
+	}
+	if len(c.TorrentAddr) > maxTorrentAddr {
+		return fmt.Errorf("gossip config: torrent address is %d bytes, over %d", len(c.TorrentAddr), maxTorrentAddr)
 	}
 	if c.RumourFanout > MaxRumourFanout {
 		return fmt.Errorf("gossip config: rumour fan-out %d is over %d", c.RumourFanout, MaxRumourFanout)
@@ -183,8 +189,8 @@ func (c *Config) applyDefaults() {
 		// desired-state queue is built by New.
 		c.RetransmitMult = defaultRetransmitMult
 	}
-	if c.UpdateTimeout == 0 {
-		c.UpdateTimeout = defaultUpdateTimeout
+	if c.MaxApps == 0 {
+		c.MaxApps = MaxApps
 	}
 	if c.LeaveTimeout == 0 {
 		c.LeaveTimeout = defaultLeaveTimeout

@@ -16,7 +16,7 @@ type delegate struct{ n *Node }
 var _ memberlist.Delegate = (*delegate)(nil)
 
 // NodeMeta is called while memberlist holds no lock of ours and must not be
-// refused: the state it returns is the node's alive message.
+// refused: the meta it returns goes in the node's alive message.
 func (d *delegate) NodeMeta(limit int) []byte {
 	m := d.n.currentMeta()
 	if len(m) > limit {
@@ -33,12 +33,18 @@ func (d *delegate) NotifyMsg(msg []byte) {
 	d.n.handleMsg(msg)
 }
 
+// GetBroadcasts fills the room memberlist leaves with desired states first,
+// then app states.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	if !d.n.enter() {
 		return nil
 	}
 	defer d.n.exit()
-	return d.n.queue.GetBroadcasts(overhead, limit)
+	out := d.n.queue.GetBroadcasts(overhead, limit)
+	for _, b := range out {
+		limit -= overhead + len(b)
+	}
+	return append(out, d.n.appQueue.GetBroadcasts(overhead, limit)...)
 }
 
 func (d *delegate) LocalState(join bool) []byte {
@@ -76,7 +82,7 @@ func (e *eventDelegate) NotifyJoin(node *memberlist.Node) {
 }
 
 func (e *eventDelegate) NotifyLeave(node *memberlist.Node) {
-	e.n.removeMember(node.Name)
+	e.n.removeMember(node.Name, node.State == memberlist.StateLeft)
 	if !e.n.enter() {
 		return
 	}
@@ -94,23 +100,23 @@ func (e *eventDelegate) NotifyUpdate(node *memberlist.Node) {
 	e.n.notify()
 }
 
-// desiredBroadcast is one app's desired state in memberlist's broadcast
-// queue. Its name makes a newer state for the app replace an older one
-// still queued.
-type desiredBroadcast struct {
+// namedBroadcast is a message in one of the node's broadcast queues: an
+// app's desired state, or a part of a node's app-state record. Its name
+// makes a newer message replace an older one of the same name still queued.
+type namedBroadcast struct {
 	name string
 	msg  []byte
 }
 
-var _ memberlist.NamedBroadcast = (*desiredBroadcast)(nil)
+var _ memberlist.NamedBroadcast = (*namedBroadcast)(nil)
 
-func (b *desiredBroadcast) Name() string    { return b.name }
-func (b *desiredBroadcast) Message() []byte { return b.msg }
-func (b *desiredBroadcast) Finished()       {}
+func (b *namedBroadcast) Name() string    { return b.name }
+func (b *namedBroadcast) Message() []byte { return b.msg }
+func (b *namedBroadcast) Finished()       {}
 
 // Invalidates matches by name, as memberlist asks of a NamedBroadcast; only
-// accepted (newer) states are ever queued, so the newcomer always wins.
-func (b *desiredBroadcast) Invalidates(other memberlist.Broadcast) bool {
+// newer messages are ever queued, so the newcomer always wins.
+func (b *namedBroadcast) Invalidates(other memberlist.Broadcast) bool {
 	o, ok := other.(memberlist.NamedBroadcast)
 	return ok && o.Name() == b.name
 }

@@ -272,7 +272,7 @@ func (n *Node) broadcastLocked(d release.DesiredState, sd release.SignedDesiredS
 		})
 		return msg
 	}
-	n.queue.QueueBroadcast(&desiredBroadcast{name: "desired/" + d.Key(), msg: msg})
+	n.queue.QueueBroadcast(&namedBroadcast{name: "desired/" + d.Key(), msg: msg})
 	return msg
 }
 
@@ -323,6 +323,8 @@ func (n *Node) handleMsg(msg []byte) {
 			return
 		}
 		_ = n.accept(sd, fromGossip) // counted and logged inside
+	case msgApps:
+		n.handleApps(msg)
 	default:
 		n.mu.Lock()
 		n.logOnceLocked("type/"+strconv.Itoa(int(msg[0])), func(l *zap.Logger) {
@@ -332,19 +334,21 @@ func (n *Node) handleMsg(msg []byte) {
 	}
 }
 
-// mergeRemote takes the desired states a peer sent in a push/pull.
+// mergeRemote takes the desired states and app-state records a peer sent
+// in a push/pull.
 func (n *Node) mergeRemote(buf []byte) {
 	if len(buf) == 0 {
 		return
 	}
-	states, err := decodePushPull(buf)
+	st, err := decodePushPull(buf)
 	if err != nil {
 		n.refuseUndecodable(fromPushPull, err)
 		return
 	}
-	for _, sd := range states {
+	for _, sd := range st.desired {
 		_ = n.accept(sd, fromPushPull)
 	}
+	n.mergeRecords(st.records, st.refused)
 }
 
 func (n *Node) refuseUndecodable(src source, err error) {
@@ -354,18 +358,35 @@ func (n *Node) refuseUndecodable(src source, err error) {
 	n.logRefusalLocked(src, reasonInvalid, "", 0, "", err)
 }
 
-// localState is what this node sends in a push/pull.
+// localState is what this node sends in a push/pull: every accepted
+// desired state and the app-state records of every live member. Past
+// maxLocalState it sends its own record only.
 func (n *Node) localState() []byte {
 	n.mu.Lock()
 	all := n.allLocked()
 	n.mu.Unlock()
-	if len(all) == 0 {
+	records := n.pushPullRecords()
+	if len(all) == 0 && len(records) == 0 {
 		return nil
 	}
-	b, err := encodePushPull(all)
+	if len(records) > maxPushPullRecords {
+		records = records[:maxPushPullRecords]
+	}
+	b, err := encodePushPull(all, records)
 	if err != nil {
 		n.log.Error("cannot encode push/pull state", zap.Error(err))
 		return nil
+	}
+	if len(b) > maxLocalState {
+		n.mu.Lock()
+		n.logOnceLocked("push-pull-size", func(l *zap.Logger) {
+			l.Error("push/pull state too large; sending only this node's app states", zap.Int("bytes", len(b)),
+				zap.Int("limit", maxLocalState), zap.Int("records", len(records)))
+		})
+		n.mu.Unlock()
+		if b, err = encodePushPull(all, n.ownRecord()); err != nil {
+			return nil
+		}
 	}
 	return b
 }

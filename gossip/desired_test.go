@@ -228,8 +228,8 @@ func TestNewerStateReplacesQueuedBroadcast(t *testing.T) {
 		t.Fatalf("queued web sequences %v, want [3]", seen)
 	}
 
-	a := &desiredBroadcast{name: "desired/web"}
-	if !a.Invalidates(&desiredBroadcast{name: "desired/web"}) || a.Invalidates(&desiredBroadcast{name: "desired/api"}) {
+	a := &namedBroadcast{name: "desired/web"}
+	if !a.Invalidates(&namedBroadcast{name: "desired/web"}) || a.Invalidates(&namedBroadcast{name: "desired/api"}) {
 		t.Fatal("Invalidates does not match by name")
 	}
 }

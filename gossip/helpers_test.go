@@ -88,7 +88,6 @@ func testConfig(name string, ring release.Keyring) Config {
 		PushPullInterval: 500 * time.Millisecond,
 		SuspicionMult:    6,
 		TCPTimeout:       2 * time.Second,
-		UpdateTimeout:    100 * time.Millisecond,
 		LeaveTimeout:     200 * time.Millisecond,
 		JoinBackoff:      20 * time.Millisecond,
 	}

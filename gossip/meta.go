@@ -1,8 +1,6 @@
 package gossip
 
 import (
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -16,31 +14,23 @@ import (
 // metaLimit is what memberlist lets a node advertise about itself.
 const metaLimit = memberlist.MetaMaxSize
 
-// wireMeta is a node's state as carried in memberlist's node meta: compact
-// JSON with short keys, because the whole of it must fit in 512 bytes.
+// maxTorrentAddr bounds Config.TorrentAddr, so that the node meta always
+// fits metaLimit.
+const maxTorrentAddr = 256
+
+// wireMeta is what a node advertises in memberlist's node meta: only what is
+// small and fixed for the node's lifetime, so the meta never changes after
+// Start. Per-app states travel as records of their own (see apps.go).
 type wireMeta struct {
-	Role    Role      `json:"r,omitempty"`
-	Torrent string    `json:"t,omitempty"`
-	Env     string    `json:"e,omitempty"` // empty for the default environment
-	Apps    []wireApp `json:"a,omitempty"`
+	Role    Role   `json:"r,omitempty"`
+	Torrent string `json:"t,omitempty"`
+	Env     string `json:"e,omitempty"` // empty for the default environment
+	// Gen is the generation of the node's app-state records: the wall clock
+	// in nanoseconds when it started. Others take records of exactly this
+	// generation for it, so a node restarted under the same name replaces
+	// its old record even if its clock went back.
+	Gen uint64 `json:"g,omitempty"`
 }
-
-type wireApp struct {
-	App     string `json:"n"`
-	Version string `json:"v,omitempty"`
-	// ID is the release id's sha256 digest in unpadded base64url: 43 bytes
-	// instead of the 71 of "sha256:<hex>".
-	ID       string `json:"i,omitempty"`
-	Phase    Phase  `json:"p,omitempty"`
-	Healthy  bool   `json:"h,omitempty"`
-	Progress uint16 `json:"g,omitempty"` // thousandths
-	Rate     uint32 `json:"r,omitempty"` // KiB/s
-	Error    string `json:"e,omitempty"`
-}
-
-// errorCaps are the successive limits put on Error strings until the state
-// fits; the last one drops them.
-var errorCaps = [...]int{200, 100, 48, 16, 0}
 
 // checkApps refuses app states that the rest of the cluster could not use.
 func checkApps(apps []AppState) error {
@@ -53,7 +43,12 @@ func checkApps(apps []AppState) error {
 			return fmt.Errorf("app state: app %q listed twice", a.App)
 		}
 		seen[a.App] = true
-		if !a.Phase.known() {
+		if a.Version != "" {
+			if err := release.ValidateVersion(a.Version); err != nil {
+				return fmt.Errorf("app state %s: %w", a.App, err)
+			}
+		}
+		if _, ok := phaseCode(a.Phase); !ok {
 			return fmt.Errorf("app state %s: unknown phase %q", a.App, a.Phase)
 		}
 		if a.ReleaseID != "" {
@@ -65,84 +60,30 @@ func checkApps(apps []AppState) error {
 	return nil
 }
 
-// encodeMeta encodes a node's own state, truncating error strings as needed;
-// it fails with ErrMetaTooLarge if even without them the state does not fit.
-func encodeMeta(role Role, torrent, env string, apps []AppState) ([]byte, error) {
+// encodeMeta encodes what a node advertises about itself.
+func encodeMeta(role Role, torrent, env string, gen uint64) ([]byte, error) {
 	if env == release.DefaultEnv {
 		env = ""
 	}
-	w := wireMeta{Role: role, Torrent: torrent, Env: env, Apps: make([]wireApp, len(apps))}
-	for i, a := range apps {
-		w.Apps[i] = wireApp{
-			App:      a.App,
-			Version:  a.Version,
-			ID:       encodeID(a.ReleaseID),
-			Phase:    a.Phase,
-			Healthy:  a.Healthy,
-			Progress: permille(a.Progress),
-			Rate:     uint32(min(max(a.Rate, 0)>>10, math.MaxUint32)),
-		}
+	b, err := json.Marshal(wireMeta{Role: role, Torrent: torrent, Env: env, Gen: gen})
+	if err != nil {
+		return nil, fmt.Errorf("encode node meta: %w", err)
 	}
-	var b []byte
-	for _, limit := range errorCaps {
-		for i, a := range apps {
-			w.Apps[i].Error = truncate(a.Error, limit)
-		}
-		var err error
-		if b, err = json.Marshal(w); err != nil {
-			return nil, fmt.Errorf("encode node state: %w", err)
-		}
-		if len(b) <= metaLimit {
-			return b, nil
-		}
+	if len(b) > metaLimit {
+		return nil, fmt.Errorf("encode node meta: %d bytes, over memberlist's %d", len(b), metaLimit)
 	}
-	return nil, fmt.Errorf("%w: %d apps take %d bytes, the limit is %d", ErrMetaTooLarge, len(apps), len(b), metaLimit)
+	return b, nil
 }
 
-func decodeMeta(b []byte) (wireMeta, []AppState, error) {
+func decodeMeta(b []byte) (wireMeta, error) {
 	var w wireMeta
 	if len(b) == 0 {
-		return w, nil, nil
+		return w, nil
 	}
 	if err := json.Unmarshal(b, &w); err != nil {
-		return w, nil, fmt.Errorf("decode node state: %w", err)
+		return w, fmt.Errorf("decode node meta: %w", err)
 	}
-	apps := make([]AppState, len(w.Apps))
-	for i, a := range w.Apps {
-		apps[i] = AppState{
-			App:       a.App,
-			Version:   a.Version,
-			ReleaseID: decodeID(a.ID),
-			Phase:     a.Phase,
-			Healthy:   a.Healthy,
-			Progress:  float64(min(a.Progress, 1000)) / 1000,
-			Rate:      int64(a.Rate) << 10,
-			Error:     a.Error,
-		}
-	}
-	return w, apps, nil
-}
-
-func encodeID(id release.ID) string {
-	if id == "" {
-		return ""
-	}
-	b, err := hex.DecodeString(id.Hex())
-	if err != nil {
-		return string(id) // checked by checkApps; kept verbatim just in case
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeID(s string) release.ID {
-	if s == "" {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) != 32 {
-		return release.ID(s)
-	}
-	return release.ID(release.IDPrefix + hex.EncodeToString(b))
+	return w, nil
 }
 
 func permille(p float64) uint16 {

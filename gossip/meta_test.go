@@ -11,86 +11,152 @@ import (
 )
 
 func TestMetaRoundTrip(t *testing.T) {
-	id := release.IDOf([]byte("bundle"))
+	longest := strings.Repeat("a", maxTorrentAddr)
 	tests := []struct {
-		name string
-		apps []AppState
+		name    string
+		role    Role
+		torrent string
+		env     string
+		gen     uint64
 	}{
-		{"none", nil},
-		{"one", []AppState{{App: "web", Version: "1.2.3", ReleaseID: id, Phase: PhaseActive, Healthy: true, Progress: 1}}},
-		{"several", []AppState{
-			{App: "web", Version: "1.2.3", ReleaseID: id, Phase: PhaseDownloading, Progress: 0.25, Rate: 12 << 20},
-			{App: "api", Version: "2.0.0-rc.1", ReleaseID: release.IDOf([]byte("x")), Phase: PhaseFailed, Error: "hook exited 1"},
-			{App: "worker", Phase: PhaseStaged},
-		}},
+		{"agent", RoleAgent, "10.0.0.1:6881", "", 1_733_000_000_123_456_789},
+		{"seeder in prod", RoleSeeder, "[2001:db8::1]:6881", "prod", 1},
+		{"longest torrent address", RoleAgent, longest, strings.Repeat("e", 63), ^uint64(0)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := encodeMeta(RoleAgent, "10.0.0.1:6881", "", tt.apps)
+			b, err := encodeMeta(tt.role, tt.torrent, tt.env, tt.gen)
 			if err != nil {
 				t.Fatal(err)
 			}
-			w, got, err := decodeMeta(b)
+			if len(b) > metaLimit {
+				t.Fatalf("meta is %d bytes, over %d", len(b), metaLimit)
+			}
+			w, err := decodeMeta(b)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if w.Role != RoleAgent || w.Torrent != "10.0.0.1:6881" {
-				t.Fatalf("role %q torrent %q", w.Role, w.Torrent)
+			want := wireMeta{Role: tt.role, Torrent: tt.torrent, Env: tt.env, Gen: tt.gen}
+			if w != want {
+				t.Fatalf("round trip: got %+v, want %+v", w, want)
 			}
-			if len(tt.apps) == 0 && len(got) == 0 {
-				return
+		})
+	}
+	// The default environment travels as nothing.
+	b, _ := encodeMeta(RoleAgent, "", release.DefaultEnv, 0)
+	if w, _ := decodeMeta(b); w.Env != "" {
+		t.Fatalf("default env encoded as %q", w.Env)
+	}
+}
+
+// TestAppPartRoundTrip: an app state comes out of its part as it went in,
+// but for what is cut to travel: progress to thousandths, rate to KiB/s and
+// the error to 200 bytes of valid UTF-8.
+func TestAppPartRoundTrip(t *testing.T) {
+	id := release.IDOf([]byte("bundle"))
+	tests := []struct {
+		name    string
+		in, out AppState
+	}{
+		{"empty", AppState{App: "w"}, AppState{App: "w"}},
+		{"active", AppState{App: "web", Version: "1.2.3", ReleaseID: id, Phase: PhaseActive, Healthy: true, Progress: 1},
+			AppState{App: "web", Version: "1.2.3", ReleaseID: id, Phase: PhaseActive, Healthy: true, Progress: 1}},
+		{"downloading", AppState{App: "api", Version: "2.0.0-rc.1", ReleaseID: id, Phase: PhaseDownloading, Progress: 0.12345, Rate: 12<<20 + 100},
+			AppState{App: "api", Version: "2.0.0-rc.1", ReleaseID: id, Phase: PhaseDownloading, Progress: 0.123, Rate: 12 << 20}},
+		{"out of range", AppState{App: "x", Phase: PhaseStaged, Progress: 7, Rate: -5},
+			AppState{App: "x", Phase: PhaseStaged, Progress: 1}},
+		{"long error", AppState{App: "job", Phase: PhaseFailed, Error: strings.Repeat("é", 500)},
+			AppState{App: "job", Phase: PhaseFailed, Error: strings.Repeat("é", 100)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := newPart(7, 3, encodeAppContent(tt.in))
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(got, tt.apps) {
-				t.Fatalf("round trip:\n got %+v\nwant %+v", got, tt.apps)
+			if p.seq != 7 || p.app != tt.in.App {
+				t.Fatalf("part %s at %d", p.app, p.seq)
+			}
+			if !reflect.DeepEqual(p.state, tt.out) {
+				t.Fatalf("round trip:\n got %+v\nwant %+v", p.state, tt.out)
 			}
 		})
 	}
 }
 
-func TestMetaLimits(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
-	n := startNode(t, testConfig("meta", ring))
-	app := func(i int, errMsg string) AppState {
-		return AppState{
-			App:       fmt.Sprintf("application-with-a-long-name-%02d", i),
-			Version:   "2025.03.01-build.1234",
-			ReleaseID: release.IDOf([]byte{byte(i)}),
-			Phase:     PhaseDownloading,
-			Progress:  0.5,
-			Error:     errMsg,
-		}
+// bigApp is an app state as large as the rules allow but for the error.
+func bigApp(i int, errMsg string) AppState {
+	return AppState{
+		App:       fmt.Sprintf("%s-%02d", strings.Repeat("a", 60), i),
+		Version:   strings.Repeat("9", 48),
+		ReleaseID: release.IDOf([]byte{byte(i)}),
+		Phase:     PhaseDownloading,
+		Progress:  0.5,
+		Rate:      1 << 40,
+		Error:     errMsg,
 	}
+}
 
-	// A long error is truncated to fit.
-	long := []AppState{app(0, strings.Repeat("é", 2000))}
+func TestSetAppsLimits(t *testing.T) {
+	ring := release.NewKeyring(newKey(t).Public())
+	n := startNode(t, testConfig("limits", ring))
+
+	// A long error is cut to fit.
+	long := []AppState{bigApp(0, strings.Repeat("é", 2000))}
 	if err := n.SetApps(long); err != nil {
 		t.Fatalf("SetApps with a long error: %v", err)
 	}
-	self := n.Members()[0]
-	if e := self.Apps[0].Error; len(e) == 0 || len(e) > 200 || !strings.HasPrefix(long[0].Error, e) {
+	if e := n.Members()[0].Apps[0].Error; len(e) != maxAppError || !strings.HasPrefix(long[0].Error, e) {
 		t.Fatalf("error gossiped as %d bytes %q", len(e), e)
 	}
 
-	var many []AppState
-	for i := range 10 {
-		many = append(many, app(i, ""))
+	// 32 of the largest apps are taken, and each part fits one packet even
+	// with encryption.
+	var most []AppState
+	for i := range MaxApps {
+		most = append(most, bigApp(i, strings.Repeat("x", maxAppError)))
 	}
-	if err := n.SetApps(many); !errors.Is(err, ErrMetaTooLarge) {
-		t.Fatalf("SetApps with %d apps = %v, want ErrMetaTooLarge", len(many), err)
+	if err := n.SetApps(most); err != nil {
+		t.Fatalf("SetApps with %d apps: %v", len(most), err)
 	}
-	if got := n.Members()[0].Apps; len(got) != 1 {
-		t.Fatalf("a refused update changed the gossiped state to %d apps", len(got))
+	for _, m := range n.appQueue.GetBroadcasts(0, 1<<20) {
+		if len(m) > maxBroadcast(true) {
+			t.Errorf("app-state message of %d bytes, over one encrypted packet (%d)", len(m), maxBroadcast(true))
+		}
+	}
+	if got := n.ownRecord(); len(got) != 1 || len(got[0]) > maxRecordBytes {
+		t.Fatalf("own record: %d records, %d bytes (limit %d)", len(got), len(got[0]), maxRecordBytes)
 	}
 
-	// How many such apps fit, for the report.
-	fit := 0
-	for i := 1; i <= 10; i++ {
-		if _, err := encodeMeta(RoleAgent, "10.0.0.1:6881", "", many[:i]); err != nil {
-			break
-		}
-		fit = i
+	// The 33rd is refused, naming the count and the limit, and changes
+	// nothing.
+	before := n.Members()[0].Apps
+	n.self.mu.Lock()
+	seq := n.self.seq
+	n.self.mu.Unlock()
+	err := n.SetApps(append(most, bigApp(99, "")))
+	if !errors.Is(err, ErrTooManyApps) || !strings.Contains(err.Error(), "33 apps, the limit is 32") {
+		t.Fatalf("SetApps with 33 apps = %v, want ErrTooManyApps naming 33 and 32", err)
 	}
-	t.Logf("node meta holds %d apps with 31-byte names and 21-byte versions", fit)
+	if got := n.Members()[0].Apps; !reflect.DeepEqual(got, before) {
+		t.Fatal("a refused update changed the gossiped state")
+	}
+	n.self.mu.Lock()
+	if n.self.seq != seq {
+		t.Errorf("a refused update moved the sequence from %d to %d", seq, n.self.seq)
+	}
+	n.self.mu.Unlock()
+
+	// A lower MaxApps is the limit.
+	cfg := testConfig("four", ring)
+	cfg.MaxApps = 4
+	four := startNode(t, cfg)
+	if err := four.SetApps(most[:4]); err != nil {
+		t.Fatal(err)
+	}
+	if err := four.SetApps(most[:5]); !errors.Is(err, ErrTooManyApps) || !strings.Contains(err.Error(), "5 apps, the limit is 4") {
+		t.Fatalf("SetApps with 5 apps over MaxApps 4 = %v", err)
+	}
 }
 
 func TestSetAppsValidates(t *testing.T) {
@@ -104,6 +170,7 @@ func TestSetAppsValidates(t *testing.T) {
 		{"twice", []AppState{{App: "web"}, {App: "web"}}},
 		{"unknown phase", []AppState{{App: "web", Phase: "dancing"}}},
 		{"bad release id", []AppState{{App: "web", ReleaseID: "md5:abc"}}},
+		{"bad version", []AppState{{App: "web", Version: strings.Repeat("1", 49)}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

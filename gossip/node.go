@@ -1,7 +1,6 @@
 package gossip
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,18 +27,36 @@ type Node struct {
 	cfg Config
 	log *zap.Logger
 
-	// queue holds this node's desired-state broadcasts; memberlist pulls
-	// from it through the delegate to fill its packets.
-	queue   *memberlist.TransmitLimitedQueue
-	changes chan struct{}
-	ml      atomic.Pointer[memberlist.Memberlist]
-	addr    atomic.Pointer[string] // advertised address, set by Start
+	// queue holds this node's desired-state broadcasts and appQueue its
+	// app-state ones; memberlist pulls from both (desired states first)
+	// through the delegate to fill its packets.
+	queue    *memberlist.TransmitLimitedQueue
+	appQueue *memberlist.TransmitLimitedQueue
+	changes  chan struct{}
+	ml       atomic.Pointer[memberlist.Memberlist]
+	addr     atomic.Pointer[string] // advertised address, set by Start
 
 	// members mirrors memberlist's alive members, kept by the event
 	// delegate. memberlist's own Members returns pointers into structs it
-	// keeps writing, so reading them is a data race.
-	memMu   sync.Mutex
-	members map[string]NodeState
+	// keeps writing, so reading them is a data race. peers holds the other
+	// nodes' app-state records (apps.go), members' and briefly others'.
+	memMu     sync.Mutex
+	members   map[string]NodeState
+	peers     map[string]*peerRecord
+	orphans   int       // peers that are not members
+	lastSweep time.Time // when peers were last swept of expired orphans
+
+	// self is this node's own app-state record; selfApps its states as
+	// Members shows them, readable under memMu without self.mu.
+	self     selfRecord
+	selfApps atomic.Pointer[[]AppState]
+
+	appTaken   atomic.Uint64 // Stats.AppRecords
+	appRefused atomic.Uint64 // Stats.AppRefused
+
+	// now and orphanTTL are time.Now and defaultOrphanTTL; tests change them.
+	now       func() time.Time
+	orphanTTL time.Duration
 
 	// life serialises Start and Close and guards joins being added to wg.
 	life      sync.Mutex
@@ -59,15 +76,9 @@ type Node struct {
 		closed bool
 	}
 
+	// meta is what the node advertises about itself, fixed by Start.
 	metaMu sync.Mutex
 	meta   []byte
-
-	// updates wakes the updater goroutine, the only caller of memberlist's
-	// UpdateNode (which is not safe to call concurrently, and blocks while
-	// the update spreads). updStop ends it; updDone closes when it has.
-	updates chan struct{}
-	updStop chan struct{}
-	updDone chan struct{}
 
 	mu      sync.Mutex // guards what follows
 	desired map[string]entry
@@ -97,23 +108,29 @@ func New(cfg Config, logger *zap.Logger) (*Node, error) {
 	}
 	cfg.applyDefaults()
 	cfg.SecretKey = append([]byte(nil), cfg.SecretKey...)
-	meta, err := encodeMeta(cfg.Role, cfg.TorrentAddr, cfg.Env, nil)
+	meta, err := encodeMeta(cfg.Role, cfg.TorrentAddr, cfg.Env, 0)
 	if err != nil {
 		return nil, fmt.Errorf("gossip config: %w", err)
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     logger.Named("gossip").With(zap.String("node", cfg.Name)),
-		changes: make(chan struct{}, 1),
-		updates: make(chan struct{}, 1),
-		meta:    meta,
-		desired: make(map[string]entry),
-		highest: make(map[string]uint64),
-		logged:  make(map[string]struct{}),
-		members: make(map[string]NodeState),
+		cfg:       cfg,
+		log:       logger.Named("gossip").With(zap.String("node", cfg.Name)),
+		changes:   make(chan struct{}, 1),
+		meta:      meta,
+		desired:   make(map[string]entry),
+		highest:   make(map[string]uint64),
+		logged:    make(map[string]struct{}),
+		members:   make(map[string]NodeState),
+		peers:     make(map[string]*peerRecord),
+		now:       time.Now,
+		orphanTTL: defaultOrphanTTL,
 	}
 	n.gate.cond = sync.NewCond(&n.gate.Mutex)
 	n.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       n.numMembers,
+		RetransmitMult: cfg.RetransmitMult,
+	}
+	n.appQueue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       n.numMembers,
 		RetransmitMult: cfg.RetransmitMult,
 	}
@@ -132,6 +149,9 @@ func (n *Node) Start() error {
 		return errors.New("gossip: node already started")
 	}
 	if err := n.load(); err != nil {
+		return err
+	}
+	if err := n.startRecord(); err != nil {
 		return err
 	}
 	mc, err := n.transportConfig()
@@ -162,8 +182,6 @@ func (n *Node) Start() error {
 	n.addr.Store(&addr)
 	n.ml.Store(ml)
 	n.started = true
-	n.updStop, n.updDone = make(chan struct{}), make(chan struct{})
-	go n.updater(ml, n.currentMeta())
 	n.log.Info("gossip started", zap.String("addr", n.Addr()))
 	return nil
 }
@@ -299,8 +317,6 @@ func (n *Node) Close() error {
 		ml := n.ml.Load()
 		n.life.Unlock()
 		if ml != nil {
-			close(n.updStop)
-			<-n.updDone
 			if err := ml.Leave(n.cfg.LeaveTimeout); err != nil {
 				n.log.Debug("leave not acknowledged", zap.Error(err))
 			}
@@ -344,43 +360,6 @@ func (n *Node) closeGate() {
 		n.gate.cond.Wait()
 	}
 	n.gate.Unlock()
-}
-
-// SetApps replaces this node's app states and gossips them, waiting up to
-// UpdateTimeout for the update to go out. It fails with ErrMetaTooLarge if
-// they do not fit the 512 bytes a node may advertise, error strings
-// truncated; the previous state then stays.
-func (n *Node) SetApps(apps []AppState) error {
-	if err := checkApps(apps); err != nil {
-		return fmt.Errorf("gossip set apps: %w", err)
-	}
-	meta, err := encodeMeta(n.cfg.Role, n.cfg.TorrentAddr, n.cfg.Env, apps)
-	if err != nil {
-		return fmt.Errorf("gossip set apps: %w", err)
-	}
-	n.life.Lock()
-	closing := n.closing
-	n.life.Unlock()
-	if closing {
-		return fmt.Errorf("gossip set apps: %w", ErrClosed)
-	}
-	n.metaMu.Lock()
-	n.meta = meta
-	n.metaMu.Unlock()
-	// Our own entry shows the new state at once, as others will see it.
-	if _, decoded, err := decodeMeta(meta); err == nil {
-		n.memMu.Lock()
-		if self, ok := n.members[n.cfg.Name]; ok {
-			self.Apps = decoded
-			n.members[n.cfg.Name] = self
-		}
-		n.memMu.Unlock()
-	}
-	select {
-	case n.updates <- struct{}{}:
-	default: // an update is already due; it will carry this state
-	}
-	return nil
 }
 
 func (n *Node) currentMeta() []byte {
@@ -450,24 +429,35 @@ func (n *Node) numMembers() int {
 	return max(len(n.members), 1)
 }
 
-// setMember records a member from a memberlist event.
+// setMember records a member from a memberlist event, with the apps of its
+// record of the generation its meta names.
 func (n *Node) setMember(m *memberlist.Node) {
 	ns := NodeState{Name: m.Name, Addr: m.Address()}
-	if w, apps, err := decodeMeta(m.Meta); err == nil {
-		ns.Role, ns.TorrentAddr, ns.Apps, ns.Env = w.Role, w.Torrent, apps, w.Env
+	w, err := decodeMeta(m.Meta)
+	if err == nil {
+		ns.Role, ns.TorrentAddr, ns.Env = w.Role, w.Torrent, w.Env
 	}
 	if ns.Env == "" {
 		ns.Env = release.DefaultEnv
 	}
 	n.memMu.Lock()
+	defer n.memMu.Unlock()
+	if m.Name == n.cfg.Name {
+		if apps := n.selfApps.Load(); apps != nil {
+			ns.Apps = *apps
+		}
+	} else {
+		ns.Apps = n.joinedLocked(m.Name, w.Gen)
+	}
 	n.members[m.Name] = ns
-	n.memMu.Unlock()
 }
 
-func (n *Node) removeMember(name string) {
+// removeMember forgets a member that left (left) or died.
+func (n *Node) removeMember(name string, left bool) {
 	n.memMu.Lock()
+	defer n.memMu.Unlock()
 	delete(n.members, name)
-	n.memMu.Unlock()
+	n.goneLocked(name, left)
 }
 
 // Changes delivers a notification whenever a desired state is accepted or
@@ -483,31 +473,31 @@ func (n *Node) notify() {
 	}
 }
 
-// Stats returns the desired-state counters.
+// Stats returns the desired-state and app-state counters.
 func (n *Node) Stats() Stats {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.stats
+	st := n.stats
+	n.mu.Unlock()
+	st.AppRecords = n.appTaken.Load()
+	st.AppRefused = n.appRefused.Load()
+	return st
 }
 
-// updater gossips this node's state whenever SetApps changed it, one
-// UpdateNode at a time, skipping states already advertised.
-func (n *Node) updater(ml *memberlist.Memberlist, sent []byte) {
-	defer close(n.updDone)
-	for {
-		select {
-		case <-n.updStop:
-			return
-		case <-n.updates:
-		}
-		meta := n.currentMeta()
-		if bytes.Equal(meta, sent) {
-			continue
-		}
-		if err := ml.UpdateNode(n.cfg.UpdateTimeout); err != nil {
-			// The update is queued; gossip and push/pull still carry it.
-			n.log.Debug("node state update still spreading", zap.Error(err))
-		}
-		sent = meta
+// startRecord fixes this node's generation, from the wall clock, and the
+// meta that advertises it; app states set before Start are queued now.
+func (n *Node) startRecord() error {
+	n.self.mu.Lock()
+	defer n.self.mu.Unlock()
+	n.self.gen = uint64(max(n.now().UnixNano(), 1))
+	meta, err := encodeMeta(n.cfg.Role, n.cfg.TorrentAddr, n.cfg.Env, n.self.gen)
+	if err != nil {
+		return fmt.Errorf("gossip start: %w", err)
 	}
+	n.metaMu.Lock()
+	n.meta = meta
+	n.metaMu.Unlock()
+	if n.self.seq > 0 {
+		n.publishSelfLocked(n.self.parts)
+	}
+	return nil
 }

@@ -39,6 +39,10 @@ func TestConfigValidate(t *testing.T) {
 		{"negative interval", func(c *Config) { c.ProbeInterval = -time.Second }, "probe interval is negative"},
 		{"rumour off", func(c *Config) { c.RumourFanout = -1 }, ""},
 		{"rumour fan-out too large", func(c *Config) { c.RumourFanout = 65 }, "rumour fan-out 65"},
+		{"max apps 1", func(c *Config) { c.MaxApps = 1 }, ""},
+		{"max apps over 32", func(c *Config) { c.MaxApps = 33 }, "max apps 33"},
+		{"max apps negative", func(c *Config) { c.MaxApps = -1 }, "max apps -1"},
+		{"torrent address too long", func(c *Config) { c.TorrentAddr = strings.Repeat("a", 257) }, "torrent address is 257 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -28,14 +28,6 @@ const (
 	PhaseRolledBack  Phase = "rolled-back"
 )
 
-func (p Phase) known() bool {
-	switch p {
-	case "", PhaseDownloading, PhaseStaged, PhaseInstalling, PhaseActive, PhaseFailed, PhaseRolledBack:
-		return true
-	}
-	return false
-}
-
 // AppState is one app on one node, as gossiped.
 type AppState struct {
 	App string
@@ -51,8 +43,8 @@ type AppState struct {
 	// Rate is the download rate in bytes/s while downloading; it travels in
 	// KiB/s.
 	Rate int64
-	// Error is a short reason when the phase is failed. It is truncated as
-	// needed to keep the node's state within the gossip limit.
+	// Error is a short reason when the phase is failed. It travels cut to
+	// its first 200 bytes.
 	Error string
 }
 
@@ -63,12 +55,15 @@ type NodeState struct {
 	Role        Role
 	TorrentAddr string
 	// Env is the node's environment; release.DefaultEnv when it names none.
-	Env  string
+	Env string
+	// Apps is the node's last complete app-state record this node has
+	// heard, sorted by app name: never a mix of two of the node's updates.
 	Apps []AppState
 }
 
-// Stats counts what happened to the desired states this node has seen, so an
-// operator can tell a quiet cluster from one that refuses what it is sent.
+// Stats counts what happened to the desired states and app-state records
+// this node has seen, so an operator can tell a quiet cluster from one that
+// refuses what it is sent.
 type Stats struct {
 	Accepted         uint64 // newer, verified states taken and re-gossiped
 	Duplicates       uint64 // states with the sequence already held
@@ -78,13 +73,19 @@ type Stats struct {
 	// DirectSent counts the copies of newly accepted states sent straight to
 	// random members (Config.RumourFanout), outside the gossip queue.
 	DirectSent uint64
+	// AppRecords counts the times a newer complete app-state record of
+	// another member was taken (and shown by Members).
+	AppRecords uint64
+	// AppRefused counts app-state messages and push/pull records refused:
+	// undecodable, over a bound (apps per record, bytes per record, records
+	// per push/pull) or not matching their digest. They change nothing.
+	AppRefused uint64
 }
 
 // Sentinel errors; match them with errors.Is.
 var (
-	// ErrMetaTooLarge: the node's encoded state exceeds the 512 bytes
-	// memberlist lets a node advertise about itself.
-	ErrMetaTooLarge = errors.New("node state too large to gossip")
+	// ErrTooManyApps: SetApps was given more apps than Config.MaxApps.
+	ErrTooManyApps = errors.New("too many apps to gossip")
 	// ErrStale: a published desired state is not newer than the one held.
 	ErrStale = errors.New("desired state is not newer than the one held")
 	// ErrBadAddress: a join address is not host:port.

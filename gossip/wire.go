@@ -1,26 +1,33 @@
 package gossip
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/swarmdeploy/swarm/release"
 )
 
 // Message types: the first byte of every message this package sends through
-// memberlist, followed by JSON.
+// memberlist. msgApps (4) is in appwire.go.
 const (
 	// msgDesired carries one signed desired state as JSON.
 	msgDesired byte = 1
 	// msgDesiredFlate is msgDesired with the JSON deflated: used only when
 	// the plain message does not fit one packet (long app names or versions).
 	msgDesiredFlate byte = 2
-	// msgPushPull carries every accepted desired state in a push/pull.
+	// msgPushPull carries every accepted desired state in a push/pull, as
+	// JSON; still read, no longer sent.
 	msgPushPull byte = 3
+	// msgPushPullFlate carries the desired states and the app-state records
+	// of every live member in a push/pull, deflated.
+	msgPushPullFlate byte = 5
 )
 
 // Packet budget. memberlist fills UDP packets of udpBufferSize bytes; a
@@ -99,26 +106,132 @@ func decodeDesired(msg []byte) (release.SignedDesiredState, error) {
 	return sd, nil
 }
 
-// pushPull is the user state exchanged in a push/pull.
+// Push/pull bounds: what one peer's state may make this node decode.
+const (
+	// maxPushPullInflated bounds a push/pull state once inflated: every
+	// desired state and 5000 members' records of 32 apps fit.
+	maxPushPullInflated = 64 << 20
+	// maxPushPullRecords bounds the app-state records taken from one
+	// push/pull; those past it are refused.
+	maxPushPullRecords = 1 << 16
+	// maxLocalState bounds what this node sends, well under the 20 MiB
+	// memberlist accepts for a whole push/pull, membership included.
+	maxLocalState = 8 << 20
+)
+
+// pushPull is the desired-state part of a push/pull, as JSON.
 type pushPull struct {
 	Desired []release.SignedDesiredState `json:"desired"`
 }
 
-func encodePushPull(states []release.SignedDesiredState) ([]byte, error) {
+// pushPullState is what a peer sent in a push/pull.
+type pushPullState struct {
+	desired []release.SignedDesiredState
+	records [][]byte // each an encoded app-state record, not yet decoded
+	refused int      // records over a bound, skipped
+}
+
+// encodePushPull frames the desired states and the encoded app-state
+// records as msgPushPullFlate: one deflated stream of
+// (varint length, desired-state JSON), varint record count, then each
+// record as (varint length, record).
+func encodePushPull(states []release.SignedDesiredState, records [][]byte) ([]byte, error) {
 	js, err := json.Marshal(pushPull{Desired: states})
 	if err != nil {
 		return nil, fmt.Errorf("encode push/pull state: %w", err)
 	}
-	return append([]byte{msgPushPull}, js...), nil
+	var buf bytes.Buffer
+	buf.WriteByte(msgPushPullFlate)
+	fw, err := flate.NewWriter(&buf, flate.DefaultCompression)
+	if err != nil {
+		return nil, fmt.Errorf("encode push/pull state: %w", err)
+	}
+	var n [binary.MaxVarintLen64]byte
+	put := func(b []byte) {
+		fw.Write(n[:binary.PutUvarint(n[:], uint64(len(b)))]) // a bytes.Buffer does not fail
+		fw.Write(b)
+	}
+	put(js)
+	fw.Write(n[:binary.PutUvarint(n[:], uint64(len(records)))])
+	for _, r := range records {
+		put(r)
+	}
+	if err := fw.Close(); err != nil {
+		return nil, fmt.Errorf("encode push/pull state: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
-func decodePushPull(msg []byte) ([]release.SignedDesiredState, error) {
-	if len(msg) == 0 || msg[0] != msgPushPull {
-		return nil, errors.New("push/pull state has an unknown type")
+// decodePushPull reads msgPushPullFlate, or msgPushPull (desired states
+// only) from nodes that predate app-state records, within the bounds above.
+func decodePushPull(msg []byte) (pushPullState, error) {
+	var st pushPullState
+	if len(msg) == 0 {
+		return st, errors.New("push/pull state is empty")
+	}
+	switch msg[0] {
+	case msgPushPull:
+		var pp pushPull
+		if err := json.Unmarshal(msg[1:], &pp); err != nil {
+			return st, fmt.Errorf("decode push/pull state: %w", err)
+		}
+		st.desired = pp.Desired
+		return st, nil
+	case msgPushPullFlate:
+	default:
+		return st, fmt.Errorf("push/pull state has unknown type %d", msg[0])
+	}
+	fr := flate.NewReader(bytes.NewReader(msg[1:]))
+	defer fr.Close()
+	lr := &io.LimitedReader{R: fr, N: maxPushPullInflated}
+	r := bufio.NewReader(lr)
+	fail := func(what string, err error) (pushPullState, error) {
+		if lr.N <= 0 {
+			return st, fmt.Errorf("decode push/pull state: more than %d bytes inflated", maxPushPullInflated)
+		}
+		return st, fmt.Errorf("decode push/pull state: %s: %w", what, err)
+	}
+	size, err := binary.ReadUvarint(r)
+	if err != nil {
+		return fail("desired states", err)
+	}
+	if size > maxPushPullInflated {
+		return fail("desired states", fmt.Errorf("%d bytes", size))
+	}
+	js := make([]byte, size)
+	if _, err := io.ReadFull(r, js); err != nil {
+		return fail("desired states", err)
 	}
 	var pp pushPull
-	if err := json.Unmarshal(msg[1:], &pp); err != nil {
-		return nil, fmt.Errorf("decode push/pull state: %w", err)
+	if err := json.Unmarshal(js, &pp); err != nil {
+		return fail("desired states", err)
 	}
-	return pp.Desired, nil
+	st.desired = pp.Desired
+	count, err := binary.ReadUvarint(r)
+	if err != nil {
+		return fail("app-state records", err)
+	}
+	if count > maxPushPullRecords {
+		st.refused = int(min(count-maxPushPullRecords, math.MaxInt32))
+		count = maxPushPullRecords
+	}
+	for range count {
+		size, err := binary.ReadUvarint(r)
+		if err != nil {
+			return fail("app-state records", err)
+		}
+		if size > maxRecordBytes {
+			if _, err := io.CopyN(io.Discard, r, int64(min(size, maxPushPullInflated))); err != nil {
+				return fail("app-state records", err)
+			}
+			st.refused++
+			continue
+		}
+		rec := make([]byte, size)
+		if _, err := io.ReadFull(r, rec); err != nil {
+			return fail("app-state records", err)
+		}
+		st.records = append(st.records, rec)
+	}
+	return st, nil
 }
