@@ -405,4 +405,38 @@ func TestRollouts(t *testing.T) {
 			t.Errorf("%d nodes run 2.0.0 after the restart", len(got))
 		}
 	})
+
+	t.Run("32 apps on one node are all reported", func(t *testing.T) {
+		f.t = t
+		n, err := f.c.AddAgent("many-1", AgentOptions{Env: "many"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.waitFleet("many", 1)
+		want := map[string]release.ID{}
+		for i := range 32 {
+			app := fmt.Sprintf("app-%02d", i)
+			res := f.publish(app, "1.0.0", "many", release.Plan{Strategy: release.StrategyAllAtOnce})
+			want[app] = res.ReleaseID
+		}
+		f.eventually("the seeder sees all 32 apps active on many-1", 90*time.Second, func() bool {
+			st, err := f.c.Client.Status(context.Background())
+			if err != nil {
+				return false
+			}
+			for _, node := range st.Nodes {
+				if node.Name != n.Name() {
+					continue
+				}
+				active := 0
+				for _, a := range node.Apps {
+					if id, ok := want[a.App]; ok && a.ReleaseID == id && a.Phase == "active" {
+						active++
+					}
+				}
+				return active == len(want)
+			}
+			return false
+		})
+	})
 }
