@@ -115,7 +115,6 @@ func with(d release.DesiredState, change func(*release.DesiredState)) release.De
 
 func failed(n *Node)    { n.Phase, n.Healthy = PhaseFailed, false }
 func unhealthy(n *Node) { n.Phase, n.Healthy = PhaseActive, false }
-func healthy(n *Node)   { n.Phase, n.Healthy = PhaseActive, true }
 func installing(n *Node) {
 	n.Phase, n.Healthy = PhaseInstalling, false
 }
