@@ -299,9 +299,3 @@ func (a *Agent) Desired(app string) (release.DesiredState, bool) {
 	d, _, ok := a.gossip.Desired(a.key(app))
 	return d, ok
 }
-
-// DesiredAcceptedAt reports when this agent accepted app's current desired
-// state and its sequence; benchmarks measure gossip spread with it.
-func (a *Agent) DesiredAcceptedAt(app string) (seq uint64, at time.Time, ok bool) {
-	return a.gossip.AcceptedAt(a.key(app))
-}

@@ -301,16 +301,7 @@ func (c *Cluster) Agents() []*Node {
 // Publish packs src, signs it and publishes it through the seeder's HTTP
 // API, exactly as `swarm publish` does.
 func (c *Cluster) Publish(ctx context.Context, src, app, version string) (seeder.PublishResult, error) {
-	tmp := filepath.Join(c.cfg.Dir, "publish-tmp")
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return seeder.PublishResult{}, err
-	}
-	b, err := seeder.Pack(seeder.PackOptions{Source: src, App: app, Version: version, Key: c.Key, TempDir: tmp})
-	if err != nil {
-		return seeder.PublishResult{}, err
-	}
-	defer b.Close()
-	return c.Client.PublishBundle(ctx, b, nil)
+	return c.PublishWith(ctx, src, app, version, seeder.PublishOptions{})
 }
 
 // PublishWith is Publish with a rollout plan and environment.

@@ -153,9 +153,6 @@ func (d *DesiredState) Validate() error {
 	return nil
 }
 
-// AdmittedFraction is the admission threshold (Admit).
-func (d *DesiredState) AdmittedFraction() float64 { return d.Admit }
-
 // IsBad reports whether id was rolled back in this state's environment.
 func (d *DesiredState) IsBad(id ID) bool {
 	for _, b := range d.Bad {

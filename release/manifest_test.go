@@ -304,9 +304,6 @@ func TestDesiredStateValidate(t *testing.T) {
 	}
 
 	d := testDesired(t, k)
-	if got := d.AdmittedFraction(); got != d.Admit {
-		t.Errorf("AdmittedFraction = %v, want %v", got, d.Admit)
-	}
 	expiry := []struct {
 		expires, now time.Time
 		want         bool

@@ -91,7 +91,7 @@ func (s *Seeder) Status() Status {
 		}
 		ds := DesiredStatus{
 			App: d.App, Env: d.EnvName(), Sequence: d.Sequence, Version: m.Version, ReleaseID: m.ReleaseID,
-			Step: d.Step, Admitted: d.AdmittedFraction(), Paused: d.Paused,
+			Step: d.Step, Admitted: d.Admit, Paused: d.Paused,
 		}
 		for _, n := range st.Nodes {
 			if envs[n.Name] != ds.Env {
