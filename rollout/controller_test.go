@@ -640,19 +640,25 @@ func TestPreviousFor(t *testing.T) {
 	}
 	s := f.state(1, 2) // v2 under way over v1
 	for _, c := range []struct {
-		name string
-		cur  *release.DesiredState
-		next release.ID
-		want release.ID
+		name  string
+		cur   *release.DesiredState
+		next  release.ID
+		want  release.ID
+		nodes []Node
 	}{
-		{"first rollout", nil, f.id2, ""},
-		{"over a rollout under way: what most nodes run", &s, f.id3, f.id1},
-		{"over a complete rollout: its target", ptrTo(with(s, func(w *release.DesiredState) { w.State = release.RolloutComplete })), f.id3, f.id2},
-		{"over a rollback: its target", ptrTo(f.rollbackState(s, "r")), f.id2, f.id1},
-		{"never the new target", &s, f.id1, f.id2},
-		{"under way with no previous", ptrTo(with(s, func(w *release.DesiredState) { w.Previous = nil })), f.id3, f.id2},
+		{"first rollout", nil, f.id2, "", nil},
+		{"over a rollout under way: what most nodes run", &s, f.id3, f.id1, nil},
+		{"over a complete rollout: its target", ptrTo(with(s, func(w *release.DesiredState) { w.State = release.RolloutComplete })), f.id3, f.id2, nil},
+		{"over a rollback: its target", ptrTo(f.rollbackState(s, "r")), f.id2, f.id1, nil},
+		{"never the new target", &s, f.id1, f.id2, nil},
+		{"under way with no previous", ptrTo(with(s, func(w *release.DesiredState) { w.Previous = nil })), f.id3, f.id2, nil},
+		{"under way, every node on its target: its target", &s, f.id3, f.id2, []Node{
+			{Name: "a", ReleaseID: f.id2, Phase: PhaseActive, Healthy: true}, {Name: "b", ReleaseID: f.id2, Phase: PhaseActive, Healthy: true}}},
+		{"under way, most nodes still on its previous", &s, f.id3, f.id1, []Node{
+			{Name: "a", ReleaseID: f.id2, Phase: PhaseActive, Healthy: true}, {Name: "b", ReleaseID: f.id1, Phase: PhaseActive, Healthy: true},
+			{Name: "c", ReleaseID: f.id1, Phase: PhaseActive, Healthy: true}}},
 	} {
-		if got := id(PreviousFor(c.cur, c.next)); got != c.want {
+		if got := id(PreviousFor(c.cur, c.next, c.nodes)); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
 	}

@@ -57,15 +57,17 @@ func Start(env string, plan release.Plan, target release.SignedManifest, previou
 
 // PreviousFor is the release a new rollout replacing cur falls back to:
 // the last release the environment as a whole ran. That is cur's target
-// when cur completed or is itself a rollback, and cur's previous release
-// while cur was still under way (or was stopped), since most nodes still
-// run that one. It is never newTarget itself; nil when there is none.
-func PreviousFor(cur *release.DesiredState, newTarget release.ID) *release.SignedManifest {
+// when cur completed or is itself a rollback, or when at least as many of
+// nodes are active on it as on cur's previous release (the controller may
+// not have signed the completion yet); otherwise cur's previous release,
+// since most nodes still run that one. It is never newTarget itself; nil
+// when there is none.
+func PreviousFor(cur *release.DesiredState, newTarget release.ID, nodes []Node) *release.SignedManifest {
 	if cur == nil {
 		return nil
 	}
 	cands := []*release.SignedManifest{&cur.Target, cur.Previous}
-	ended := cur.Rollback || cur.State == release.RolloutComplete || cur.State == ""
+	ended := cur.Rollback || cur.State == release.RolloutComplete || cur.State == "" || mostlyOnTarget(cur, nodes)
 	if !ended {
 		cands[0], cands[1] = cands[1], cands[0]
 	}
@@ -99,4 +101,32 @@ func ValidateAgainstFleet(plan release.Plan, env string, fleet int) error {
 		return fmt.Errorf("%w min staged %d is more nodes than the %d in environment %s", release.ErrInvalid, plan.MinStaged.Count, fleet, env)
 	}
 	return nil
+}
+
+// mostlyOnTarget reports whether some of nodes run cur's target, and at
+// least as many as run its previous release.
+func mostlyOnTarget(cur *release.DesiredState, nodes []Node) bool {
+	tm, err := cur.Target.Unverified()
+	if err != nil {
+		return false
+	}
+	var prev release.ID
+	if cur.Previous != nil {
+		if pm, err := cur.Previous.Unverified(); err == nil {
+			prev = pm.ReleaseID
+		}
+	}
+	onTarget, onPrev := 0, 0
+	for _, n := range nodes {
+		if n.Phase != PhaseActive {
+			continue
+		}
+		switch n.ReleaseID {
+		case tm.ReleaseID:
+			onTarget++
+		case prev:
+			onPrev++
+		}
+	}
+	return onTarget > 0 && onTarget >= onPrev
 }

@@ -382,7 +382,7 @@ func (s *Seeder) issue(env string, plan release.Plan, sm release.SignedManifest,
 		if err == nil && tm.ReleaseID == m.ReleaseID {
 			return cur, nil
 		}
-		prev, bad = rollout.PreviousFor(&cur, m.ReleaseID), cur.Bad
+		prev, bad = rollout.PreviousFor(&cur, m.ReleaseID, rolloutNodes(s.agents(env), m.App)), cur.Bad
 	}
 	names, settled := s.ctl.membership(env, s.agents(env), s.cfg.Now(), s.cfg.Settle)
 	d, err := rollout.Start(env, plan, sm, prev, bad, names, settled)
