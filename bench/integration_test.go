@@ -135,11 +135,13 @@ func TestClusterRollout(t *testing.T) {
 	}
 
 	// v2 everywhere but on the node whose hook now fails: it keeps v1 and
-	// reports failed.
+	// reports failed. The rollout tolerates that one failure; by default
+	// (a budget of 0) the controller would roll every node back.
 	if err := os.WriteFile(failFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	v2, err := c.Publish(ctx, makeApp(t, "2.0.0", size), "hello", "2.0.0")
+	v2, err := c.PublishWith(ctx, makeApp(t, "2.0.0", size), "hello", "2.0.0",
+		seeder.PublishOptions{Plan: &release.Plan{Strategy: release.StrategyAllAtOnce, MaxFailures: release.Budget{Count: 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
