@@ -419,7 +419,7 @@ func TestRollouts(t *testing.T) {
 			res := f.publish(app, "1.0.0", "many", release.Plan{Strategy: release.StrategyAllAtOnce})
 			want[app] = res.ReleaseID
 		}
-		f.eventually("the seeder sees all 32 apps active on many-1", 90*time.Second, func() bool {
+		f.eventually("the seeder sees all 32 apps active on many-1", 3*time.Minute, func() bool {
 			st, err := f.c.Client.Status(context.Background())
 			if err != nil {
 				return false
