@@ -30,6 +30,9 @@ func (d *delegate) NotifyMsg(msg []byte) {
 		return
 	}
 	defer d.n.exit()
+	if d.n.dropMsg != nil && d.n.dropMsg(msg) {
+		return
+	}
 	d.n.handleMsg(msg)
 }
 

@@ -57,6 +57,9 @@ type Node struct {
 	// now and orphanTTL are time.Now and defaultOrphanTTL; tests change them.
 	now       func() time.Time
 	orphanTTL time.Duration
+	// dropMsg, when set before Start, drops the user messages for which it
+	// returns true, as a lossy network would: a test seam.
+	dropMsg func(msg []byte) bool
 
 	// life serialises Start and Close and guards joins being added to wg.
 	life      sync.Mutex
