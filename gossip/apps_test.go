@@ -254,9 +254,9 @@ func TestRecordGenerations(t *testing.T) {
 }
 
 // TestRecordsOfNonMembers: a record heard before the node's join is shown
-// once it joins; others expire; a node that left keeps nothing and its
-// generation's stragglers are not taken; a dead one that refutes gets its
-// record back.
+// once it joins; others expire; the record of a node that left or died is
+// no longer shown, carried or passed on, and is dropped after orphanTTL
+// unless the node refutes first, which brings it back.
 func TestRecordsOfNonMembers(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	rx := offline(t, "rx")
@@ -302,23 +302,35 @@ func TestRecordsOfNonMembers(t *testing.T) {
 	}
 	sent(rx)
 
-	// Left: the record goes at once, and late copies of its generation are
-	// neither taken nor passed on.
-	rx.removeMember("early", true)
-	for _, m := range earlyMsgs {
+	// Gone: not listed, not in push/pull, late copies not passed on, and
+	// dropped after orphanTTL.
+	rx.removeMember("early")
+	if _, ok := rx.member("early"); ok {
+		t.Fatal("a node that left is listed")
+	}
+	if recs := rx.pushPullRecords(); len(recs) != 0 {
+		t.Fatalf("push/pull carries %d records after the only member left", len(recs))
+	}
+	if err := early.SetApps(manyApps(3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range append(earlyMsgs, sent(early)...) {
 		rx.handleApps(m)
 	}
 	if n := rx.appQueue.NumQueued(); n != 0 {
 		t.Fatalf("passed on %d messages of a node that left", n)
 	}
+	now = now.Add(rx.orphanTTL + time.Second)
+	rx.mergeRecords(nil, 0) // anything sweeps
 	rx.memMu.Lock()
-	p := rx.peers["early"]
+	_, kept = rx.peers["early"]
 	rx.memMu.Unlock()
-	if p == nil || p.shown.apps != nil || len(p.parts) != 0 || p.head.seq != 0 {
-		t.Fatalf("record of a node that left: %+v", p)
+	if kept {
+		t.Fatal("the record of a node that left outlived orphanTTL")
 	}
 
-	// Dead, then refuting with the same generation: the record is back.
+	// Dead, then refuting with the same generation: the record is back,
+	// with what was heard meanwhile.
 	dead := owner(t, "dead", 5)
 	joinOffline(rx, "dead", 5)
 	if err := dead.SetApps(manyApps(4, 1)); err != nil {
@@ -327,13 +339,19 @@ func TestRecordsOfNonMembers(t *testing.T) {
 	for _, m := range sent(dead) {
 		rx.handleApps(m)
 	}
-	rx.removeMember("dead", false)
+	rx.removeMember("dead")
 	if _, ok := rx.member("dead"); ok {
 		t.Fatal("a dead node is listed")
 	}
+	if err := dead.SetApps(manyApps(4, 2)); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range sent(dead) {
+		rx.handleApps(m)
+	}
 	joinOffline(rx, "dead", 5)
-	if got := appsOf(rx, "dead"); len(got) != 4 {
-		t.Fatalf("refuted node shows %d apps, want 4", len(got))
+	if got, want := appsOf(rx, "dead"), travelled(t, manyApps(4, 2)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("refuted node shows %v, want %v", got, want)
 	}
 
 	// Bounded: past maxOrphans, records of unknown names are not kept.

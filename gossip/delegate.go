@@ -85,7 +85,7 @@ func (e *eventDelegate) NotifyJoin(node *memberlist.Node) {
 }
 
 func (e *eventDelegate) NotifyLeave(node *memberlist.Node) {
-	e.n.removeMember(node.Name, node.State == memberlist.StateLeft)
+	e.n.removeMember(node.Name)
 	if !e.n.enter() {
 		return
 	}

@@ -455,12 +455,12 @@ func (n *Node) setMember(m *memberlist.Node) {
 	n.members[m.Name] = ns
 }
 
-// removeMember forgets a member that left (left) or died.
-func (n *Node) removeMember(name string, left bool) {
+// removeMember forgets a member that left or died.
+func (n *Node) removeMember(name string) {
 	n.memMu.Lock()
 	defer n.memMu.Unlock()
 	delete(n.members, name)
-	n.goneLocked(name, left)
+	n.goneLocked(name)
 }
 
 // Changes delivers a notification whenever a desired state is accepted or
