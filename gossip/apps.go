@@ -375,7 +375,9 @@ func (n *Node) handleApps(msg []byte) {
 }
 
 // mergeRecords takes the app-state records of a push/pull; refused records
-// over a bound were already skipped while decoding.
+// over a bound were already skipped while decoding. Records no newer than
+// the one shown are skipped after their header: most are, in a settled
+// cluster.
 func (n *Node) mergeRecords(records [][]byte, refused int) {
 	type record struct {
 		h     recordHeader
@@ -383,7 +385,11 @@ func (n *Node) mergeRecords(records [][]byte, refused int) {
 	}
 	took := make([]record, 0, len(records))
 	var firstErr error
-	for _, raw := range records {
+	stale := n.staleRecords(records)
+	for i, raw := range records {
+		if stale[i] {
+			continue
+		}
 		h, parts, err := decodeRecord(raw, true)
 		if err != nil {
 			refused++
@@ -408,6 +414,29 @@ func (n *Node) mergeRecords(records [][]byte, refused int) {
 	for _, r := range took {
 		n.mergeAppsLocked(r.h, r.parts, true)
 	}
+}
+
+// staleRecords marks the records whose header is valid and says they are
+// no newer than what is shown for a member, or that are of no member.
+func (n *Node) staleRecords(records [][]byte) []bool {
+	heads := make([]recordHeader, len(records))
+	valid := make([]bool, len(records))
+	for i, raw := range records {
+		h, _, _, err := decodeHeader(raw, true)
+		heads[i], valid[i] = h, err == nil
+	}
+	stale := make([]bool, len(records))
+	n.memMu.Lock()
+	defer n.memMu.Unlock()
+	for i, h := range heads {
+		if !valid[i] {
+			continue // decoded in full, and refused
+		}
+		p := n.peers[h.node]
+		stale[i] = h.node == n.cfg.Name || p == nil || (p.member && h.gen != p.gen) ||
+			(h.gen == p.gen && h.seq <= p.shown.hdr.seq)
+	}
+	return stale
 }
 
 // pushPullRecords are the encoded records a push/pull carries: this node's
