@@ -192,7 +192,7 @@ func (n *Node) queueApps(node, app string, msg []byte) {
 // peerRecord is what this node holds of another node's app states.
 type peerRecord struct {
 	member bool      // memberlist lists the node as alive (or suspect)
-	left   bool      // it left: messages of its generation are stale
+	gone   bool      // it was a member and left or died: kept hidden, in case it refutes
 	since  time.Time // when it stopped being, or was first heard of without being, a member
 	gen    uint64    // the generation held; a member's is its meta's
 	shown  shownRecord
@@ -217,7 +217,7 @@ func newPeerRecord(node string, gen uint64) *peerRecord {
 // the empty record, implied by the node's meta.
 func (p *peerRecord) reset(node string, gen uint64) {
 	h := recordHeader{node: node, gen: gen, digest: digestOf(nil)}
-	p.gen, p.left = gen, false
+	p.gen, p.gone = gen, false
 	p.shown = shownRecord{hdr: h}
 	p.head = h
 	p.parts = make(map[string]appPart)
@@ -259,12 +259,12 @@ func (n *Node) mergeAppsLocked(h recordHeader, parts []appPart, whole bool) bool
 		n.orphans++
 	}
 	switch {
-	case h.gen == p.gen && !p.left:
+	case h.gen == p.gen:
 	case !p.member && h.gen > p.gen:
 		p.reset(h.node, h.gen) // a newer generation of a node not (yet) a member
 		p.since = now
 	default:
-		return false // another generation than the member's, or one that left
+		return false // another generation than the member's
 	}
 	fresh := false
 	if h.seq > p.head.seq {
@@ -287,6 +287,9 @@ func (n *Node) mergeAppsLocked(h recordHeader, parts []appPart, whole bool) bool
 	}
 	if p.complete() {
 		shown = true
+	}
+	if p.gone {
+		fresh = false // kept for a refute, not spread: the cluster has let it go
 	}
 	if shown {
 		n.appTaken.Add(1)
@@ -325,29 +328,26 @@ func (n *Node) joinedLocked(name string, gen uint64) []AppState {
 		n.orphans--
 	}
 	p.member, p.since = true, time.Time{}
-	if p.gen != gen || p.left {
+	if p.gen != gen {
 		p.reset(name, gen)
 	}
+	p.gone = false
 	return p.shown.apps
 }
 
-// goneLocked handles a member memberlist no longer lists: one that left
-// loses its record at once (and its generation's messages are refused
-// while the tombstone lasts); a dead one's record is kept, unseen, for
-// orphanTTL, in case it refutes.
-func (n *Node) goneLocked(name string, left bool) {
+// goneLocked handles a member memberlist no longer lists, having left or
+// died (memberlist does not tell which): its record is no longer shown,
+// carried in push/pull or passed on, and is dropped after orphanTTL unless
+// the node comes back in the same generation first (a node wrongly declared
+// dead refutes so, and has no reason to send its apps again).
+func (n *Node) goneLocked(name string) {
 	p := n.peers[name]
 	if p == nil || !p.member {
 		return
 	}
 	now := n.now()
-	p.member, p.since = false, now
+	p.member, p.gone, p.since = false, true, now
 	n.orphans++
-	if left {
-		gen := p.gen
-		p.reset(name, gen)
-		p.left = true
-	}
 	n.sweepLocked(now)
 }
 
@@ -375,7 +375,9 @@ func (n *Node) handleApps(msg []byte) {
 }
 
 // mergeRecords takes the app-state records of a push/pull; refused records
-// over a bound were already skipped while decoding.
+// over a bound were already skipped while decoding. Records no newer than
+// the one shown are skipped after their header: most are, in a settled
+// cluster.
 func (n *Node) mergeRecords(records [][]byte, refused int) {
 	type record struct {
 		h     recordHeader
@@ -383,7 +385,11 @@ func (n *Node) mergeRecords(records [][]byte, refused int) {
 	}
 	took := make([]record, 0, len(records))
 	var firstErr error
-	for _, raw := range records {
+	stale := n.staleRecords(records)
+	for i, raw := range records {
+		if stale[i] {
+			continue
+		}
 		h, parts, err := decodeRecord(raw, true)
 		if err != nil {
 			refused++
@@ -404,17 +410,42 @@ func (n *Node) mergeRecords(records [][]byte, refused int) {
 	}
 	n.memMu.Lock()
 	defer n.memMu.Unlock()
+	n.sweepLocked(n.now())
 	for _, r := range took {
 		n.mergeAppsLocked(r.h, r.parts, true)
 	}
 }
 
-// pushPullRecords are the encoded records a push/pull carries: this node's and
-// every member's, except the empty ones generations start with.
+// staleRecords marks the records whose header is valid and says they are
+// no newer than what is shown for a member, or that are of no member.
+func (n *Node) staleRecords(records [][]byte) []bool {
+	heads := make([]recordHeader, len(records))
+	valid := make([]bool, len(records))
+	for i, raw := range records {
+		h, _, _, err := decodeHeader(raw, true)
+		heads[i], valid[i] = h, err == nil
+	}
+	stale := make([]bool, len(records))
+	n.memMu.Lock()
+	defer n.memMu.Unlock()
+	for i, h := range heads {
+		if !valid[i] {
+			continue // decoded in full, and refused
+		}
+		p := n.peers[h.node]
+		stale[i] = h.node == n.cfg.Name || p == nil || (p.member && h.gen != p.gen) ||
+			(h.gen == p.gen && h.seq <= p.shown.hdr.seq)
+	}
+	return stale
+}
+
+// pushPullRecords are the encoded records a push/pull carries: this node's
+// and every member's, except the empty ones generations start with.
 func (n *Node) pushPullRecords() [][]byte {
 	out := n.ownRecord()
 	n.memMu.Lock()
 	defer n.memMu.Unlock()
+	n.sweepLocked(n.now()) // every push/pull comes here, so records expire in a quiet cluster too
 	for _, p := range n.peers {
 		if p.member && p.shown.raw != nil {
 			out = append(out, p.shown.raw)

@@ -214,31 +214,10 @@ func encodeRecord(h recordHeader, parts []appPart) []byte {
 // must carry every part, sorted by app, matching its digest; a broadcast
 // carries at most one. The parts alias b.
 func decodeRecord(b []byte, whole bool) (recordHeader, []appPart, error) {
-	var h recordHeader
-	if len(b) > maxRecordBytes {
-		return h, nil, fmt.Errorf("app-state record of %d bytes, over %d", len(b), maxRecordBytes)
+	h, np, r, err := decodeHeader(b, whole)
+	if err != nil {
+		return h, nil, err
 	}
-	r := reader{b: b}
-	h.node = r.str(maxNodeName, "node name")
-	h.gen = r.uint64()
-	h.seq = r.uvarint()
-	back := r.uvarint()
-	h.count = int(r.byte())
-	copy(h.digest[:], r.next(digestSize))
-	np := r.uvarint()
-	switch {
-	case r.err != nil:
-		return h, nil, fmt.Errorf("app-state record: %w", r.err)
-	case h.node == "":
-		return h, nil, errors.New("app-state record: no node name")
-	case h.seq == 0 || back > h.seq:
-		return h, nil, fmt.Errorf("app-state record of %s: sequence %d, epoch %d back", h.node, h.seq, back)
-	case h.count > MaxApps:
-		return h, nil, fmt.Errorf("app-state record of %s: %d apps, over the %d a record may carry", h.node, h.count, MaxApps)
-	case np > uint64(h.count) || (whole && np != uint64(h.count)) || (!whole && np > 1):
-		return h, nil, fmt.Errorf("app-state record of %s: %d parts for %d apps", h.node, np, h.count)
-	}
-	h.epoch = h.seq - back
 	parts := make([]appPart, 0, np)
 	for range np {
 		raw := r.lenPrefixed(maxPartBytes, "app state")
@@ -261,6 +240,37 @@ func decodeRecord(b []byte, whole bool) (recordHeader, []appPart, error) {
 		return h, nil, fmt.Errorf("app-state record of %s: parts do not match the digest", h.node)
 	}
 	return h, parts, nil
+}
+
+// decodeHeader reads a record's header and number of parts, and returns the
+// reader at the first part.
+func decodeHeader(b []byte, whole bool) (recordHeader, uint64, reader, error) {
+	var h recordHeader
+	if len(b) > maxRecordBytes {
+		return h, 0, reader{}, fmt.Errorf("app-state record of %d bytes, over %d", len(b), maxRecordBytes)
+	}
+	r := reader{b: b}
+	h.node = r.str(maxNodeName, "node name")
+	h.gen = r.uint64()
+	h.seq = r.uvarint()
+	back := r.uvarint()
+	h.count = int(r.byte())
+	copy(h.digest[:], r.next(digestSize))
+	np := r.uvarint()
+	switch {
+	case r.err != nil:
+		return h, 0, r, fmt.Errorf("app-state record: %w", r.err)
+	case h.node == "":
+		return h, 0, r, errors.New("app-state record: no node name")
+	case h.seq == 0 || back > h.seq:
+		return h, 0, r, fmt.Errorf("app-state record of %s: sequence %d, epoch %d back", h.node, h.seq, back)
+	case h.count > MaxApps:
+		return h, 0, r, fmt.Errorf("app-state record of %s: %d apps, over the %d a record may carry", h.node, h.count, MaxApps)
+	case np > uint64(h.count) || (whole && np != uint64(h.count)) || (!whole && np > 1):
+		return h, 0, r, fmt.Errorf("app-state record of %s: %d parts for %d apps", h.node, np, h.count)
+	}
+	h.epoch = h.seq - back
+	return h, np, r, nil
 }
 
 func appendString(b []byte, s string) []byte {

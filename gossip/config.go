@@ -155,8 +155,8 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"gossip interval": c.GossipInterval, "probe interval": c.ProbeInterval,
 		"probe timeout": c.ProbeTimeout, "push/pull interval": c.PushPullInterval,
-		"tcp timeout":   c.TCPTimeout,
-		"leave timeout": c.LeaveTimeout, "join backoff": c.JoinBackoff,
+		"tcp timeout": c.TCPTimeout, "leave timeout": c.LeaveTimeout,
+		"join backoff": c.JoinBackoff,
 	} {
 		if d < 0 {
 			return fmt.Errorf("gossip config: %s is negative (%v)", name, d)

@@ -30,6 +30,9 @@ func (d *delegate) NotifyMsg(msg []byte) {
 		return
 	}
 	defer d.n.exit()
+	if d.n.dropMsg != nil && d.n.dropMsg(msg) {
+		return
+	}
 	d.n.handleMsg(msg)
 }
 
@@ -82,7 +85,7 @@ func (e *eventDelegate) NotifyJoin(node *memberlist.Node) {
 }
 
 func (e *eventDelegate) NotifyLeave(node *memberlist.Node) {
-	e.n.removeMember(node.Name, node.State == memberlist.StateLeft)
+	e.n.removeMember(node.Name)
 	if !e.n.enter() {
 		return
 	}

@@ -340,7 +340,7 @@ func (n *Node) mergeRemote(buf []byte) {
 	if len(buf) == 0 {
 		return
 	}
-	st, err := decodePushPull(buf)
+	st, err := decodePushPull(buf, defaultPushPullLimits)
 	if err != nil {
 		n.refuseUndecodable(fromPushPull, err)
 		return

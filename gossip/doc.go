@@ -1,8 +1,8 @@
 // Package gossip joins a node to swarm's cluster and carries two things over
 // it: signed desired states, which the seeder issues and every node spreads,
-// and each node's own state (role, torrent address, per-app release, phase,
-// health and progress), which the seeder reads for cluster status and agents
-// read to find peers holding the same release.
+// and each node's own state (role, torrent address, environment, and per
+// app: release, phase, health and progress), which the seeder reads for
+// cluster status and agents read to find peers holding the same release.
 //
 // hashicorp/memberlist does the membership, failure detection and gossip; it
 // stays behind small unexported adapters and no memberlist type appears in
@@ -15,4 +15,20 @@
 // queue does while a cluster joins); and push/pull anti-entropy, which
 // carries every accepted desired state, so a node that joins late or missed
 // both catches up.
+//
+// A node's state travels in two pieces. memberlist's node meta, capped at
+// 512 bytes, carries only what is small and fixed for the node's life: role,
+// torrent address, environment and the generation of its app states (the
+// wall clock at Start). Membership stays memberlist's truth. The per-app
+// states, up to MaxApps (32) per node, form a record of the node's own,
+// versioned by generation and a sequence that SetApps raises on every
+// change. Each change is gossiped as one small message per changed app,
+// which every node that finds it new passes on, and every push/pull carries
+// the records of all live members, deflated, which repairs lost messages and
+// brings a late joiner up to date. A receiver shows a node's new apps only
+// once it holds all of that version (its header counts the apps and digests
+// them), so Members never mixes two updates of one node; records are taken
+// only in the generation the member's meta names, so a node restarted under
+// the same name replaces its old record. Records are not signed yet: any
+// member can forge another's (see apps.go).
 package gossip

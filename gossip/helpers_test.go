@@ -100,9 +100,18 @@ func startNode(t testing.TB, cfg Config) *Node {
 
 func startNodeLogger(t testing.TB, cfg Config, log *zap.Logger) *Node {
 	t.Helper()
+	return startNodePrep(t, cfg, log, nil)
+}
+
+// startNodePrep starts a node after prep, when set, has changed it.
+func startNodePrep(t testing.TB, cfg Config, log *zap.Logger, prep func(*Node)) *Node {
+	t.Helper()
 	n, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prep != nil {
+		prep(n)
 	}
 	if err := n.Start(); err != nil {
 		t.Fatal(err)
@@ -128,6 +137,13 @@ func join(t testing.TB, n *Node, to ...*Node) {
 // first is the seeder.
 func cluster(t testing.TB, size int, ring release.Keyring, tweak func(*Config)) []*Node {
 	t.Helper()
+	return clusterPrep(t, size, ring, tweak, nil)
+}
+
+// clusterPrep is cluster with prep, when set, run on each node before it
+// starts.
+func clusterPrep(t testing.TB, size int, ring release.Keyring, tweak func(*Config), prep func(*Node)) []*Node {
+	t.Helper()
 	nodes := make([]*Node, size)
 	for i := range nodes {
 		cfg := testConfig(fmt.Sprintf("node-%02d", i), ring)
@@ -137,7 +153,7 @@ func cluster(t testing.TB, size int, ring release.Keyring, tweak func(*Config)) 
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		nodes[i] = startNode(t, cfg)
+		nodes[i] = startNodePrep(t, cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), prep)
 		if i > 0 {
 			join(t, nodes[i], nodes[0])
 		}

@@ -57,6 +57,9 @@ type Node struct {
 	// now and orphanTTL are time.Now and defaultOrphanTTL; tests change them.
 	now       func() time.Time
 	orphanTTL time.Duration
+	// dropMsg, when set before Start, drops the user messages for which it
+	// returns true, as a lossy network would: a test seam.
+	dropMsg func(msg []byte) bool
 
 	// life serialises Start and Close and guards joins being added to wg.
 	life      sync.Mutex
@@ -452,12 +455,12 @@ func (n *Node) setMember(m *memberlist.Node) {
 	n.members[m.Name] = ns
 }
 
-// removeMember forgets a member that left (left) or died.
-func (n *Node) removeMember(name string, left bool) {
+// removeMember forgets a member that left or died.
+func (n *Node) removeMember(name string) {
 	n.memMu.Lock()
 	defer n.memMu.Unlock()
 	delete(n.members, name)
-	n.goneLocked(name, left)
+	n.goneLocked(name)
 }
 
 // Changes delivers a notification whenever a desired state is accepted or

@@ -124,6 +124,14 @@ type pushPull struct {
 	Desired []release.SignedDesiredState `json:"desired"`
 }
 
+// pushPullLimits bound what decoding one push/pull may cost.
+type pushPullLimits struct {
+	inflated int64 // bytes once inflated
+	records  int   // app-state records; those past it are refused
+}
+
+var defaultPushPullLimits = pushPullLimits{inflated: maxPushPullInflated, records: maxPushPullRecords}
+
 // pushPullState is what a peer sent in a push/pull.
 type pushPullState struct {
 	desired []release.SignedDesiredState
@@ -163,8 +171,8 @@ func encodePushPull(states []release.SignedDesiredState, records [][]byte) ([]by
 }
 
 // decodePushPull reads msgPushPullFlate, or msgPushPull (desired states
-// only) from nodes that predate app-state records, within the bounds above.
-func decodePushPull(msg []byte) (pushPullState, error) {
+// only) from nodes that predate app-state records, within lim.
+func decodePushPull(msg []byte, lim pushPullLimits) (pushPullState, error) {
 	var st pushPullState
 	if len(msg) == 0 {
 		return st, errors.New("push/pull state is empty")
@@ -183,11 +191,11 @@ func decodePushPull(msg []byte) (pushPullState, error) {
 	}
 	fr := flate.NewReader(bytes.NewReader(msg[1:]))
 	defer fr.Close()
-	lr := &io.LimitedReader{R: fr, N: maxPushPullInflated}
+	lr := &io.LimitedReader{R: fr, N: lim.inflated}
 	r := bufio.NewReader(lr)
 	fail := func(what string, err error) (pushPullState, error) {
 		if lr.N <= 0 {
-			return st, fmt.Errorf("decode push/pull state: more than %d bytes inflated", maxPushPullInflated)
+			return st, fmt.Errorf("decode push/pull state: more than %d bytes inflated", lim.inflated)
 		}
 		return st, fmt.Errorf("decode push/pull state: %s: %w", what, err)
 	}
@@ -195,7 +203,7 @@ func decodePushPull(msg []byte) (pushPullState, error) {
 	if err != nil {
 		return fail("desired states", err)
 	}
-	if size > maxPushPullInflated {
+	if size > uint64(lim.inflated) {
 		return fail("desired states", fmt.Errorf("%d bytes", size))
 	}
 	js := make([]byte, size)
@@ -211,9 +219,9 @@ func decodePushPull(msg []byte) (pushPullState, error) {
 	if err != nil {
 		return fail("app-state records", err)
 	}
-	if count > maxPushPullRecords {
-		st.refused = int(min(count-maxPushPullRecords, math.MaxInt32))
-		count = maxPushPullRecords
+	if count > uint64(lim.records) {
+		st.refused = int(min(count-uint64(lim.records), math.MaxInt32))
+		count = uint64(lim.records)
 	}
 	for range count {
 		size, err := binary.ReadUvarint(r)
@@ -221,7 +229,7 @@ func decodePushPull(msg []byte) (pushPullState, error) {
 			return fail("app-state records", err)
 		}
 		if size > maxRecordBytes {
-			if _, err := io.CopyN(io.Discard, r, int64(min(size, maxPushPullInflated))); err != nil {
+			if _, err := io.CopyN(io.Discard, r, int64(min(size, uint64(lim.inflated)))); err != nil {
 				return fail("app-state records", err)
 			}
 			st.refused++
