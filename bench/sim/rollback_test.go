@@ -129,7 +129,7 @@ func TestRollbackResult(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 	for _, s := range []struct {
-		name string
+		name          string
 		p50, p99, max float64
 	}{{"accept", res.Accept.P50, res.Accept.P99, res.Accept.Max}, {"back", res.Back.P50, res.Back.P99, res.Back.Max}, {"seen", res.Seen.P50, res.Seen.P99, res.Seen.Max}} {
 		if !(0 < s.p50 && s.p50 <= s.p99 && s.p99 <= s.max) {
