@@ -18,26 +18,25 @@ const (
 	// a moved node's disk work to switch back (three agent state saves and
 	// the installer's Rollback without hook, each write fsynced).
 	defaultSwitch = 2700 * time.Microsecond
-	// DefaultStateBytes is memberlist's alive message carrying one node's
-	// state with one app (node name, address, version, release id, phase):
-	// 207 to 212 bytes encoded as memberlist encodes it.
-	DefaultStateBytes = 210
+	// DefaultStateBytes is one app's state as the gossip package
+	// broadcasts it (a record header with the one part that changed) for
+	// a node named like the harness's agents ("agent-0042"): 90 bytes; a
+	// 24-character name makes it 104.
+	DefaultStateBytes = 90
 	// defaultDesiredBytes is one desired state with target and previous
 	// manifests as the gossip package sends it (its TestDesiredStateSize).
 	defaultDesiredBytes = 1220
-	// defaultUpdateTimeout is gossip.Config.UpdateTimeout's default.
-	defaultUpdateTimeout = time.Second
 
 	// MaxRollbackNodes bounds RollbackConfig.Nodes: the model keeps every
 	// member's view of every node (N² bytes) and a queue per member.
 	MaxRollbackNodes = 20_000
 
 	// memberlist's packet budget: UDPBufferSize (the gossip package's),
-	// less the compound header, and per message the compound entry's
-	// length; user (delegate) messages take one byte more.
-	packetBytes     = 1400 - 2
-	perMsgOverhead  = 2
-	userMsgOverhead = 1
+	// less the compound header; per message the compound entry's length
+	// and, for the delegate's messages (desired and app states), memberlist's
+	// user-message byte.
+	packetBytes    = 1400 - 2
+	perMsgOverhead = 2 + 1
 	// maxStateVersions is how many state changes one node makes in a
 	// rollback (staged, installing, active); versions fit 3 bits.
 	maxStateVersions = 3
@@ -64,15 +63,12 @@ type RollbackConfig struct {
 	Switch time.Duration
 	// Hook is how long the rollback hook runs; default 0 (no hook).
 	Hook time.Duration
-	// StateBytes is one node's state as memberlist gossips it (an alive
-	// message); it sets how many fit a packet. Default 210
-	// (DefaultStateBytes), one app; a node with many apps sends more.
+	// StateBytes is one app-state broadcast; it sets how many fit a
+	// packet. Default 90 (DefaultStateBytes).
 	StateBytes int
 	// DesiredBytes is the desired state's message; default 1220.
 	DesiredBytes int
-	// UpdateTimeout is gossip.Config.UpdateTimeout; default 1s.
-	UpdateTimeout time.Duration
-	Seed          uint64
+	Seed         uint64
 }
 
 // Validate checks the config and fills in defaults. Its messages name the
@@ -91,10 +87,8 @@ func (c *RollbackConfig) Validate() error {
 		return fmt.Errorf("--hook-time must not be negative, got %v", c.Hook)
 	case c.StateBytes < 0 || c.StateBytes > packetBytes-perMsgOverhead:
 		return fmt.Errorf("--state-bytes must be from 1 to %d (0 for the default %d), got %d", packetBytes-perMsgOverhead, DefaultStateBytes, c.StateBytes)
-	case c.DesiredBytes < 0 || c.DesiredBytes > packetBytes-perMsgOverhead-userMsgOverhead:
-		return fmt.Errorf("--desired-bytes must be from 1 to %d (0 for the default %d), got %d", packetBytes-perMsgOverhead-userMsgOverhead, defaultDesiredBytes, c.DesiredBytes)
-	case c.UpdateTimeout < 0:
-		return fmt.Errorf("--update-timeout must not be negative, got %v", c.UpdateTimeout)
+	case c.DesiredBytes < 0 || c.DesiredBytes > packetBytes-perMsgOverhead:
+		return fmt.Errorf("--desired-bytes must be from 1 to %d (0 for the default %d), got %d", packetBytes-perMsgOverhead, defaultDesiredBytes, c.DesiredBytes)
 	case c.Gossip.Interval < 0:
 		return fmt.Errorf("--gossip-interval must not be negative, got %v", c.Gossip.Interval)
 	case c.Gossip.Fanout < 0:
@@ -120,9 +114,6 @@ func (c *RollbackConfig) Validate() error {
 	if c.DesiredBytes == 0 {
 		c.DesiredBytes = defaultDesiredBytes
 	}
-	if c.UpdateTimeout == 0 {
-		c.UpdateTimeout = defaultUpdateTimeout
-	}
 	c.Gossip = c.Gossip.withDefaults()
 	return nil
 }
@@ -141,33 +132,31 @@ func (c *RollbackConfig) Validate() error {
 // latencies) and queue it for push gossip; push/pull anti-entropy carries
 // it too. A node that accepted it records the app staged, then installing,
 // and, Switch + Hook later, active on the previous release (Back); a node
-// that never moved records it active at once. Each record is a new node
-// state, gossiped as memberlist does it, which is what decides Seen:
+// that never moved records it active at once. Each record is a new app
+// state, gossiped as the gossip package does it, which decides Seen:
 //
-//   - the agent's updater hands memberlist one state at a time (UpdateNode)
-//     and waits until that one has been sent RetransmitMult ×
-//     ceil(log10(members+1)) times, or UpdateTimeout, before it hands over
-//     the newest state since; a node's "active" therefore leaves about when
-//     its "staged" has been retransmitted;
-//   - every member holds one queue of node states (memberlist's
+//   - a node queues each change of its app state as a broadcast at once; it
+//     replaces the node's older one for the app if still queued;
+//   - every member holds one queue of app states (a memberlist
 //     TransmitLimitedQueue): a state newer than the one it knows is queued
-//     with no transmits and replaces the older one; every Gossip.Interval
-//     (own random phase) the member sends a packet to each of Gossip.Fanout
-//     random members holding the states with the fewest transmits, newest
-//     first, as many as fit 1398 bytes at StateBytes each, then, if there
-//     is room for it, the desired state (memberlist fills packets with its
-//     own messages before the delegate's); a state leaves the queue once
-//     sent that many times;
+//     with no transmits, replacing the older; every Gossip.Interval (own
+//     random phase) the member sends a packet to each of Gossip.Fanout
+//     random members: first the desired state while it has sends left
+//     (the desired-state queue comes first), then the app states with the
+//     fewest transmits, newest first, as many as fit 1398 bytes at
+//     StateBytes + 3 each; each is sent RetransmitMult(4) ×
+//     ceil(log10(members+1)) times in all, then leaves the queue (the
+//     queue's bound, 2 × members, is never reached with one app);
 //   - push/pull (Gossip.PushPull scaled by cluster size, one random member)
-//     exchanges every state both ways, and what it brings is queued anew.
+//     exchanges every record both ways, and what it brings is queued anew.
 //
 // So a fleet that changes state all at once shares every member's packets:
-// at thousands of nodes the seeder learns the last state long after the
+// at thousands of nodes the seeder learns the last state well after the
 // nodes got there. Left out: broadcasts piggybacked on probes and their
 // acks (memberlist adds them to every ping, about one packet in eight
 // beside gossip at the LAN defaults, so Seen here is somewhat late),
-// packet loss, CPU contention, and the membership traffic of a cluster
-// that is not settled.
+// memberlist's own messages (a settled cluster has none to speak of),
+// packet loss and CPU contention.
 func SimulateRollback(ctx context.Context, cfg RollbackConfig) (bench.RollbackResult, error) {
 	began := time.Now()
 	if err := cfg.Validate(); err != nil {
@@ -196,9 +185,9 @@ func SimulateRollback(ctx context.Context, cfg RollbackConfig) (bench.RollbackRe
 	res.FleetS = res.Back.Max
 	g := cfg.Gossip
 	res.Notes = fmt.Sprintf("sim: gossip interval %v, fanout %d, push/pull %v (scaled %.0fs), latency %v, accept %v, rumour fan-out %d; "+
-		"switch %v, hook %v; node state %d B (%d a packet), update timeout %v, %d retransmits",
+		"switch %v, hook %v; app state %d B (%d a packet), %d sends each",
 		g.Interval, g.Fanout, g.PushPull, pushPullScale(g.PushPull.Seconds(), cfg.Nodes+1), g.Latency, g.Accept, e.rumour,
-		cfg.Switch, cfg.Hook, cfg.StateBytes, (packetBytes)/(cfg.StateBytes+perMsgOverhead), cfg.UpdateTimeout, e.limit)
+		cfg.Switch, cfg.Hook, cfg.StateBytes, e.perPacket, e.limit)
 	res.WallS = time.Since(began).Seconds()
 	return res, nil
 }
@@ -209,7 +198,6 @@ const (
 	rArrive                // a copy of the rollback state arrives
 	rAccept                // the member accepts it
 	rChange                // the node's next state change (SetApps)
-	rTimeout               // the node's UpdateNode may have timed out
 	rPushPull              // the member's push/pull
 )
 
@@ -237,17 +225,17 @@ type delivery struct {
 // rollbackEngine is one simulated rollback: members 0..n-1 are the nodes,
 // member n the seeder.
 type rollbackEngine struct {
-	cfg                 RollbackConfig
-	n, members          int
-	moved               int
-	interval, latency   float64
-	accept, pp, timeout float64
-	switchS, back       float64 // switch; switch + hook
-	fanout, rumour      int
-	limit               int32
-	perPacket           int
-	desiredBytes        int
-	rng                 *rand.Rand
+	cfg               RollbackConfig
+	n, members        int
+	moved             int
+	interval, latency float64
+	accept, pp        float64
+	switchS, back     float64 // switch; switch + hook
+	fanout, rumour    int
+	limit             int32
+	perPacket         int
+	desiredBytes      int
+	rng               *rand.Rand
 
 	events  eventHeap
 	pending []delivery // in time order: every packet takes one latency
@@ -262,18 +250,15 @@ type rollbackEngine struct {
 	accAt   []float64  // accepted at; +Inf before
 	known   []uint8    // known[m*n+j]: the state version of node j member m holds
 
-	// Per node: its state changes and its updater.
-	applied  []uint8 // changes made so far
-	final    []uint8 // the version that says "active on the previous release"
-	sent     []uint8 // the version handed to memberlist last
-	busy     []bool  // UpdateNode waiting
-	deadline []float64
-	backAt   []float64
-	seenAt   []float64
-	left     int // moved nodes not yet seen back by the seeder or not back
-	waiting  int // nodes that have not accepted the rollback state
-	picked   []int
-	popped   []uint64
+	// Per node: its state changes.
+	applied []uint8 // changes made so far
+	final   []uint8 // the version that says "active on the previous release"
+	backAt  []float64
+	seenAt  []float64
+	left    int // moved nodes not yet back or not yet seen back by the seeder
+	waiting int // nodes that have not accepted the rollback state
+	picked  []int
+	popped  []uint64
 }
 
 func newRollbackEngine(cfg RollbackConfig) *rollbackEngine {
@@ -284,7 +269,7 @@ func newRollbackEngine(cfg RollbackConfig) *rollbackEngine {
 		cfg: cfg, n: n, members: members, moved: cfg.Moved,
 		interval: gp.interval, latency: gp.latency, accept: gp.accept,
 		pp:      pushPullScale(gp.pushPull, members),
-		timeout: cfg.UpdateTimeout.Seconds(), switchS: cfg.Switch.Seconds(), back: (cfg.Switch + cfg.Hook).Seconds(),
+		switchS: cfg.Switch.Seconds(), back: (cfg.Switch + cfg.Hook).Seconds(),
 		fanout: gp.fanout, rumour: gp.rumour, limit: int32(retransmitLimit(members)),
 		perPacket: packetBytes / (cfg.StateBytes + perMsgOverhead), desiredBytes: cfg.DesiredBytes,
 		rng:     rand.New(rand.NewPCG(cfg.Seed, seedRollback)),
@@ -296,8 +281,7 @@ func newRollbackEngine(cfg RollbackConfig) *rollbackEngine {
 		got:     make([]bool, members),
 		accAt:   make([]float64, members),
 		known:   make([]uint8, members*n),
-		applied: make([]uint8, n), final: make([]uint8, n), sent: make([]uint8, n),
-		busy: make([]bool, n), deadline: make([]float64, n),
+		applied: make([]uint8, n), final: make([]uint8, n),
 		backAt: make([]float64, n), seenAt: make([]float64, n),
 		left: cfg.Moved, waiting: n,
 	}
@@ -357,21 +341,7 @@ func (e *rollbackEngine) run(ctx context.Context) error {
 		case rAccept:
 			e.acceptState(m, ev.t)
 		case rChange:
-			e.applied[m]++
-			if e.applied[m] == e.final[m] && m < e.moved {
-				e.backAt[m] = ev.t
-				e.noteDone(m)
-			}
-			if !e.busy[m] {
-				e.update(m, ev.t)
-			}
-		case rTimeout:
-			if e.busy[m] && e.deadline[m] == ev.t {
-				e.busy[m] = false
-				if e.applied[m] > e.sent[m] {
-					e.update(m, ev.t)
-				}
-			}
+			e.change(m, ev.t)
 		case rPushPull:
 			e.pushPull(m, ev.t)
 		}
@@ -423,16 +393,17 @@ func (e *rollbackEngine) acceptState(m int, t float64) {
 	e.events.push(event{t: t + e.back, kind: rChange, node: int32(m)})      // active again
 }
 
-// update hands node j's newest state to memberlist: it is queued at j, and
-// the updater waits for it to be sent out or for UpdateTimeout.
-func (e *rollbackEngine) update(j int, t float64) {
+// change is node j's next state change (SetApps): it is queued at j at
+// once, replacing j's older one.
+func (e *rollbackEngine) change(j int, t float64) {
+	e.applied[j]++
 	v := e.applied[j]
-	e.sent[j] = v
+	if v == e.final[j] && j < e.moved {
+		e.backAt[j] = t
+		e.noteDone(j)
+	}
 	e.known[j*e.n+j] = v
 	e.enqueue(j, uint32(j)<<verBits|uint32(v), t)
-	e.busy[j] = true
-	e.deadline[j] = t + e.timeout
-	e.events.push(event{t: e.deadline[j], kind: rTimeout, node: int32(j)})
 }
 
 // enqueue queues msg at m with no transmits, newest first among those.
@@ -474,12 +445,20 @@ func (e *rollbackEngine) tick(m int, t float64) {
 	}
 }
 
-// packet sends r what fits of m's queue, then the rollback state if there
-// is room; false if it had nothing to send.
+// packet sends r the rollback state while m has sends of it left, then
+// what fits of m's app-state queue; false if it had nothing to send.
 func (e *rollbackEngine) packet(m, r int, t float64) bool {
 	e.popped = e.popped[:0]
+	room := e.perPacket
+	sentDesired := false
+	if e.dLeft[m] > 0 {
+		e.dLeft[m]--
+		sentDesired = true
+		e.pending = append(e.pending, delivery{t: t + e.latency, to: int32(r), msg: desiredMsg})
+		room = (packetBytes - perMsgOverhead - e.desiredBytes) / (e.cfg.StateBytes + perMsgOverhead)
+	}
 	base := m * e.n
-	for len(e.popped) < e.perPacket && len(e.queue[m]) > 0 {
+	for len(e.popped) < room && len(e.queue[m]) > 0 {
 		var x uint64
 		e.queue[m], x = heapPop(e.queue[m])
 		msg := uint32(x & msgMask)
@@ -489,29 +468,10 @@ func (e *rollbackEngine) packet(m, r int, t float64) bool {
 		e.popped = append(e.popped, x)
 		e.pending = append(e.pending, delivery{t: t + e.latency, to: int32(r), msg: msg})
 	}
-	used := len(e.popped) * (e.cfg.StateBytes + perMsgOverhead)
-	sentDesired := false
-	if e.dLeft[m] > 0 && used+perMsgOverhead+userMsgOverhead+e.desiredBytes <= packetBytes {
-		e.dLeft[m]--
-		sentDesired = true
-		e.pending = append(e.pending, delivery{t: t + e.latency, to: int32(r), msg: desiredMsg})
-	}
 	for _, x := range e.popped {
-		tr := int32(x>>trShift) + 1
-		if tr < e.limit {
+		if int32(x>>trShift)+1 < e.limit {
 			e.queue[m] = heapPush(e.queue[m], x+1<<trShift)
-			continue
-		}
-		// Sent enough: it leaves the queue. If it is m's own state,
-		// UpdateNode returns and the updater may hand over a newer one.
-		msg := uint32(x & msgMask)
-		j := int(msg >> verBits)
-		if j == m && e.busy[m] && uint8(msg&verMask) == e.sent[m] {
-			e.busy[m] = false
-			if e.applied[m] > e.sent[m] {
-				e.update(m, t)
-			}
-		}
+		} // else sent enough: it leaves the queue
 	}
 	return len(e.popped) > 0 || sentDesired
 }
