@@ -39,6 +39,10 @@ type RollbackResult struct {
 	Seen Spread `json:"seen"`
 	// FleetS is Back.Max: decision → every moved node back.
 	FleetS float64 `json:"fleet_s"`
+	// ReportedS is the seconds from the decision until the rollout's
+	// status read rolled-back (real runs only): what `swarm publish --wait`
+	// and `swarm rollout status` wait for.
+	ReportedS float64 `json:"reported_s,omitempty"`
 
 	// HostCPUFrac and HostBound are as in Result, over the rollback
 	// (real runs only).
@@ -47,6 +51,15 @@ type RollbackResult struct {
 	// WallS is the wall time the run or simulation took.
 	WallS float64 `json:"wall_s"`
 	Notes string  `json:"notes,omitempty"`
+	// PerNode lists every moved node's times (real runs only).
+	PerNode []RollbackNode `json:"per_node,omitempty"`
+}
+
+// RollbackNode is one moved node's return, in seconds from the decision.
+type RollbackNode struct {
+	Name  string  `json:"name"`
+	BackS float64 `json:"back_s"`
+	SeenS float64 `json:"seen_s"`
 }
 
 // Spread summarises per-node seconds: median, 99th percentile (nearest
