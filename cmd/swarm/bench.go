@@ -121,20 +121,23 @@ func newBenchCmd(ios streams, g *globalOptions) *cobra.Command {
 fleet grows, and completion close to the peer-to-peer lower bound
 T* = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) (Kumar and Ross, 2006).
 
-  real    a seeder and N real agents in this process, and the same N
-          downloading from one HTTP server (the central baseline)
-  procs   a seeder and N agents as separate processes: cost per agent
-          process, and aria2c beside them
-  sim     the piece-level simulator of the same policy, for thousands of nodes
-  gossip  N real memberlist nodes over an in-memory network
-  report  tables and plots from saved results`,
+  real      a seeder and N real agents in this process, and the same N
+            downloading from one HTTP server (the central baseline)
+  procs     a seeder and N agents as separate processes: cost per agent
+            process, and aria2c beside them
+  sim       the piece-level simulator of the same policy, for thousands of nodes
+  gossip    N real memberlist nodes over an in-memory network
+  rollback  a fleet rollback on real agents, or simulated (--sim)
+  report    tables and plots from saved results`,
 		Example: `  swarm bench real --nodes 50 --size 64MiB --node-up 2MiB --origin-up 20MiB
   swarm bench procs --nodes 5 --size 256MiB --aria2c
   swarm bench sim --nodes 5000 --size 1GiB --node-up 1Gbit --node-down 1Gbit --origin-up 10Gbit
   swarm bench gossip --nodes 1000
+  swarm bench rollback --nodes 100
+  swarm bench rollback --sim --nodes 5000
   swarm bench report --in results.jsonl --plots docs/bench --markdown BENCHMARKS.md`,
 	}
-	cmd.AddCommand(newBenchRealCmd(ios, g), newBenchProcsCmd(ios, g), newBenchSimCmd(ios), newBenchGossipCmd(ios, g), newBenchReportCmd(ios))
+	cmd.AddCommand(newBenchRealCmd(ios, g), newBenchProcsCmd(ios, g), newBenchSimCmd(ios), newBenchGossipCmd(ios, g), newBenchRollbackCmd(ios, g), newBenchReportCmd(ios))
 	for _, c := range cmd.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}

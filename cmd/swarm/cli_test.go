@@ -374,6 +374,11 @@ func TestBadInput(t *testing.T) {
 		{"bench sim rumour too wide", []string{"bench", "sim", "--nodes", "100", "--rumour-fanout", "65"}, exitUsage, []string{"--rumour-fanout", "at most 64"}},
 		{"bench sim negative accept", []string{"bench", "sim", "--nodes", "100", "--gossip-accept", "-1s"}, exitUsage, []string{"--gossip-accept", "negative"}},
 		{"bench sim too many pieces", []string{"bench", "sim", "--nodes", "100", "--sim-pieces", "40000"}, exitUsage, []string{"--sim-pieces", "from 1 to 32768"}},
+		{"bench rollback no runs", []string{"bench", "rollback", "--runs", "0"}, exitUsage, []string{"--runs"}},
+		{"bench rollback sim flag on real", []string{"bench", "rollback", "--nodes", "3", "--hook-time", "1s"}, exitUsage, []string{"--hook-time", "add --sim"}},
+		{"bench rollback too many canaries", []string{"bench", "rollback", "--nodes", "3", "--auto", "--canaries", "3"}, exitUsage, []string{"--canaries"}},
+		{"bench rollback sim too large", []string{"bench", "rollback", "--sim", "--nodes", "30000"}, exitUsage, []string{"--nodes", "at most 20000"}},
+		{"bench rollback sim moved past nodes", []string{"bench", "rollback", "--sim", "--nodes", "10", "--moved", "11"}, exitUsage, []string{"--moved"}},
 		{"status unreachable seeder", []string{"status", "--seeder", "http://127.0.0.1:1"}, exitFailure, []string{"unreachable"}},
 	}
 	for _, tc := range cases {
