@@ -183,8 +183,8 @@ func partStates(parts []appPart) []AppState {
 // prunes the queue to its bound. It must not be called with memMu held.
 func (n *Node) queueApps(node, app string, msg []byte) {
 	name := appBroadcastPrefix + app + "/" + node
-	n.appQueue.QueueBroadcast(&namedBroadcast{name: name, msg: msg})
-	if limit := max(minAppQueue, 2*n.numMembers()); n.appQueue.NumQueued() > limit {
+	n.appQueue.Queue(name, msg)
+	if limit := max(minAppQueue, 2*n.numMembers()); n.appQueue.Len() > limit {
 		n.appQueue.Prune(limit)
 	}
 }

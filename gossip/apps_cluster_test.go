@@ -125,7 +125,7 @@ func TestLateJoinerGetsAppsByPushPull(t *testing.T) {
 	waitApps(t, "the cluster sees every node's apps", nodes, want)
 	waitFor(t, "the cluster's app-state broadcasts are done", func() bool {
 		for _, n := range nodes {
-			if n.appQueue.NumQueued() != 0 {
+			if n.appQueue.Len() != 0 {
 				return false
 			}
 		}

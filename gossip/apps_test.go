@@ -83,7 +83,7 @@ func owner(t *testing.T, name string, gen uint64) *Node {
 
 // sent takes every app-state message n has queued.
 func sent(n *Node) [][]byte {
-	msgs := n.appQueue.GetBroadcasts(0, 1<<30)
+	msgs := n.appQueue.Broadcasts(0, 1<<30)
 	n.appQueue.Reset()
 	return msgs
 }
@@ -204,7 +204,7 @@ func TestRecordInOrderNeedsNoPushPull(t *testing.T) {
 		for _, m := range msgs {
 			rx.handleApps(m)
 		}
-		if q := rx.appQueue.NumQueued(); q != 0 {
+		if q := rx.appQueue.Len(); q != 0 {
 			t.Fatalf("step %d: copies already held were passed on (%d)", i, q)
 		}
 	}
@@ -317,7 +317,7 @@ func TestRecordsOfNonMembers(t *testing.T) {
 	for _, m := range append(earlyMsgs, sent(early)...) {
 		rx.handleApps(m)
 	}
-	if n := rx.appQueue.NumQueued(); n != 0 {
+	if n := rx.appQueue.Len(); n != 0 {
 		t.Fatalf("passed on %d messages of a node that left", n)
 	}
 	now = now.Add(rx.orphanTTL + time.Second)
@@ -429,7 +429,7 @@ func TestAppRecordRefusals(t *testing.T) {
 			t.Errorf("%s: refused %d, want 1", name, got-before)
 		}
 	}
-	if got := appsOf(rx, "x"); got != nil || rx.appQueue.NumQueued() != 0 || rx.Stats().AppRecords != 0 {
+	if got := appsOf(rx, "x"); got != nil || rx.appQueue.Len() != 0 || rx.Stats().AppRecords != 0 {
 		t.Fatalf("refused input changed the record (%v) or was passed on", got)
 	}
 

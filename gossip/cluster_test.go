@@ -150,7 +150,7 @@ func TestUntrustedStateIsNotRegossiped(t *testing.T) {
 		if _, _, ok := n.Desired("evil@default"); ok || n.HighestSeq("evil@default") != 0 {
 			t.Errorf("%s accepted the untrusted state", n.cfg.Name)
 		}
-		if q := n.queue.NumQueued(); q != 0 {
+		if q := n.queue.Len(); q != 0 {
 			t.Errorf("%s queued %d broadcasts", n.cfg.Name, q)
 		}
 		if s := n.localState(); s != nil {
@@ -174,7 +174,7 @@ func TestLateJoinerCatchesUpByPushPull(t *testing.T) {
 	}
 	waitFor(t, "the cluster holds the state and has stopped broadcasting it", func() bool {
 		for _, n := range nodes {
-			if n.HighestSeq("web@default") != 4 || n.queue.NumQueued() != 0 {
+			if n.HighestSeq("web@default") != 4 || n.queue.Len() != 0 {
 				return false
 			}
 		}

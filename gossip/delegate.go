@@ -43,11 +43,11 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 		return nil
 	}
 	defer d.n.exit()
-	out := d.n.queue.GetBroadcasts(overhead, limit)
+	out := d.n.queue.Broadcasts(overhead, limit)
 	for _, b := range out {
 		limit -= overhead + len(b)
 	}
-	return append(out, d.n.appQueue.GetBroadcasts(overhead, limit)...)
+	return append(out, d.n.appQueue.Broadcasts(overhead, limit)...)
 }
 
 func (d *delegate) LocalState(join bool) []byte {
@@ -101,27 +101,6 @@ func (e *eventDelegate) NotifyUpdate(node *memberlist.Node) {
 	}
 	defer e.n.exit()
 	e.n.notify()
-}
-
-// namedBroadcast is a message in one of the node's broadcast queues: an
-// app's desired state, or a part of a node's app-state record. Its name
-// makes a newer message replace an older one of the same name still queued.
-type namedBroadcast struct {
-	name string
-	msg  []byte
-}
-
-var _ memberlist.NamedBroadcast = (*namedBroadcast)(nil)
-
-func (b *namedBroadcast) Name() string    { return b.name }
-func (b *namedBroadcast) Message() []byte { return b.msg }
-func (b *namedBroadcast) Finished()       {}
-
-// Invalidates matches by name, as memberlist asks of a NamedBroadcast; only
-// newer messages are ever queued, so the newcomer always wins.
-func (b *namedBroadcast) Invalidates(other memberlist.Broadcast) bool {
-	o, ok := other.(memberlist.NamedBroadcast)
-	return ok && o.Name() == b.name
 }
 
 // logWriter routes memberlist's log.Logger into zap by the level tag at the

@@ -272,7 +272,7 @@ func (n *Node) broadcastLocked(d release.DesiredState, sd release.SignedDesiredS
 		})
 		return msg
 	}
-	n.queue.QueueBroadcast(&namedBroadcast{name: "desired/" + d.Key(), msg: msg})
+	n.queue.Queue("desired/"+d.Key(), msg)
 	return msg
 }
 

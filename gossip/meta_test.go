@@ -119,7 +119,7 @@ func TestSetAppsLimits(t *testing.T) {
 	if err := n.SetApps(most); err != nil {
 		t.Fatalf("SetApps with %d apps: %v", len(most), err)
 	}
-	for _, m := range n.appQueue.GetBroadcasts(0, 1<<20) {
+	for _, m := range n.appQueue.Broadcasts(0, 1<<20) {
 		if len(m) > maxBroadcast(true) {
 			t.Errorf("app-state message of %d bytes, over one encrypted packet (%d)", len(m), maxBroadcast(true))
 		}

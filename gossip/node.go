@@ -30,8 +30,8 @@ type Node struct {
 	// queue holds this node's desired-state broadcasts and appQueue its
 	// app-state ones; memberlist pulls from both (desired states first)
 	// through the delegate to fill its packets.
-	queue    *memberlist.TransmitLimitedQueue
-	appQueue *memberlist.TransmitLimitedQueue
+	queue    *queue
+	appQueue *queue
 	changes  chan struct{}
 	ml       atomic.Pointer[memberlist.Memberlist]
 	addr     atomic.Pointer[string] // advertised address, set by Start
@@ -129,14 +129,8 @@ func New(cfg Config, logger *zap.Logger) (*Node, error) {
 		orphanTTL: defaultOrphanTTL,
 	}
 	n.gate.cond = sync.NewCond(&n.gate.Mutex)
-	n.queue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       n.numMembers,
-		RetransmitMult: cfg.RetransmitMult,
-	}
-	n.appQueue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       n.numMembers,
-		RetransmitMult: cfg.RetransmitMult,
-	}
+	n.queue = newQueue(n.numMembers, cfg.RetransmitMult)
+	n.appQueue = newQueue(n.numMembers, cfg.RetransmitMult)
 	return n, nil
 }
 

@@ -80,7 +80,7 @@ func TestRumourReachesEveryNodeWithoutGossip(t *testing.T) {
 	for _, n := range nodes {
 		// Still queued everywhere: no broadcast went out, the state came
 		// by direct sends alone.
-		if q := n.queue.NumQueued(); q != 1 {
+		if q := n.queue.Len(); q != 1 {
 			t.Errorf("%s: %d broadcasts queued, want the state still waiting", n.cfg.Name, q)
 		}
 	}
