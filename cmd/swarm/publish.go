@@ -166,8 +166,8 @@ func describePlan(p release.Plan) string {
 }
 
 // followRollout polls the rollout of id until it ends: nil when it
-// completes, an error (exit 1) when it was rolled back, stalled or aborted,
-// or the timeout passed. Progress goes to stderr, one line per change.
+// completes, an error (exit 1) once it was rolled back (every moved node
+// back on the previous release), stalled or aborted, or the timeout passed. Progress goes to stderr, one line per change.
 func followRollout(ctx context.Context, ios streams, client *seeder.Client, app, env string, id release.ID, timeout time.Duration, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -182,8 +182,7 @@ func followRollout(ctx context.Context, ios streams, client *seeder.Client, app,
 				fmt.Fprintf(ios.Err, "%s  %s\n", time.Now().Format("15:04:05"), line)
 				last = line
 			}
-			done := st.State.Final() || st.State == release.RolloutStalled || st.State == release.RolloutRollingBack
-			if done {
+			if st.State.Final() || st.State == release.RolloutStalled {
 				if asJSON {
 					enc := json.NewEncoder(ios.Out)
 					enc.SetIndent("", "  ")
@@ -195,6 +194,8 @@ func followRollout(ctx context.Context, ios streams, client *seeder.Client, app,
 					return nil
 				case st.State == release.RolloutComplete:
 					return fmt.Errorf("publish --wait: %s in %s now targets %s: a newer publish took over", app, env, st.Version)
+				case st.State == release.RolloutRolledBack:
+					return fmt.Errorf("publish --wait: %s in %s rolled back to %s on %d nodes: %s", app, env, st.Version, st.Nodes, st.Reason)
 				default:
 					return fmt.Errorf("publish --wait: rollout of %s in %s %s: %s", app, env, st.State, st.Reason)
 				}

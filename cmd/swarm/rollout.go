@@ -291,7 +291,11 @@ func phaseCounts(ph map[string]int) string {
 	})
 	var parts []string
 	for _, k := range keys {
-		if ph[k] > 0 {
+		switch {
+		case ph[k] == 0:
+		case k == rollout.PhaseOther:
+			parts = append(parts, fmt.Sprintf("%d on another release", ph[k]))
+		default:
 			parts = append(parts, fmt.Sprintf("%d %s", ph[k], k))
 		}
 	}
