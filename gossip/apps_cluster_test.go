@@ -304,3 +304,42 @@ func TestLossyAppGossipConverges(t *testing.T) {
 	}
 	t.Logf("%d app-state broadcasts lost", lost.Load())
 }
+
+// TestAppStateGoesStraightToSeeders: with gossip, probes and push/pull all
+// an hour apart, the only way an agent's change reaches the seeder is the
+// packet it sends the seeder directly, and it does, change after change;
+// the other agent, not a seeder, hears nothing.
+func TestAppStateGoesStraightToSeeders(t *testing.T) {
+	k := newKey(t)
+	ring := release.NewKeyring(k.Public())
+	quiet := func(name string, role Role) Config {
+		c := testConfig(name, ring)
+		c.Role = role
+		c.GossipInterval, c.ProbeInterval, c.PushPullInterval = time.Hour, time.Hour, time.Hour
+		c.RumourFanout = -1
+		return c
+	}
+	seeder := startNode(t, quiet("seeder", RoleSeeder))
+	agent := startNode(t, quiet("agent", RoleAgent))
+	other := startNode(t, quiet("other", RoleAgent))
+	join(t, agent, seeder)
+	join(t, other, seeder)
+	join(t, agent, other)
+	waitFor(t, "the agent knows the seeder's role", func() bool {
+		m, ok := agent.member("seeder")
+		return ok && m.Role == RoleSeeder
+	})
+	for v := range 3 {
+		apps := manyApps(2, v)
+		if err := agent.SetApps(apps); err != nil {
+			t.Fatal(err)
+		}
+		waitApps(t, fmt.Sprintf("the seeder sees version %d", v), []*Node{seeder}, map[string][]AppState{"agent": travelled(t, apps)})
+	}
+	if got := agent.Stats().SeederSent; got != 6 {
+		t.Fatalf("agent sent %d app states to seeders, want 6 (2 apps × 3 changes)", got)
+	}
+	if apps := appsOf(other, "agent"); apps != nil {
+		t.Fatalf("a non-seeder got the agent's apps without gossip: %v", apps)
+	}
+}

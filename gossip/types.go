@@ -73,6 +73,9 @@ type Stats struct {
 	// DirectSent counts the copies of newly accepted states sent straight to
 	// random members (Config.RumourFanout), outside the gossip queue.
 	DirectSent uint64
+	// SeederSent counts this node's own app-state changes sent straight to
+	// a seeder, outside the gossip queue.
+	SeederSent uint64
 	// AppRecords counts the times a newer complete app-state record of
 	// another member was taken (and shown by Members).
 	AppRecords uint64
