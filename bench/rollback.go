@@ -48,6 +48,9 @@ type RollbackResult struct {
 	// (real runs only).
 	HostCPUFrac float64 `json:"host_cpu_frac,omitempty"`
 	HostBound   bool    `json:"host_bound,omitempty"`
+	// SeederDropped counts nodes' direct packets the simulated seeder's
+	// full queue dropped (sim only).
+	SeederDropped int `json:"seeder_dropped,omitempty"`
 	// WallS is the wall time the run or simulation took.
 	WallS float64 `json:"wall_s"`
 	Notes string  `json:"notes,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -156,30 +157,78 @@ func (n *Node) publishSelfLocked(changed []appPart) {
 	}
 	h := n.self.header(n.cfg.Name)
 	n.self.raw = encodeRecord(h, n.self.parts)
-	var msgs [][]byte
+	msgs := make(map[string][]byte, max(1, len(changed)))
 	if len(changed) == 0 {
-		msgs = append(msgs, encodeAppMsg(h, nil))
-		n.queueApps(h.node, "", msgs[0])
+		msgs[""] = encodeAppMsg(h, nil)
+		n.queueApps(h.node, "", msgs[""])
 	}
 	for _, p := range changed {
-		m := encodeAppMsg(h, []appPart{p})
-		msgs = append(msgs, m)
-		n.queueApps(h.node, p.app, m)
+		msgs[p.app] = encodeAppMsg(h, []appPart{p})
+		n.queueApps(h.node, p.app, msgs[p.app])
 	}
 	n.tellSeeders(msgs)
 }
 
-// tellSeeders sends this node's own app-state changes straight to every
-// seeder, one packet each, besides queueing them for gossip. The seeder's
-// rollout controller decides on what it sees, and gossip alone brings it a
-// whole fleet's changes slowly: when every node changes at once (a
-// rollback), packets carry about 15 states, newest first, and the
-// simulated seeder at 5000 nodes saw the last node back 48–161 s after it
-// was. The cost is one small packet per change per seeder; a packet lost
-// here still arrives by gossip or push/pull.
-func (n *Node) tellSeeders(msgs [][]byte) {
+// tellSeeders queues this node's own app-state changes (msgs, one per
+// changed app, named by app) to be sent straight to every seeder, besides
+// gossip. The seeder's rollout controller decides on what it sees, and
+// gossip alone brings it a fleet-wide change slowly: when every node
+// changes at once (a rollback), packets carry about 15 states, newest
+// first, and the simulated seeder at 5000 nodes saw the last node back
+// 48–161 s after it was.
+//
+// The send waits a random delay of up to DirectSpread (N members × 100µs,
+// at most 2 s), and a later change of the same app replaces the queued
+// one: the seeder takes packets one at a time and memberlist drops those
+// that find 1024 waiting, so 5000 nodes sending three changes each within
+// milliseconds would lose most of them. A lost packet still arrives by
+// gossip or push/pull.
+func (n *Node) tellSeeders(msgs map[string][]byte) {
+	if len(msgs) == 0 || n.ml.Load() == nil {
+		return
+	}
+	n.direct.mu.Lock()
+	defer n.direct.mu.Unlock()
+	if n.direct.pending == nil {
+		n.direct.pending = make(map[string][]byte)
+	}
+	for app, m := range msgs {
+		n.direct.pending[app] = m
+	}
+	if !n.direct.armed {
+		n.direct.armed = true
+		time.AfterFunc(directDelay(n.numMembers()), n.sendDirect)
+	}
+}
+
+// DirectSpread bounds the random delay of a node's direct sends to the
+// seeders (Node.tellSeeders) in a cluster of members: members × 100µs, at
+// most 2 s, so that about 10 000 packets a second reach a seeder when the
+// whole fleet changes state at once.
+func DirectSpread(members int) time.Duration {
+	return min(time.Duration(members)*100*time.Microsecond, 2*time.Second)
+}
+
+func directDelay(members int) time.Duration {
+	if s := DirectSpread(members); s > 0 {
+		return rand.N(s)
+	}
+	return 0
+}
+
+// sendDirect sends the queued own app states to every seeder, one packet
+// per app.
+func (n *Node) sendDirect() {
+	n.direct.mu.Lock()
+	msgs := n.direct.pending
+	n.direct.pending, n.direct.armed = nil, false
+	n.direct.mu.Unlock()
+	if !n.enter() {
+		return
+	}
+	defer n.exit()
 	ml := n.ml.Load()
-	if ml == nil || len(msgs) == 0 {
+	if ml == nil {
 		return
 	}
 	var seeders []NodeState
@@ -190,6 +239,7 @@ func (n *Node) tellSeeders(msgs [][]byte) {
 		}
 	}
 	n.memMu.Unlock()
+	sent := 0
 	for _, p := range seeders {
 		to, err := memberlistNode(p)
 		if err != nil {
@@ -200,11 +250,12 @@ func (n *Node) tellSeeders(msgs [][]byte) {
 				n.log.Debug("cannot send app state to seeder", zap.String("seeder", p.Name), zap.Error(err))
 				break
 			}
-			n.mu.Lock()
-			n.stats.SeederSent++
-			n.mu.Unlock()
+			sent++
 		}
 	}
+	n.mu.Lock()
+	n.stats.SeederSent += uint64(sent)
+	n.mu.Unlock()
 }
 
 func encodeAppMsg(h recordHeader, parts []appPart) []byte {

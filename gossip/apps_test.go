@@ -63,7 +63,7 @@ func appVersion(i, v int) AppState {
 
 // offline is a node that is not started: its app-state code runs without
 // a network, driven by the test.
-func offline(t *testing.T, name string) *Node {
+func offline(t testing.TB, name string) *Node {
 	t.Helper()
 	n, err := New(testConfig(name, release.NewKeyring(newKey(t).Public())), zap.NewNop())
 	if err != nil {
@@ -74,7 +74,7 @@ func offline(t *testing.T, name string) *Node {
 
 // owner is an offline node whose record has generation gen, so SetApps
 // queues broadcasts.
-func owner(t *testing.T, name string, gen uint64) *Node {
+func owner(t testing.TB, name string, gen uint64) *Node {
 	t.Helper()
 	n := offline(t, name)
 	n.self.gen = gen

@@ -48,7 +48,14 @@ type Node struct {
 
 	// self is this node's own app-state record; selfApps its states as
 	// Members shows them, readable under memMu without self.mu.
-	self     selfRecord
+	self selfRecord
+	// direct holds own app-state changes waiting to go straight to the
+	// seeders (tellSeeders).
+	direct struct {
+		mu      sync.Mutex
+		pending map[string][]byte
+		armed   bool
+	}
 	selfApps atomic.Pointer[[]AppState]
 
 	appTaken   atomic.Uint64 // Stats.AppRecords

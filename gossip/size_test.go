@@ -206,3 +206,28 @@ func BenchmarkPushPullState(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReceiveAppState is a member taking one app-state change of
+// another node (decode, merge, re-queue): what a seeder spends per packet
+// a node sends it directly (Node.tellSeeders), and the simulator's
+// seeder per-packet cost (bench/sim RollbackConfig.SeederCost).
+func BenchmarkReceiveAppState(b *testing.B) {
+	tx, rx := owner(b, "tx", 1), offline(b, "rx")
+	joinOffline(rx, "tx", 1)
+	msgs := make([][]byte, 0, b.N)
+	for i := range b.N {
+		if err := tx.SetApps([]AppState{fleetApp(i, 0)}); err != nil {
+			b.Fatal(err)
+		}
+		msgs = append(msgs, sent(tx)...)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, m := range msgs {
+		rx.handleMsg(m)
+	}
+	b.StopTimer()
+	if st := rx.Stats(); st.AppRecords == 0 || st.AppRefused != 0 {
+		b.Fatalf("took %d records, refused %d", st.AppRecords, st.AppRefused)
+	}
+}

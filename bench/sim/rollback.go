@@ -18,6 +18,9 @@ const (
 	// a moved node's disk work to switch back (three agent state saves and
 	// the installer's Rollback without hook, each write fsynced).
 	defaultSwitch = 2700 * time.Microsecond
+	// defaultSeederCost and defaultSeederQueue: see RollbackConfig.
+	defaultSeederCost  = 10 * time.Microsecond
+	defaultSeederQueue = 1024
 	// DefaultStateBytes is one app's state as the gossip package
 	// broadcasts it (a record header with the one part that changed) for
 	// a node named like the harness's agents ("agent-0042"): 90 bytes; a
@@ -68,7 +71,21 @@ type RollbackConfig struct {
 	StateBytes int
 	// DesiredBytes is the desired state's message; default 1220.
 	DesiredBytes int
-	Seed         uint64
+	// NoDirect turns off the packet each node sends the seeder straight
+	// away on every change of its own state (gossip.Node's tellSeeders), to
+	// see what gossip alone does.
+	NoDirect bool
+	// SeederCost is the seeder's time to take one such packet; its packets
+	// are handled one at a time and, like memberlist's handoff queue, at
+	// most SeederQueue wait: more are dropped (gossip still brings them).
+	// Default 10µs: 3µs measured for the gossip package's part
+	// (BenchmarkReceiveAppState), rounded up for memberlist's decode,
+	// decryption and the read.
+	SeederCost time.Duration
+	// SeederQueue is the seeder's packet queue; default 1024, memberlist's
+	// HandoffQueueDepth.
+	SeederQueue int
+	Seed        uint64
 }
 
 // Validate checks the config and fills in defaults. Its messages name the
@@ -87,6 +104,10 @@ func (c *RollbackConfig) Validate() error {
 		return fmt.Errorf("--hook-time must not be negative, got %v", c.Hook)
 	case c.StateBytes < 0 || c.StateBytes > packetBytes-perMsgOverhead:
 		return fmt.Errorf("--state-bytes must be from 1 to %d (0 for the default %d), got %d", packetBytes-perMsgOverhead, DefaultStateBytes, c.StateBytes)
+	case c.SeederCost < 0:
+		return fmt.Errorf("--seeder-cost must not be negative, got %v", c.SeederCost)
+	case c.SeederQueue < 0:
+		return fmt.Errorf("--seeder-queue must not be negative, got %d", c.SeederQueue)
 	case c.DesiredBytes < 0 || c.DesiredBytes > packetBytes-perMsgOverhead:
 		return fmt.Errorf("--desired-bytes must be from 1 to %d (0 for the default %d), got %d", packetBytes-perMsgOverhead, defaultDesiredBytes, c.DesiredBytes)
 	case c.Gossip.Interval < 0:
@@ -114,6 +135,12 @@ func (c *RollbackConfig) Validate() error {
 	if c.DesiredBytes == 0 {
 		c.DesiredBytes = defaultDesiredBytes
 	}
+	if c.SeederCost == 0 {
+		c.SeederCost = defaultSeederCost
+	}
+	if c.SeederQueue == 0 {
+		c.SeederQueue = defaultSeederQueue
+	}
 	c.Gossip = c.Gossip.withDefaults()
 	return nil
 }
@@ -137,6 +164,7 @@ func (c *RollbackConfig) Validate() error {
 //
 //   - a node queues each change of its app state as a broadcast at once; it
 //     replaces the node's older one for the app if still queued;
+//
 //   - every member holds one queue of app states (a memberlist
 //     TransmitLimitedQueue): a state newer than the one it knows is queued
 //     with no transmits, replacing the older; every Gossip.Interval (own
@@ -147,12 +175,19 @@ func (c *RollbackConfig) Validate() error {
 //     StateBytes + 3 each; each is sent RetransmitMult(4) ×
 //     ceil(log10(members+1)) times in all, then leaves the queue (the
 //     queue's bound, 2 × members, is never reached with one app);
+//
 //   - push/pull (Gossip.PushPull scaled by cluster size, one random member)
 //     exchanges every record both ways, and what it brings is queued anew.
 //
-// So a fleet that changes state all at once shares every member's packets:
-// at thousands of nodes the seeder learns the last state well after the
-// nodes got there. Left out: broadcasts piggybacked on probes and their
+//   - besides (unless NoDirect), a node sends its own state straight to the
+//     seeder, one packet, a random delay of up to gossip.DirectSpread after
+//     a change (changes within the delay go as one); the seeder takes them
+//     one at a time at SeederCost each and drops those that find
+//     SeederQueue waiting.
+//
+// Without the direct packets a fleet that changes state all at once shares
+// every member's gossip packets: at thousands of nodes the seeder learns
+// the last state minutes after the nodes got there. Left out: broadcasts piggybacked on probes and their
 // acks (memberlist adds them to every ping, about one packet in eight
 // beside gossip at the LAN defaults, so Seen here is somewhat late),
 // memberlist's own messages (a settled cluster has none to speak of),
@@ -177,10 +212,11 @@ func SimulateRollback(ctx context.Context, cfg RollbackConfig) (bench.RollbackRe
 	}
 	res := bench.RollbackResult{
 		Kind: bench.KindSim, Start: began, Nodes: cfg.Nodes, Moved: cfg.Moved, Trigger: "sim",
-		HookS:  cfg.Hook.Seconds(),
-		Accept: bench.SpreadOf(e.accAt[:cfg.Nodes]),
-		Back:   bench.SpreadOf(back),
-		Seen:   bench.SpreadOf(seen),
+		HookS:         cfg.Hook.Seconds(),
+		Accept:        bench.SpreadOf(e.accAt[:cfg.Nodes]),
+		Back:          bench.SpreadOf(back),
+		Seen:          bench.SpreadOf(seen),
+		SeederDropped: e.dropped,
 	}
 	res.FleetS = res.Back.Max
 	g := cfg.Gossip
@@ -194,11 +230,13 @@ func SimulateRollback(ctx context.Context, cfg RollbackConfig) (bench.RollbackRe
 
 // Rollback event kinds (event.kind); event.node is the member.
 const (
-	rTick     uint8 = iota // the member's gossip tick
-	rArrive                // a copy of the rollback state arrives
-	rAccept                // the member accepts it
-	rChange                // the node's next state change (SetApps)
-	rPushPull              // the member's push/pull
+	rTick       uint8 = iota // the member's gossip tick
+	rDirect                  // the seeder has handled a node's direct packet (node holds the message)
+	rDirectSend              // a node's delayed direct send to the seeder is due
+	rArrive                  // a copy of the rollback state arrives
+	rAccept                  // the member accepts it
+	rChange                  // the node's next state change (SetApps)
+	rPushPull                // the member's push/pull
 )
 
 // desiredMsg marks the rollback state among queued node states.
@@ -256,9 +294,15 @@ type rollbackEngine struct {
 	backAt  []float64
 	seenAt  []float64
 	left    int // moved nodes not yet back or not yet seen back by the seeder
-	waiting int // nodes that have not accepted the rollback state
-	picked  []int
-	popped  []uint64
+	// The seeder's packet queue: busy until, and how many were dropped.
+	seederBusy float64
+	dArmed     []bool  // per node: a direct send is pending
+	spread     float64 // a direct send's delay is uniform in [0, spread)
+	seederCost float64
+	dropped    int
+	waiting    int // nodes that have not accepted the rollback state
+	picked     []int
+	popped     []uint64
 }
 
 func newRollbackEngine(cfg RollbackConfig) *rollbackEngine {
@@ -284,6 +328,9 @@ func newRollbackEngine(cfg RollbackConfig) *rollbackEngine {
 		applied: make([]uint8, n), final: make([]uint8, n),
 		backAt: make([]float64, n), seenAt: make([]float64, n),
 		left: cfg.Moved, waiting: n,
+		seederCost: cfg.SeederCost.Seconds(),
+		dArmed:     make([]bool, n),
+		spread:     gossip.DirectSpread(members).Seconds(),
 	}
 	for m := range members {
 		e.phase[m] = e.rng.Float64() * e.interval
@@ -344,6 +391,11 @@ func (e *rollbackEngine) run(ctx context.Context) error {
 			e.change(m, ev.t)
 		case rPushPull:
 			e.pushPull(m, ev.t)
+		case rDirectSend:
+			e.sendDirect(m, ev.t)
+		case rDirect:
+			msg := uint32(ev.node)
+			e.learn(e.n, int(msg>>verBits), uint8(msg&verMask), ev.t)
 		}
 	}
 	return nil
@@ -403,7 +455,31 @@ func (e *rollbackEngine) change(j int, t float64) {
 		e.noteDone(j)
 	}
 	e.known[j*e.n+j] = v
-	e.enqueue(j, uint32(j)<<verBits|uint32(v), t)
+	msg := uint32(j)<<verBits | uint32(v)
+	e.enqueue(j, msg, t)
+	if !e.cfg.NoDirect && !e.dArmed[j] {
+		e.dArmed[j] = true
+		e.events.push(event{t: t + e.rng.Float64()*e.spread, kind: rDirectSend, node: int32(j)})
+	}
+}
+
+// sendDirect is node j sending the seeder its current state, the changes
+// since it armed the send coalesced into one packet.
+func (e *rollbackEngine) sendDirect(j int, t float64) {
+	e.dArmed[j] = false
+	e.direct(uint32(j)<<verBits|uint32(e.applied[j]), t+e.latency)
+}
+
+// direct is a node's own state arriving at the seeder at t: queued behind
+// the packets it has yet to handle, or dropped when SeederQueue wait.
+func (e *rollbackEngine) direct(msg uint32, t float64) {
+	start := max(e.seederBusy, t)
+	if waiting := (start - t) / e.seederCost; waiting >= float64(e.cfg.SeederQueue) {
+		e.dropped++
+		return
+	}
+	e.seederBusy = start + e.seederCost
+	e.events.push(event{t: e.seederBusy, kind: rDirect, node: int32(msg)})
 }
 
 // enqueue queues msg at m with no transmits, newest first among those.

@@ -82,6 +82,9 @@ on the bad release). host busy is the machine's CPU over the rollback.
 	f.IntVar(&o.rumour, "rumour-fanout", 0, "sim: members a node sends a new desired state to directly (0 = the agents' default, -1 = none)")
 	f.DurationVar(&o.latency, "gossip-latency", 0, "sim: one network hop (0 = 1ms)")
 	f.DurationVar(&o.accept, "gossip-accept", 0, "sim: time to verify and persist a new desired state (0 = 1.25ms)")
+	f.BoolVar(&o.simCfg.NoDirect, "no-direct", false, "sim: nodes do not send their state changes straight to the seeder (gossip alone)")
+	f.DurationVar(&o.simCfg.SeederCost, "seeder-cost", 0, "sim: the seeder's time per direct packet (0 = 10µs)")
+	f.IntVar(&o.simCfg.SeederQueue, "seeder-queue", 0, "sim: direct packets the seeder queues before dropping (0 = 1024)")
 	return cmd
 }
 
