@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/swarmdeploy/swarm/bench"
+	"github.com/swarmdeploy/swarm/gossip"
 )
 
 // simulateRollback runs the model and returns its engine, for per-node
@@ -78,9 +81,10 @@ func TestRollbackBounds(t *testing.T) {
 }
 
 // TestRollbackParameters checks the direction of each knob on the fleet
-// time and on when the seeder has seen every moved node back.
+// time and on when the seeder has seen every moved node back by gossip
+// alone (NoDirect; TestRollbackDirect covers the direct sends).
 func TestRollbackParameters(t *testing.T) {
-	base := RollbackConfig{Nodes: 300, Seed: 5}
+	base := RollbackConfig{Nodes: 300, Seed: 5, NoDirect: true}
 	run := func(change func(*RollbackConfig)) (back, seen float64) {
 		c := base
 		change(&c)
@@ -185,5 +189,33 @@ func TestQueueHeap(t *testing.T) {
 	}
 	if len(got) != 8 {
 		t.Fatalf("popped %v", got)
+	}
+}
+
+// TestRollbackDirect: the nodes' direct sends bring the seeder every node
+// back within the spread of their delays, far sooner than gossip alone;
+// a seeder whose queue overflows drops packets and still sees everyone,
+// later, by gossip.
+func TestRollbackDirect(t *testing.T) {
+	run := func(c RollbackConfig) bench.RollbackResult {
+		t.Helper()
+		res, err := SimulateRollback(t.Context(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	direct := run(RollbackConfig{Nodes: 1000, Seed: 2})
+	alone := run(RollbackConfig{Nodes: 1000, Seed: 2, NoDirect: true})
+	spread := gossip.DirectSpread(1001).Seconds()
+	if direct.Seen.Max > direct.Back.Max+spread+0.01 || direct.SeederDropped != 0 {
+		t.Errorf("direct: seen max %.3fs with back max %.3fs and spread %.3fs, %d dropped", direct.Seen.Max, direct.Back.Max, spread, direct.SeederDropped)
+	}
+	if alone.Seen.Max < 10*direct.Seen.Max {
+		t.Errorf("gossip alone: seen max %.3fs, direct %.3fs", alone.Seen.Max, direct.Seen.Max)
+	}
+	slow := run(RollbackConfig{Nodes: 1000, Seed: 2, SeederCost: 10 * time.Millisecond, SeederQueue: 4})
+	if slow.SeederDropped == 0 || slow.Seen.Max <= direct.Seen.Max {
+		t.Errorf("slow seeder: %d dropped, seen max %.3fs (direct %.3fs)", slow.SeederDropped, slow.Seen.Max, direct.Seen.Max)
 	}
 }
