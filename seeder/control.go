@@ -78,8 +78,12 @@ func envName(env string) string {
 	return env
 }
 
-// rolloutNodes is how the controller sees agents for app. Gossip does not
-// tell suspected members apart yet, so no node is Suspect.
+// rolloutNodes is how the controller sees agents for app. No node is
+// Suspect: memberlist v0.7.0 does not say which members it suspects (its
+// Members leaves Node.State unset and its events are join, leave and
+// update only). A suspected node so counts as it last reported, never as a
+// failure, until memberlist declares it dead; it then leaves the fleet,
+// again without counting as a failure (rollout.Decide's counting rule).
 func rolloutNodes(agents []gossip.NodeState, app string) []rollout.Node {
 	out := make([]rollout.Node, 0, len(agents))
 	for _, a := range agents {
