@@ -10,7 +10,8 @@
 // only if it verifies against the pinned keyring and its sequence number is
 // higher than any the node has accepted for that app; everything else is
 // counted in Stats and changes nothing. A newly accepted state spreads three
-// ways: memberlist's broadcast queue; a direct send, once, to a few random
+// ways: the node's broadcast queue (its own, queue.go: memberlist's loses
+// messages); a direct send, once, to a few random
 // members (a rumour, which does not wait behind membership news the way the
 // queue does while a cluster joins); and push/pull anti-entropy, which
 // carries every accepted desired state, so a node that joins late or missed
@@ -23,7 +24,11 @@
 // states, up to MaxApps (32) per node, form a record of the node's own,
 // versioned by generation and a sequence that SetApps raises on every
 // change. Each change is gossiped as one small message per changed app,
-// which every node that finds it new passes on, and every push/pull carries
+// which every node that finds it new passes on; the node also sends it
+// straight to every seeder, after a short random delay that coalesces quick
+// changes, so the seeder's rollout controller sees a fleet-wide change in
+// one hop rather than through minutes of shared gossip packets. Every
+// push/pull carries
 // the records of all live members, deflated, which repairs lost messages and
 // brings a late joiner up to date. A receiver shows a node's new apps only
 // once it holds all of that version (its header counts the apps and digests
