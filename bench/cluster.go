@@ -146,7 +146,7 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	c := &Cluster{cfg: cfg, log: log, Key: key}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
-	if err := c.startSeeder(nil); err != nil {
+	if err := c.startSeeder("127.0.0.1:0", nil); err != nil {
 		return nil, err
 	}
 	if c.Client, err = seeder.NewClient(c.Seeder.APIURL()); err != nil {
@@ -164,10 +164,10 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 
 // startSeeder starts the seeder on its store; join lists gossip addresses
 // it joins (a restarted seeder joins its agents).
-func (c *Cluster) startSeeder(join []string) error {
+func (c *Cluster) startSeeder(gossipAddr string, join []string) error {
 	s, err := seeder.New(seeder.Config{
 		StoreDir: c.seederDir(), Key: c.Key, Name: "seeder",
-		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
+		GossipAddr: gossipAddr, TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
 		UploadRate: c.cfg.OriginUploadRate, Gossip: c.cfg.Gossip, Join: join,
 		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle,
 	}, c.log)
@@ -193,9 +193,14 @@ func (c *Cluster) startSeeder(join []string) error {
 	return nil
 }
 
-// RestartSeeder stops the seeder and starts it again on the same store,
-// joining the agents (on new ports: Client points at the new API).
+// RestartSeeder stops the seeder and starts it again on the same store and
+// gossip address, as a seeder bound to its configured port restarts,
+// joining the agents (the API and torrent ports are new: Client points at
+// the new API). A new gossip address under the same name would be refused
+// by every member that still holds the old one alive ("conflicting
+// address") until memberlist declares it dead.
 func (c *Cluster) RestartSeeder() error {
+	addr := c.Seeder.GossipAddr()
 	c.StopSeeder()
 	var join []string
 	for _, n := range c.Agents() {
@@ -204,7 +209,7 @@ func (c *Cluster) RestartSeeder() error {
 			break
 		}
 	}
-	if err := c.startSeeder(join); err != nil {
+	if err := c.startSeeder(addr, join); err != nil {
 		return err
 	}
 	client, err := seeder.NewClient(c.Seeder.APIURL())
