@@ -173,6 +173,8 @@ func TestParseSteps(t *testing.T) {
 		{"ten", ""},
 		{"NaN%", ""},
 		{"1,,2", ""},
+		{"100%,5", ""},
+		{"50%,100%,100%", ""},
 	}
 	for _, tt := range tests {
 		steps, err := ParseSteps(tt.in)

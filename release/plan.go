@@ -89,6 +89,11 @@ func ParseSteps(s string) ([]Step, error) {
 	var steps []Step
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
+		if n := len(steps); n > 0 && steps[n-1].Percent == 100 {
+			// Nothing can follow every node: the step would admit no one,
+			// and the 100% appended below would repeat one.
+			return nil, fmt.Errorf("%w plan %q: %q comes after 100%%, which is every node", ErrInvalid, s, f)
+		}
 		var st Step
 		if p, ok := strings.CutSuffix(f, "%"); ok {
 			v, err := strconv.ParseFloat(p, 64)
