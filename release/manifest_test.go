@@ -243,6 +243,24 @@ func TestParseBudget(t *testing.T) {
 	}
 }
 
+func TestBudgetString(t *testing.T) {
+	for in, want := range map[string]string{
+		"2": "2", "0": "0", "9007199254740993": "9007199254740993",
+		"10%": "10%", "0.1": "10%", ".007": "0.007", "0.07": "7%", "100%": "100%", "12.5%": "12.5%",
+	} {
+		b, err := ParseBudget(in)
+		if err != nil {
+			t.Fatalf("ParseBudget(%q): %v", in, err)
+		}
+		if got := b.String(); got != want {
+			t.Errorf("ParseBudget(%q).String() = %q, want %q", in, got, want)
+		}
+		if again, err := ParseBudget(b.String()); err != nil || again != b {
+			t.Errorf("ParseBudget(%q) = %+v, printed and parsed again %+v, %v", in, b, again, err)
+		}
+	}
+}
+
 func TestPlanValidate(t *testing.T) {
 	tests := []struct {
 		name string
