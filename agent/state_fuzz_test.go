@@ -41,7 +41,7 @@ var corruptRE = regexp.MustCompile(`^agent state .* is corrupt \(.*\); move it a
 // gossip can carry (valid app, version and release id, a known phase), and
 // it survives save and load unchanged.
 func FuzzAgentStateLoad(f *testing.F) {
-	dir := f.TempDir()
+	dir := fuzzcorpus.TempDir(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file := stateFile{path: filepath.Join(dir, "agent.json")}
 		if err := os.WriteFile(file.path, data, 0o644); err != nil {

@@ -165,14 +165,6 @@ func (a *app) reconcile(target string, st stateFile) (now switchTo, why string) 
 		why = "a switch to " + orNone(target) + " was not recorded"
 	default:
 		why = fmt.Sprintf("current points at %s but state says %s", orNone(target), orNone(dirOf(st.Current)))
-		if target != "" {
-			if mf, ok := a.readMeta(target); ok {
-				cur = &mf.Manifest
-			} else {
-				a.log.Warn("current points at a release with no recorded manifest; treating the app as having no current release",
-					zap.String("dir", target))
-			}
-		}
 		if st.Current != nil && st.Current.Dir() != target {
 			prev = st.Current
 		} else {
@@ -186,6 +178,16 @@ func (a *app) reconcile(target string, st stateFile) (now switchTo, why string) 
 			if why == "" {
 				why = "current release " + bad
 			}
+		}
+	}
+	if cur == nil && target != "" {
+		// state.json names no usable release where current points: take
+		// the manifest recorded for that directory.
+		if mf, ok := a.readMeta(target); ok && a.unusable(&mf.Manifest) == "" {
+			cur = &mf.Manifest
+		} else {
+			a.log.Warn("current points at a release with no recorded manifest; treating the app as having no current release",
+				zap.String("dir", target))
 		}
 	}
 	if prev != nil {

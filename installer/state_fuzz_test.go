@@ -62,7 +62,7 @@ func installerStateSeeds(t testing.TB) []fuzzcorpus.Seed {
 // release. Loading again settles on the same without rewriting state.json,
 // and nothing outside the app's directory is touched.
 func FuzzInstallerStateLoad(f *testing.F) {
-	scratch := f.TempDir()
+	scratch := fuzzcorpus.TempDir(f)
 	f.Fuzz(func(t *testing.T, data []byte, link byte) {
 		base, err := os.MkdirTemp(scratch, "")
 		if err != nil {
