@@ -19,9 +19,19 @@ PKGS=("$@")
 PARALLEL=()
 [ -z "${FUZZPARALLEL:-}" ] || PARALLEL=(-parallel "$FUZZPARALLEL")
 
-# `go test -list` prints a package's matching names, then "ok <pkg> <time>".
+# Temporary files, the fuzz targets' included, go to tmpfs when there is
+# one: targets that write files (FuzzUnpack, the state loaders) fsync, and a
+# busy disk holds them to a few inputs a second.
+scratch=
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+	scratch=$(mktemp -d /dev/shm/swarm-fuzz.XXXXXX)
+	export TMPDIR=$scratch
+fi
 list=$(mktemp)
-trap 'rm -f "$list"' EXIT
+out=$(mktemp)
+trap 'rm -rf "$list" "$out" $scratch' EXIT
+
+# `go test -list` prints a package's matching names, then "ok <pkg> <time>".
 if ! "$GO" test -list '^Fuzz' "${PKGS[@]}" >"$list" 2>&1; then
 	cat "$list"
 	echo "fuzz: listing the fuzz targets failed" >&2
@@ -49,8 +59,6 @@ if [ ${#selected[@]} -eq 0 ]; then
 fi
 echo "fuzz: ${#selected[@]} targets, $FUZZTIME each"
 
-out=$(mktemp)
-trap 'rm -f "$list" "$out"' EXIT
 for t in "${selected[@]}"; do
 	pkg=${t% *} name=${t#* }
 	start=$SECONDS
