@@ -1,7 +1,9 @@
 package installer
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -69,26 +71,7 @@ func FuzzInstallerStateLoad(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer os.RemoveAll(base)
-		releases := filepath.Join(base, "releases")
-		app := filepath.Join(releases, "web")
-		for _, m := range []release.Manifest{fuzzV1, fuzzV2, fuzzOther} {
-			dir := filepath.Join(releases, m.App)
-			writeFuzzFile(t, filepath.Join(dir, m.Dir(), "bin"), "x")
-			b, err := json.Marshal(metaFile{Manifest: m, Installed: m.Created})
-			if err != nil {
-				t.Fatal(err)
-			}
-			writeFuzzFile(t, filepath.Join(dir, metaDirName, m.Dir()+".json"), string(b))
-		}
-		victim := filepath.Join(app, fuzzVictim.Dir(), "keep")
-		writeFuzzFile(t, victim, "x")
-		writeFuzzFile(t, filepath.Join(app, stateName), string(data))
-		target := fuzzLinks[int(link)%len(fuzzLinks)]
-		if target != "" {
-			if err := os.Symlink(target, filepath.Join(app, currentName)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		app, victim, target := makeFuzzWorld(t, base, data, link)
 
 		cur, prev, pending := loadFuzzState(t, base)
 		if cur != nil {
@@ -121,6 +104,35 @@ func FuzzInstallerStateLoad(f *testing.F) {
 			t.Fatalf("a file outside the app's releases is gone: %v", err)
 		}
 	})
+}
+
+// makeFuzzWorld builds FuzzInstallerStateLoad's world under base with
+// state.json holding data and current pointing at fuzzLinks[link]; it
+// returns the app's directory, a file outside it that must survive, and
+// the symlink's target.
+func makeFuzzWorld(t *testing.T, base string, data []byte, link byte) (app, victim, target string) {
+	t.Helper()
+	releases := filepath.Join(base, "releases")
+	app = filepath.Join(releases, "web")
+	for _, m := range []release.Manifest{fuzzV1, fuzzV2, fuzzOther} {
+		dir := filepath.Join(releases, m.App)
+		writeFuzzFile(t, filepath.Join(dir, m.Dir(), "bin"), "x")
+		b, err := json.Marshal(metaFile{Manifest: m, Installed: m.Created})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFuzzFile(t, filepath.Join(dir, metaDirName, m.Dir()+".json"), string(b))
+	}
+	victim = filepath.Join(app, fuzzVictim.Dir(), "keep")
+	writeFuzzFile(t, victim, "x")
+	writeFuzzFile(t, filepath.Join(app, stateName), string(data))
+	target = fuzzLinks[int(link)%len(fuzzLinks)]
+	if target != "" {
+		if err := os.Symlink(target, filepath.Join(app, currentName)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return app, victim, target
 }
 
 func writeFuzzFile(t *testing.T, path, body string) {
@@ -177,4 +189,27 @@ func checkFuzzRelease(t *testing.T, app, what string, m *release.Manifest) {
 
 func TestFuzzCorpus(t *testing.T) {
 	fuzzcorpus.Check(t, "FuzzInstallerStateLoad", installerStateSeeds(t))
+}
+
+// TestRollbackRefusesPreviousOutside: a state.json whose previous release
+// names a directory outside the app's (it is not signed) gives no previous
+// release; Rollback once pointed current there.
+func TestRollbackRefusesPreviousOutside(t *testing.T) {
+	v2, victim := fuzzV2, fuzzVictim
+	b, err := json.Marshal(stateFile{Current: &v2, Previous: &victim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	app, _, _ := makeFuzzWorld(t, base, b, 2)
+	i, err := New(Config{Dir: base}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := i.Rollback(context.Background(), "web"); !errors.Is(err, ErrNoPrevious) {
+		t.Fatalf("Rollback = %+v, %v; want ErrNoPrevious", m, err)
+	}
+	if got, err := os.Readlink(filepath.Join(app, currentName)); err != nil || got != v2.Dir() {
+		t.Fatalf("current -> %q, %v; want %s", got, err, v2.Dir())
+	}
 }
