@@ -8,8 +8,10 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # What `make test` runs: every package with the race detector. The slow,
 # large cases live behind `make test-long` and the benchmarks.
 TESTFLAGS   ?= -race -count=1 -timeout 15m
+# How long `make fuzz` runs each fuzz target.
+FUZZTIME    ?= 30s
 
-.PHONY: help build test test-long lint bench bench-full bench-size bench-go demo tidy clean
+.PHONY: help build test test-long fuzz lint bench bench-full bench-size bench-go demo tidy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,6 +24,9 @@ test: ## run all tests with the race detector (what CI runs)
 
 test-long: ## run the slow, large cases too
 	SWARM_TEST_LONG=1 $(GO) test $(TESTFLAGS) -timeout 60m ./...
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s), one at a time
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -41,7 +41,45 @@ func (f stateFile) load() (map[string]appState, error) {
 	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, fmt.Errorf("agent state %s is corrupt (%w); move it aside to start afresh", f.path, err)
 	}
+	if out == nil { // the file said null
+		out = map[string]appState{}
+	}
+	for key, st := range out {
+		if err := st.validate(key); err != nil {
+			return nil, fmt.Errorf("agent state %s is corrupt (%w); move it aside to start afresh", f.path, err)
+		}
+	}
 	return out, nil
+}
+
+// validate checks a state read back from disk the way gossip checks what
+// a node reports: one entry gossip refuses would keep the node from
+// reporting any app. It must also be filed under its own app, as the agent
+// looks it up by that name.
+func (s appState) validate(key string) error {
+	if s.App != key {
+		return fmt.Errorf("entry %q is about app %q", key, s.App)
+	}
+	if err := release.ValidateApp(s.App); err != nil {
+		return err
+	}
+	if s.Version != "" {
+		if err := release.ValidateVersion(s.Version); err != nil {
+			return fmt.Errorf("app %s: %w", s.App, err)
+		}
+	}
+	if s.ReleaseID != "" {
+		if _, err := release.ParseID(string(s.ReleaseID)); err != nil {
+			return fmt.Errorf("app %s: %w", s.App, err)
+		}
+	}
+	switch s.Phase {
+	case "", gossip.PhaseDownloading, gossip.PhaseStaged, gossip.PhaseInstalling,
+		gossip.PhaseActive, gossip.PhaseFailed, gossip.PhaseRolledBack:
+	default:
+		return fmt.Errorf("app %s: unknown phase %q", s.App, s.Phase)
+	}
+	return nil
 }
 
 func (f stateFile) save(states map[string]appState) error {

@@ -35,13 +35,33 @@ func TestStateFileRoundTrip(t *testing.T) {
 }
 
 func TestStateFileCorrupt(t *testing.T) {
+	for _, body := range []string{
+		`{not json`,
+		`{"web":{"app":"db","phase":"active"}}`,
+		`{"../x":{"app":"../x"}}`,
+		`{"web":{"app":"web","phase":"exploded"}}`,
+		`{"web":{"app":"web","version":"../1"}}`,
+		`{"web":{"app":"web","release_id":"sha256:00"}}`,
+	} {
+		p := filepath.Join(t.TempDir(), "agent.json")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := stateFile{path: p}.load()
+		if err == nil || !strings.Contains(err.Error(), "move it aside") {
+			t.Errorf("corrupt state %s: %v", body, err)
+		}
+	}
+}
+
+func TestStateFileNull(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "agent.json")
-	if err := os.WriteFile(p, []byte("{not json"), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte("null"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := stateFile{path: p}.load()
-	if err == nil || !strings.Contains(err.Error(), "move it aside") {
-		t.Fatalf("corrupt state: %v", err)
+	got, err := stateFile{path: p}.load()
+	if err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("null state: %v, %v; want an empty map", got, err)
 	}
 }
 

@@ -165,34 +165,61 @@ func (a *app) reconcile(target string, st stateFile) (now switchTo, why string) 
 		why = "a switch to " + orNone(target) + " was not recorded"
 	default:
 		why = fmt.Sprintf("current points at %s but state says %s", orNone(target), orNone(dirOf(st.Current)))
-		if target != "" {
-			if mf, ok := a.readMeta(target); ok {
-				cur = &mf.Manifest
-			} else {
-				a.log.Warn("current points at a release with no recorded manifest; treating the app as having no current release",
-					zap.String("dir", target))
-			}
-		}
 		if st.Current != nil && st.Current.Dir() != target {
 			prev = st.Current
 		} else {
 			prev = st.Previous
 		}
 	}
-	if cur != nil && (cur.App != a.name || !isDir(filepath.Join(a.dir, cur.Dir()))) {
-		a.log.Warn("current release directory is missing", zap.String("dir", cur.Dir()))
-		cur, unchecked = nil, false
-		if why == "" {
-			why = "current release directory is missing"
+	if cur != nil {
+		if bad := a.unusable(cur); bad != "" {
+			a.log.Warn("current release "+bad, zap.String("dir", cur.Dir()))
+			cur, unchecked = nil, false
+			if why == "" {
+				why = "current release " + bad
+			}
 		}
 	}
-	if prev != nil && (prev.App != a.name || prev.Dir() == dirOf(cur) || !isDir(filepath.Join(a.dir, prev.Dir()))) {
-		prev = nil
-		if why == "" {
-			why = "previous release directory is missing"
+	if cur == nil && target != "" {
+		// state.json names no usable release where current points: take
+		// the manifest recorded for that directory.
+		if mf, ok := a.readMeta(target); ok && a.unusable(&mf.Manifest) == "" {
+			cur = &mf.Manifest
+		} else {
+			a.log.Warn("current points at a release with no recorded manifest; treating the app as having no current release",
+				zap.String("dir", target))
+		}
+	}
+	if prev != nil {
+		bad := a.unusable(prev)
+		if bad == "" && prev.Dir() == dirOf(cur) {
+			bad = "is the current one"
+		}
+		if bad != "" {
+			prev = nil
+			if why == "" {
+				why = "previous release " + bad
+			}
 		}
 	}
 	return switchTo{Current: clone(cur), Previous: clone(prev), Unchecked: unchecked && cur != nil}, why
+}
+
+// unusable says why m, as state.json or a manifest record has it, cannot be
+// one of the app's releases, or "" if it can: a manifest whose fields do not
+// name a directory inside the app's (state.json is not signed, and a
+// version of "../x" would have the installer switch to, and later delete,
+// a directory elsewhere), of another app, or whose directory is gone.
+func (a *app) unusable(m *release.Manifest) string {
+	switch {
+	case checkManifest(*m) != nil:
+		return "is not a valid manifest"
+	case m.App != a.name:
+		return "belongs to app " + m.App
+	case !isDir(filepath.Join(a.dir, m.Dir())):
+		return "directory is missing"
+	}
+	return ""
 }
 
 func orNone(s string) string {

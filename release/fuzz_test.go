@@ -172,5 +172,39 @@ func FuzzVerifyDesired(f *testing.F) {
 				t.Fatalf("verified state carries a manifest whose signature does not verify: %s", m.Payload)
 			}
 		}
+		checkVerifiedDesired(t, ring, data, s, got)
 	})
+}
+
+// checkVerifiedDesired holds what FuzzVerifyDesired checks of a state that
+// verified, through the exported API only: Unverified agrees; the manifests
+// inside verify on their own and are of the state's app; the same bytes
+// never verify as a signed manifest; and any change to the payload bytes
+// breaks the signature.
+func checkVerifiedDesired(t *testing.T, ring Keyring, data []byte, s SignedDesiredState, got DesiredState) {
+	t.Helper()
+	if u, err := s.Unverified(); err != nil || !bytes.Equal(mustJSON(t, u), mustJSON(t, got)) {
+		t.Fatalf("Unverified = %+v, %v; Verify = %+v", u, err, got)
+	}
+	for _, m := range []*SignedManifest{&got.Target, got.Previous} {
+		if m == nil {
+			continue
+		}
+		if mm, err := m.Verify(ring); err != nil || mm.App != got.App {
+			t.Fatalf("state of app %s carries manifest %+v: %v", got.App, mm, err)
+		}
+	}
+	var asManifest SignedManifest
+	if json.Unmarshal(data, &asManifest) == nil {
+		if m, err := asManifest.Verify(ring); err == nil {
+			t.Fatalf("a signed desired state verified as a manifest: %+v", m)
+		}
+	}
+	for _, p := range payloadMutations(s.Payload, len(data)) {
+		mut := s
+		mut.Payload = p
+		if d, err := mut.Verify(ring); !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("payload changed to %q: Verify = %+v, %v; want ErrBadSignature", p, d, err)
+		}
+	}
 }

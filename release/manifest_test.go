@@ -173,6 +173,8 @@ func TestParseSteps(t *testing.T) {
 		{"ten", ""},
 		{"NaN%", ""},
 		{"1,,2", ""},
+		{"100%,5", ""},
+		{"50%,100%,100%", ""},
 	}
 	for _, tt := range tests {
 		steps, err := ParseSteps(tt.in)
@@ -237,6 +239,24 @@ func TestParseBudget(t *testing.T) {
 		}
 		if got := b.Of(tt.fleet); got != tt.want {
 			t.Errorf("ParseBudget(%q).Of(%d) = %d, want %d", tt.in, tt.fleet, got, tt.want)
+		}
+	}
+}
+
+func TestBudgetString(t *testing.T) {
+	for in, want := range map[string]string{
+		"2": "2", "0": "0", "9007199254740993": "9007199254740993",
+		"10%": "10%", "0.1": "10%", ".007": "0.007", "0.07": "7%", "100%": "100%", "12.5%": "12.5%",
+	} {
+		b, err := ParseBudget(in)
+		if err != nil {
+			t.Fatalf("ParseBudget(%q): %v", in, err)
+		}
+		if got := b.String(); got != want {
+			t.Errorf("ParseBudget(%q).String() = %q, want %q", in, got, want)
+		}
+		if again, err := ParseBudget(b.String()); err != nil || again != b {
+			t.Errorf("ParseBudget(%q) = %+v, printed and parsed again %+v, %v", in, b, again, err)
 		}
 	}
 }

@@ -89,6 +89,11 @@ func ParseSteps(s string) ([]Step, error) {
 	var steps []Step
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
+		if n := len(steps); n > 0 && steps[n-1].Percent == 100 {
+			// Nothing can follow every node: the step would admit no one,
+			// and the 100% appended below would repeat one.
+			return nil, fmt.Errorf("%w plan %q: %q comes after 100%%, which is every node", ErrInvalid, s, f)
+		}
 		var st Step
 		if p, ok := strings.CutSuffix(f, "%"); ok {
 			v, err := strconv.ParseFloat(p, 64)
@@ -170,7 +175,13 @@ func ParseBudget(s string) (Budget, error) {
 	case strings.Contains(m[1], "."):
 		b.Ratio = v
 	default:
-		b.Count = int(v)
+		// Parsed again as an integer: a float loses counts past 2^53,
+		// and one past the int range would turn negative.
+		n, err := strconv.Atoi(m[1])
+		if err != nil {
+			return Budget{}, fmt.Errorf("%w %q: %w", ErrInvalid, s, err)
+		}
+		b.Count = n
 	}
 	if b.Ratio > 1 {
 		return Budget{}, fmt.Errorf("%w %q: a ratio must be at most 100%%", ErrInvalid, s)
@@ -194,10 +205,19 @@ func (b Budget) Of(n int) int {
 	return b.Count
 }
 
-// String is the budget as the flags spell it.
+// String is the budget as the flags spell it, in a form ParseBudget reads
+// back to the same budget: a ratio as the shortest percentage that does
+// (ratio*100 is often not one: 0.007 would print as 0.7000000000000001%),
+// else as the ratio itself.
 func (b Budget) String() string {
 	if b.Ratio > 0 {
-		return strconv.FormatFloat(b.Ratio*100, 'f', -1, 64) + "%"
+		for prec := 0; prec <= 17; prec++ {
+			pct := strconv.FormatFloat(b.Ratio*100, 'f', prec, 64)
+			if v, err := strconv.ParseFloat(pct, 64); err == nil && v/100 == b.Ratio {
+				return pct + "%"
+			}
+		}
+		return strconv.FormatFloat(b.Ratio, 'f', -1, 64)
 	}
 	return strconv.Itoa(b.Count)
 }

@@ -1,8 +1,6 @@
 package seeder
 
 import (
-	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,15 +114,7 @@ func readBody(r *http.Request, v any) error {
 	if len(b) > maxCommandBody {
 		return fmt.Errorf("%w request: body over %d bytes", release.ErrInvalid, maxCommandBody)
 	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w request body: %w", release.ErrInvalid, err)
-	}
-	return nil
+	return decodeCommand(b, v)
 }
 
 // answer writes v, or err as an apiError with the status apiStatus maps it
@@ -144,28 +134,10 @@ func (s *Seeder) answer(w http.ResponseWriter, what string, v any, err error) {
 }
 
 func (s *Seeder) handlePublish(w http.ResponseWriter, r *http.Request) {
-	raw, err := base64.StdEncoding.DecodeString(r.Header.Get(ManifestHeader))
-	if err != nil || len(raw) == 0 {
-		writeJSON(w, http.StatusBadRequest, apiError{"missing or malformed " + ManifestHeader + " header"})
+	sm, opts, err := decodePublish(r.Header.Get(ManifestHeader), r.Header.Get(RolloutHeader))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
 		return
-	}
-	var sm release.SignedManifest
-	if err := json.Unmarshal(raw, &sm); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{"malformed manifest: " + err.Error()})
-		return
-	}
-	var opts PublishOptions
-	if h := r.Header.Get(RolloutHeader); h != "" {
-		raw, err := base64.StdEncoding.DecodeString(h)
-		if err == nil {
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.DisallowUnknownFields()
-			err = dec.Decode(&opts)
-		}
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{"malformed " + RolloutHeader + " header: " + err.Error()})
-			return
-		}
 	}
 	res, err := s.Publish(r.Context(), sm, r.Body, opts)
 	if err != nil {

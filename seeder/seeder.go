@@ -349,20 +349,12 @@ func (s *Seeder) Publish(ctx context.Context, sm release.SignedManifest, body io
 // rolloutOptions checks an environment and a plan (nil: the default plan)
 // against what the seeder knows of the environment's fleet now.
 func (s *Seeder) rolloutOptions(env string, plan *release.Plan) (string, release.Plan, error) {
-	if env == "" {
-		env = release.DefaultEnv
-	}
-	if err := release.ValidateEnv(env); err != nil {
-		return "", release.Plan{}, err
-	}
+	env = envName(env)
 	p := s.cfg.DefaultPlan
 	if plan != nil {
 		p = *plan
 	}
-	if err := p.Validate(); err != nil {
-		return "", release.Plan{}, err
-	}
-	if err := rollout.ValidateAgainstFleet(p, env, len(s.agents(env))); err != nil {
+	if err := checkRollout(env, p, len(s.agents(env))); err != nil {
 		return "", release.Plan{}, err
 	}
 	return env, p, nil
