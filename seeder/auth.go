@@ -60,22 +60,25 @@ func ValidateToken(s string) error {
 
 // ReadTokenFile reads an API token from path: one token, surrounding
 // whitespace ignored. Like private keys, a token file readable by group or
-// others is refused.
+// others is refused. Errors name the file, never the token.
 func ReadTokenFile(path string) (string, error) {
 	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("%s does not exist; make one with 'swarm api-token generate --out %s'", path, path)
+	}
 	if err != nil {
-		return "", fmt.Errorf("API token file: %w", err)
+		return "", err
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("API token file %s has mode %04o: group or others can read it; chmod 600 %s", path, st.Mode().Perm(), path)
+		return "", fmt.Errorf("%s has mode %04o: group or others can read it; chmod 600 %s", path, st.Mode().Perm(), path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("API token file: %w", err)
+		return "", err
 	}
 	tok := strings.TrimSpace(string(b))
 	if err := ValidateToken(tok); err != nil {
-		return "", fmt.Errorf("API token file %s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return tok, nil
 }
