@@ -220,9 +220,6 @@ func (a *authenticator) clientCert(cs *tls.ConnectionState) (ok, given bool) {
 	return err == nil, true
 }
 
-// errNoAuth and errNoTLS are Validate's refusals of an API that is not
-// secure, unless Config.InsecureAPI.
-var (
-	errNoAuth = errors.New("seeder: the API would accept anyone: give --api-token-file FILE (make one with 'swarm api-token generate --out FILE') or --tls-client-ca FILE, or --insecure-api to run it open")
-	errNoTLS  = errors.New("without TLS: give --tls-cert and --tls-key, listen on 127.0.0.1, or --insecure-api to send tokens in clear")
-)
+// errNoAuth is Validate's refusal of an API anyone could use, unless
+// Config.InsecureAPI.
+var errNoAuth = errors.New("seeder: the API would accept anyone: give --api-token-file FILE (make one with 'swarm api-token generate --out FILE') or --tls-client-ca FILE, or --insecure-api to run it open")
