@@ -45,10 +45,10 @@ func GenerateToken() (string, error) {
 // characters of RFC 6750's token68 alphabet (A-Z a-z 0-9 - . _ ~ + /,
 // then optional '='). The error never contains the token.
 func ValidateToken(s string) error {
-	if len(s) < MinTokenLen || len(s) > maxTokenLen {
+	body := strings.TrimRight(s, "=")
+	if len(body) < MinTokenLen || len(s) > maxTokenLen {
 		return fmt.Errorf("API token has %d characters; it needs %d to %d: make one with 'swarm api-token generate'", len(s), MinTokenLen, maxTokenLen)
 	}
-	body := strings.TrimRight(s, "=")
 	for i := 0; i < len(body); i++ {
 		c := body[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", c) >= 0) {

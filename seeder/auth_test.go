@@ -476,3 +476,65 @@ func TestPublishTooLarge(t *testing.T) {
 		t.Errorf("refused publishes changed the store:\nbefore %v\nafter  %v", before, after)
 	}
 }
+
+func TestTokenFormat(t *testing.T) {
+	gen := testToken(t)
+	if err := ValidateToken(gen); err != nil || len(gen) != 43 {
+		t.Fatalf("generated token %d characters: %v", len(gen), err)
+	}
+	for _, tc := range []struct {
+		tok string
+		ok  bool
+	}{
+		{strings.Repeat("a", 32), true},
+		{strings.Repeat("A0-._~+/", 4) + "==", true},
+		{strings.Repeat("a", 31), false},
+		{strings.Repeat("=", 40), false},
+		{strings.Repeat("a", 31) + "=", false},
+		{strings.Repeat("a", 1025), false},
+		{strings.Repeat("a", 32) + " b", false},
+		{strings.Repeat("a", 32) + "\n", false},
+		{strings.Repeat("a", 16) + "=" + strings.Repeat("a", 16), false},
+	} {
+		err := ValidateToken(tc.tok)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateToken(%q) = %v, want ok %v", tc.tok, err, tc.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), tc.tok) {
+			t.Errorf("the error carries the token: %v", err)
+		}
+	}
+
+	dir := t.TempDir()
+	for name, tc := range map[string]struct {
+		content string
+		mode    os.FileMode
+		want    string
+	}{
+		"good":        {gen + "\n", 0o600, ""},
+		"group read":  {gen, 0o640, "chmod 600"},
+		"short":       {"secret", 0o600, "api-token generate"},
+		"empty":       {"", 0o600, "0 characters"},
+		"two in file": {gen + "\n" + gen, 0o600, "character"},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+		if err := os.WriteFile(p, []byte(tc.content), tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := ReadTokenFile(p)
+		switch {
+		case tc.want == "" && (err != nil || tok != gen):
+			t.Errorf("%s: %q, %v", name, tok, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want mention of %q", name, err, tc.want)
+		case err != nil && strings.Contains(err.Error(), gen):
+			t.Errorf("%s: the error carries the token: %v", name, err)
+		}
+	}
+	if _, err := ReadTokenFile(filepath.Join(dir, "none")); err == nil || !strings.Contains(err.Error(), "api-token generate --out") {
+		t.Errorf("missing file: %v", err)
+	}
+}
