@@ -41,21 +41,29 @@ const (
 	PathRollouts = "/v1/rollouts"
 )
 
-// The API server's limits. A request's headers must arrive within
-// apiReadHeaderTimeout; every request but a publish must be read within
-// apiReadTimeout and answered within apiWriteTimeout. A publish streams
-// a bundle of up to Config.MaxBundleSize (64 GiB by default: hours on a
-// slow link), so it has no total limit: it fails once no byte has arrived
-// for publishStallTimeout, and its answer, written after the bundle is
-// verified, gets apiWriteTimeout from then.
-const (
-	apiReadHeaderTimeout = 10 * time.Second
-	apiReadTimeout       = time.Minute
-	apiWriteTimeout      = time.Minute
-	apiIdleTimeout       = 2 * time.Minute
-	apiMaxHeaderBytes    = 64 << 10 // a signed manifest and a plan are a few KiB
-	publishStallTimeout  = time.Minute
-)
+// apiLimits are the API server's limits. A request's headers must arrive
+// within readHeader; every request but a publish must be read within read
+// and answered within write. A publish streams a bundle of up to
+// Config.MaxBundleSize (64 GiB by default: hours on a slow link), so it has
+// no total limit: it fails once no byte has arrived for stall, and its
+// answer, written after the bundle is verified, gets write from then.
+type apiLimits struct {
+	readHeader, read, write, idle, stall time.Duration
+	maxHeaderBytes                       int
+}
+
+// defaultAPILimits are the limits of every seeder; tests shorten them.
+func defaultAPILimits() apiLimits {
+	return apiLimits{
+		readHeader: 10 * time.Second,
+		read:       time.Minute,
+		write:      time.Minute,
+		idle:       2 * time.Minute,
+		stall:      time.Minute,
+		// A signed manifest and a rollout plan are a few KiB.
+		maxHeaderBytes: 64 << 10,
+	}
+}
 
 // ErrTooLarge: a published bundle is larger than Config.MaxBundleSize.
 var ErrTooLarge = errors.New("bundle too large")
@@ -109,11 +117,11 @@ func (s *Seeder) apiListener(ln net.Listener) net.Listener {
 func (s *Seeder) apiServer() *http.Server {
 	return &http.Server{
 		Handler:           s.routes(),
-		ReadHeaderTimeout: apiReadHeaderTimeout,
-		ReadTimeout:       apiReadTimeout,
-		WriteTimeout:      apiWriteTimeout,
-		IdleTimeout:       apiIdleTimeout,
-		MaxHeaderBytes:    apiMaxHeaderBytes,
+		ReadHeaderTimeout: s.limits.readHeader,
+		ReadTimeout:       s.limits.read,
+		WriteTimeout:      s.limits.write,
+		IdleTimeout:       s.limits.idle,
+		MaxHeaderBytes:    s.limits.maxHeaderBytes,
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 	}
@@ -267,13 +275,13 @@ func (s *Seeder) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// The upload may take hours: no total deadline, but one that moves
-	// with every byte that arrives (publishStallTimeout).
+	// with every byte that arrives (apiLimits.stall).
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})
-	body := &stallReader{r: http.MaxBytesReader(w, r.Body, limit), rc: rc}
+	body := &stallReader{r: http.MaxBytesReader(w, r.Body, limit), rc: rc, stall: s.limits.stall}
 	body.extend()
 	res, err := s.Publish(r.Context(), sm, body, opts)
-	_ = rc.SetWriteDeadline(time.Now().Add(apiWriteTimeout))
+	_ = rc.SetWriteDeadline(time.Now().Add(s.limits.write))
 	if err != nil {
 		code := apiStatus(err)
 		if code >= 500 {
@@ -297,23 +305,24 @@ func (s *Seeder) refuseTooLarge(w http.ResponseWriter, size int64) {
 	writeError(w, http.StatusRequestEntityTooLarge, err.Error())
 }
 
-// stallReader moves the connection's read deadline publishStallTimeout
-// ahead as bytes arrive (at most once a second), so a long upload lives as
-// long as it moves.
+// stallReader moves the connection's read deadline stall ahead as bytes
+// arrive (at most every stall/4), so a long upload lives as long as it
+// moves.
 type stallReader struct {
-	r    io.Reader
-	rc   *http.ResponseController
-	last time.Time
+	r     io.Reader
+	rc    *http.ResponseController
+	stall time.Duration
+	last  time.Time
 }
 
 func (s *stallReader) extend() {
 	s.last = time.Now()
-	_ = s.rc.SetReadDeadline(s.last.Add(publishStallTimeout))
+	_ = s.rc.SetReadDeadline(s.last.Add(s.stall))
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	if n > 0 && time.Since(s.last) > time.Second {
+	if n > 0 && time.Since(s.last) > s.stall/4 {
 		s.extend()
 	}
 	return n, err

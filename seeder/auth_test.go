@@ -538,3 +538,60 @@ func TestTokenFormat(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// A publish may take longer than the read timeout as long as bytes keep
+// arriving; one that stalls fails with 408 and leaves the store as it was.
+func TestPublishDeadlines(t *testing.T) {
+	key, _ := release.GenerateKey(rand.Reader)
+	f := startSeederTuned(t, Config{StoreDir: t.TempDir(), Key: key}, func(s *Seeder) {
+		s.limits.read, s.limits.write, s.limits.stall = 300*time.Millisecond, 300*time.Millisecond, 2*time.Second
+	})
+	ctx := context.Background()
+	b := pack(t, f, appTree(t, "slow", 64<<10), "web", "1.0.0")
+	data, err := os.ReadFile(b.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Slow: the bundle in 20 pieces 50 ms apart, about three read timeouts.
+	pr, pw := io.Pipe()
+	go func() {
+		step := len(data)/20 + 1
+		for off := 0; off < len(data); off += step {
+			if _, err := pw.Write(data[off:min(off+step, len(data))]); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	start := time.Now()
+	if _, err := f.c.Publish(ctx, b.Signed, pr, b.Manifest.BundleSize); err != nil {
+		t.Fatalf("a slow, moving publish: %v", err)
+	}
+	if took := time.Since(start); took < f.s.limits.read {
+		t.Fatalf("the slow publish took %s, not longer than the read timeout: the test proves nothing", took)
+	}
+
+	// Stalled: half the bundle, then nothing.
+	f = startSeederTuned(t, Config{StoreDir: t.TempDir(), Key: key}, func(s *Seeder) { s.limits.stall = 300 * time.Millisecond })
+	before := storeListing(t, f.store)
+	b2 := pack(t, f, appTree(t, "stalled", 64<<10), "web", "2.0.0")
+	data2, err := os.ReadFile(b2.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr2, pw2 := io.Pipe()
+	defer pw2.Close()
+	go func() { _, _ = pw2.Write(data2[:len(data2)/2]) }()
+	_, err = f.c.Publish(ctx, b2.Signed, pr2, b2.Manifest.BundleSize)
+	var refused *ErrRefused
+	if !errors.As(err, &refused) || refused.Status != http.StatusRequestTimeout {
+		t.Fatalf("a stalled publish: %v, want 408", err)
+	}
+	t.Log(refused.Message)
+	pw2.Close()
+	if after := storeListing(t, f.store); !slices.Equal(before, after) {
+		t.Errorf("a stalled publish changed the store:\nbefore %v\nafter  %v", before, after)
+	}
+}

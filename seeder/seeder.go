@@ -190,6 +190,7 @@ type Seeder struct {
 	torrent *swarm.Client
 	api     *http.Server
 	apiLn   net.Listener
+	limits  apiLimits
 
 	// publishMu makes one desired state issued at a time, by a publish, a
 	// command or the controller; it also guards ctl.
@@ -211,7 +212,7 @@ func New(cfg Config, log *zap.Logger) (*Seeder, error) {
 	ring := release.NewKeyring(append([]release.PublicKey{cfg.Key.Public()}, cfg.Trust...)...)
 	return &Seeder{
 		cfg: cfg, log: log.Named("seeder"), ring: ring, store: newStore(cfg.StoreDir),
-		ctl: newController(), stop: make(chan struct{}),
+		ctl: newController(), stop: make(chan struct{}), limits: defaultAPILimits(),
 	}, nil
 }
 

@@ -60,6 +60,13 @@ func startSeederWithKey(t *testing.T, store string, key *release.PrivateKey) *fi
 // filled in for a test, and an API token unless cfg has one or InsecureAPI.
 func startSeederConfig(t *testing.T, cfg Config) *fixture {
 	t.Helper()
+	return startSeederTuned(t, cfg, nil)
+}
+
+// startSeederTuned is startSeederConfig with tune, when set, called
+// between New and Start.
+func startSeederTuned(t *testing.T, cfg Config, tune func(*Seeder)) *fixture {
+	t.Helper()
 	key, store := cfg.Key, cfg.StoreDir
 	cfg.Name, cfg.GossipAddr, cfg.TorrentAddr, cfg.APIAddr = "seeder", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.APIToken == "" && !cfg.InsecureAPI {
@@ -68,6 +75,9 @@ func startSeederConfig(t *testing.T, cfg Config) *fixture {
 	s, err := New(cfg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(s)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
