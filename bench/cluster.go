@@ -93,7 +93,10 @@ type Cluster struct {
 	log    *zap.Logger
 	Key    *release.PrivateKey
 	Seeder *seeder.Seeder
+	// Client talks to the seeder's API with APIToken.
 	Client *seeder.Client
+	// APIToken is the bearer token the seeder's API requires.
+	APIToken string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -143,13 +146,17 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{cfg: cfg, log: log, Key: key}
+	token, err := seeder.GenerateToken()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, log: log, Key: key, APIToken: token}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	if err := c.startSeeder("127.0.0.1:0", nil); err != nil {
 		return nil, err
 	}
-	if c.Client, err = seeder.NewClient(c.Seeder.APIURL()); err != nil {
+	if c.Client, err = seeder.NewClient(c.Seeder.APIURL(), seeder.ClientOptions{Token: token}); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -169,7 +176,7 @@ func (c *Cluster) startSeeder(gossipAddr string, join []string) error {
 		StoreDir: c.seederDir(), Key: c.Key, Name: "seeder",
 		GossipAddr: gossipAddr, TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
 		UploadRate: c.cfg.OriginUploadRate, Gossip: c.cfg.Gossip, Join: join,
-		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle,
+		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle, APIToken: c.APIToken,
 	}, c.log)
 	if err != nil {
 		return err
@@ -212,7 +219,7 @@ func (c *Cluster) RestartSeeder() error {
 	if err := c.startSeeder(addr, join); err != nil {
 		return err
 	}
-	client, err := seeder.NewClient(c.Seeder.APIURL())
+	client, err := seeder.NewClient(c.Seeder.APIURL(), seeder.ClientOptions{Token: c.APIToken})
 	if err != nil {
 		return err
 	}

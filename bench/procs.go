@@ -265,7 +265,16 @@ func (run *procsRun) start(ctx context.Context) error {
 		return fmt.Errorf("load key: %w", err)
 	}
 
+	token, err := seeder.GenerateToken()
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(keys, "api-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("API token: %w", err)
+	}
 	args := []string{"seeder", "--store", filepath.Join(dir, "store"), "--key", filepath.Join(keys, "swarm.key"),
+		"--api-token-file", tokenFile,
 		"--name", "seeder", "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0",
 		"--addr-file", filepath.Join(dir, "seeder.addrs"), "--upload-rate", strconv.FormatInt(p.OriginUp, 10)}
 	if p.MaxConns > 0 {
@@ -283,7 +292,7 @@ func (run *procsRun) start(ctx context.Context) error {
 	if api == "" || gossipAddr == "" || run.seederTorrent == "" {
 		return fmt.Errorf("seeder's address file lacks api, gossip or torrent: %v", addrs)
 	}
-	if run.client, err = seeder.NewClient(api); err != nil {
+	if run.client, err = seeder.NewClient(api, seeder.ClientOptions{Token: token}); err != nil {
 		return err
 	}
 

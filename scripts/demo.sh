@@ -41,8 +41,14 @@ addr() { grep "^$2=" "$1" | cut -d= -f2-; }
 mkdir -p "$DIR/logs"
 echo "== workspace $DIR"
 "$BIN" keygen --out "$DIR/keys"
+# The seeder's API needs a bearer token; every command below reads it from
+# SWARM_API_TOKEN (or would take --api-token-file "$DIR/keys/api-token").
+"$BIN" api-token generate --out "$DIR/keys/api-token"
+SWARM_API_TOKEN=$(cat "$DIR/keys/api-token")
+export SWARM_API_TOKEN
 
 "$BIN" seeder --store "$DIR/store" --key "$DIR/keys/swarm.key" --name seeder \
+	--api-token-file "$DIR/keys/api-token" \
 	--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 --api 127.0.0.1:0 \
 	--addr-file "$DIR/seeder.addrs" 2>"$DIR/logs/seeder.log" &
 PIDS+=($!)

@@ -3,6 +3,7 @@ package seeder
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -31,17 +32,100 @@ func (e *ErrRefused) Error() string { return e.Message }
 
 // Client talks to a seeder's HTTP API; the CLI and tests use it.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	token string
+	http  *http.Client
 }
 
-// NewClient returns a client for the seeder at base ("http://host:port").
-func NewClient(base string) (*Client, error) {
-	base = strings.TrimRight(base, "/")
-	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		return nil, fmt.Errorf("seeder URL %q must start with http:// or https://", base)
+// ClientOptions say how a Client authenticates to the seeder.
+type ClientOptions struct {
+	// Token is the API token, sent as "Authorization: Bearer <token>" with
+	// every request but /healthz; "" sends none. It is sent only over
+	// https or to a loopback address: NewClient refuses a plain http URL
+	// of another host.
+	Token string
+	// TLS configures https: the CAs that verify the seeder (RootCAs; nil
+	// is the system's) and a client certificate (Certificates) for a
+	// seeder with --tls-client-ca. Nil is the defaults.
+	TLS *tls.Config
+}
+
+// NewClient returns a client for the seeder at base ("http://host:port" or
+// "https://host:port"). opts, at most one, says how it authenticates.
+func NewClient(base string, opts ...ClientOptions) (*Client, error) {
+	if len(opts) > 1 {
+		return nil, errors.New("seeder client: give at most one ClientOptions")
 	}
-	return &Client{base: base, http: &http.Client{}}, nil
+	var o ClientOptions
+	if len(opts) == 1 {
+		o = opts[0]
+	}
+	base = strings.TrimRight(base, "/")
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("seeder URL %q must be http://host:port or https://host:port", base)
+	}
+	if u.Scheme == "http" && o.TLS != nil {
+		return nil, fmt.Errorf("seeder URL %s is plain http, but TLS options (--tls-ca, --tls-cert) were given; use https://", base)
+	}
+	if u.Scheme == "http" && o.Token != "" && !isLoopbackHost(u.Hostname()) {
+		return nil, fmt.Errorf("seeder URL %s is plain http to another machine: the API token would travel in clear; use https:// (with --tls-ca if its CA is private) or a loopback address", base)
+	}
+	if o.Token != "" {
+		if err := ValidateToken(o.Token); err != nil {
+			return nil, err
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if o.TLS != nil {
+		tr.TLSClientConfig = o.TLS.Clone()
+		if tr.TLSClientConfig.MinVersion == 0 {
+			tr.TLSClientConfig.MinVersion = tls.VersionTLS12
+		}
+	}
+	hc := &http.Client{
+		Transport: tr,
+		// The API never redirects; following one could carry the token
+		// elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &Client{base: base, token: o.Token, http: hc}, nil
+}
+
+// ClientTLS builds the TLS options of a Client from PEM files: caFile
+// verifies the seeder ("" = the system's CAs), certFile and keyFile are a
+// client certificate (both or neither). All empty returns nil.
+func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("a client certificate needs both --tls-cert and --tls-key")
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pool, err := LoadCertPool(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		tc.RootCAs = pool
+	}
+	if certFile != "" {
+		c, err := LoadCertificate(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return tc, nil
+}
+
+// CheckAuth asks the seeder whether the client's credentials are accepted
+// (GET PathAuth), so a command fails before a long upload. It returns how
+// the client authenticated.
+func (c *Client) CheckAuth(ctx context.Context) (string, error) {
+	var res AuthResult
+	return res.Method, c.call(ctx, http.MethodGet, PathAuth, nil, &res)
 }
 
 // Ping checks /healthz within timeout.
@@ -167,6 +251,9 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 }
 
 func (c *Client) do(req *http.Request, out any) error {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.base, err)

@@ -170,10 +170,7 @@ func TestPublishRolloutRefusals(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, f.s.APIURL()+PathReleases, strings.NewReader("x"))
 		req.Header.Set(ManifestHeader, base64.StdEncoding.EncodeToString(mb))
 		req.Header.Set(RolloutHeader, h)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := f.send(t, req)
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte(RolloutHeader)) {

@@ -2,6 +2,8 @@ package seeder
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -60,7 +62,28 @@ type Config struct {
 	// DefaultPlan is the rollout plan of a publish or promotion that names
 	// none. The zero Plan moves every node at once, as soon as it can.
 	DefaultPlan release.Plan
+
+	// APIToken is the bearer token every API request but /healthz must
+	// carry ("Authorization: Bearer <token>", ValidateToken); "" is none.
+	APIToken string
+	// APICert, when set, serves the API over HTTPS with this certificate;
+	// nil serves plain HTTP.
+	APICert *tls.Certificate
+	// APIClientCAs, when set (it needs APICert), lets a client certificate
+	// these CAs issued for client authentication stand in for the token.
+	APIClientCAs *x509.CertPool
+	// InsecureAPI lets the API run with no way to authenticate (neither
+	// APIToken nor APIClientCAs: anyone who reaches it may publish), or
+	// without TLS on an address that is not loopback. Validate refuses
+	// both otherwise.
+	InsecureAPI bool
+	// MaxBundleSize bounds a published bundle in bytes: a larger one is
+	// refused with 413 before it is read. Default DefaultMaxBundleSize.
+	MaxBundleSize int64
 }
+
+// DefaultMaxBundleSize is Config.MaxBundleSize's default: 64 GiB.
+const DefaultMaxBundleSize int64 = 64 << 30
 
 // Validate checks the config and fills defaults.
 func (c *Config) Validate() error {
@@ -109,6 +132,36 @@ func (c *Config) Validate() error {
 	if err := c.DefaultPlan.Validate(); err != nil {
 		return fmt.Errorf("seeder: default plan: %w", err)
 	}
+	if c.MaxBundleSize < 0 {
+		return fmt.Errorf("seeder: --max-bundle-size %d is negative", c.MaxBundleSize)
+	}
+	if c.MaxBundleSize == 0 {
+		c.MaxBundleSize = DefaultMaxBundleSize
+	}
+	return c.validateAPISecurity()
+}
+
+// validateAPISecurity refuses an API anyone could use, or one that takes
+// tokens in clear from other machines, unless InsecureAPI says so.
+func (c *Config) validateAPISecurity() error {
+	if c.APIToken != "" {
+		if err := ValidateToken(c.APIToken); err != nil {
+			return fmt.Errorf("seeder: --api-token-file: %w", err)
+		}
+	}
+	if c.APIClientCAs != nil && c.APICert == nil {
+		return errors.New("seeder: --tls-client-ca needs --tls-cert and --tls-key: client certificates travel only over TLS")
+	}
+	if c.InsecureAPI {
+		return nil
+	}
+	if c.APIToken == "" && c.APIClientCAs == nil {
+		return errNoAuth
+	}
+	host, _, _ := net.SplitHostPort(c.APIAddr)
+	if c.APICert == nil && !isLoopbackHost(host) {
+		return fmt.Errorf("seeder: --api %s is not a loopback address and the API has no TLS: give --tls-cert and --tls-key, listen on 127.0.0.1, or --insecure-api to accept tokens in clear", c.APIAddr)
+	}
 	return nil
 }
 
@@ -137,6 +190,7 @@ type Seeder struct {
 	torrent *swarm.Client
 	api     *http.Server
 	apiLn   net.Listener
+	limits  apiLimits
 
 	// publishMu makes one desired state issued at a time, by a publish, a
 	// command or the controller; it also guards ctl.
@@ -158,7 +212,7 @@ func New(cfg Config, log *zap.Logger) (*Seeder, error) {
 	ring := release.NewKeyring(append([]release.PublicKey{cfg.Key.Public()}, cfg.Trust...)...)
 	return &Seeder{
 		cfg: cfg, log: log.Named("seeder"), ring: ring, store: newStore(cfg.StoreDir),
-		ctl: newController(), stop: make(chan struct{}),
+		ctl: newController(), stop: make(chan struct{}), limits: defaultAPILimits(),
 	}, nil
 }
 
@@ -200,7 +254,8 @@ func (s *Seeder) start() (err error) {
 	if s.apiLn, err = net.Listen("tcp", s.cfg.APIAddr); err != nil {
 		return fmt.Errorf("api listen %s: %w; choose another --api port", s.cfg.APIAddr, err)
 	}
-	s.api = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.apiLn = s.apiListener(s.apiLn)
+	s.api = s.apiServer()
 
 	for _, r := range s.store.list() {
 		if err := s.torrent.Seed(r.Manifest); err != nil {
@@ -208,7 +263,11 @@ func (s *Seeder) start() (err error) {
 		}
 	}
 	s.log.Info("seeder started", zap.String("api", s.APIURL()), zap.String("gossip", s.gossip.Addr()),
-		zap.String("torrent", s.torrent.Addr()), zap.Int("releases", len(s.store.list())))
+		zap.String("torrent", s.torrent.Addr()), zap.Int("releases", len(s.store.list())),
+		zap.Strings("api_auth", s.apiAuthMethods()))
+	if s.cfg.InsecureAPI && s.cfg.APIToken == "" && s.cfg.APIClientCAs == nil {
+		s.log.Warn("the API has no authentication (--insecure-api): anyone who reaches it may publish and roll back", zap.String("api", s.APIURL()))
+	}
 	return nil
 }
 
@@ -279,6 +338,9 @@ func (s *Seeder) closeParts() {
 func (s *Seeder) APIURL() string {
 	if s.apiLn == nil {
 		return ""
+	}
+	if s.cfg.APICert != nil {
+		return "https://" + s.apiLn.Addr().String()
 	}
 	return "http://" + s.apiLn.Addr().String()
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net/http"
@@ -25,7 +27,19 @@ type fixture struct {
 	c      *Client
 	key    *release.PrivateKey
 	store  string
+	token  string // the API token c sends
 	cancel context.CancelFunc
+}
+
+// send sends req to f's seeder with its API token.
+func (f *fixture) send(t *testing.T, req *http.Request) *http.Response {
+	t.Helper()
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 func startSeeder(t *testing.T, store string) *fixture {
@@ -43,14 +57,27 @@ func startSeederWithKey(t *testing.T, store string, key *release.PrivateKey) *fi
 }
 
 // startSeederConfig starts a seeder from cfg with its name and addresses
-// filled in for a test.
+// filled in for a test, and an API token unless cfg has one or InsecureAPI.
 func startSeederConfig(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	return startSeederTuned(t, cfg, nil)
+}
+
+// startSeederTuned is startSeederConfig with tune, when set, called
+// between New and Start.
+func startSeederTuned(t *testing.T, cfg Config, tune func(*Seeder)) *fixture {
 	t.Helper()
 	key, store := cfg.Key, cfg.StoreDir
 	cfg.Name, cfg.GossipAddr, cfg.TorrentAddr, cfg.APIAddr = "seeder", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.APIToken == "" && !cfg.InsecureAPI {
+		cfg.APIToken = testToken(t)
+	}
 	s, err := New(cfg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(s)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
@@ -64,11 +91,20 @@ func startSeederConfig(t *testing.T, cfg Config) *fixture {
 			t.Errorf("seeder run: %v", err)
 		}
 	})
-	c, err := NewClient(s.APIURL())
+	c, err := NewClient(s.APIURL(), ClientOptions{Token: cfg.APIToken})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{s: s, c: c, key: key, store: store, cancel: cancel}
+	return &fixture{s: s, c: c, key: key, store: store, token: cfg.APIToken, cancel: cancel}
+}
+
+func testToken(t *testing.T) string {
+	t.Helper()
+	tok, err := GenerateToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 func appTree(t *testing.T, content string, size int) string {
@@ -275,10 +311,7 @@ func TestPublishMalformedRequest(t *testing.T) {
 		if hdr != "" {
 			req.Header.Set(ManifestHeader, hdr)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := f.send(t, req)
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest {
@@ -321,6 +354,7 @@ func TestPublishFullDisk(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	key, _ := release.GenerateKey(rand.Reader)
+	tok := testToken(t)
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -331,11 +365,47 @@ func TestConfigValidate(t *testing.T) {
 		{"bad api", Config{StoreDir: "x", Key: key, APIAddr: "nope"}, "--api"},
 		{"bad port", Config{StoreDir: "x", Key: key, GossipAddr: "1.2.3.4:99999"}, "--gossip"},
 		{"negative rate", Config{StoreDir: "x", Key: key, UploadRate: -1}, "negative"},
+		{"no authentication", Config{StoreDir: "x", Key: key}, "--api-token-file"},
+		{"short token", Config{StoreDir: "x", Key: key, APIToken: "secret"}, "swarm api-token generate"},
+		{"client CA without TLS", Config{StoreDir: "x", Key: key, APIClientCAs: x509.NewCertPool()}, "--tls-cert"},
+		{"every interface without TLS", Config{StoreDir: "x", Key: key, APIToken: tok, APIAddr: "0.0.0.0:7700"}, "--tls-cert and --tls-key"},
+		{"no host without TLS", Config{StoreDir: "x", Key: key, APIToken: tok, APIAddr: ":7700"}, "not a loopback address"},
+		{"a name without TLS", Config{StoreDir: "x", Key: key, APIToken: tok, APIAddr: "seeder.example:7700"}, "--insecure-api"},
+		{"negative bundle size", Config{StoreDir: "x", Key: key, APIToken: tok, MaxBundleSize: -1}, "--max-bundle-size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Validate = %v, want mention of %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// What the API accepts: a token or a client CA, and TLS off loopback,
+// unless InsecureAPI.
+func TestConfigValidateAPISecurity(t *testing.T) {
+	key, _ := release.GenerateKey(rand.Reader)
+	tok, cert := testToken(t), &tls.Certificate{}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"token on loopback", Config{APIToken: tok, APIAddr: "127.0.0.1:7700"}},
+		{"token on localhost", Config{APIToken: tok, APIAddr: "localhost:0"}},
+		{"token on IPv6 loopback", Config{APIToken: tok, APIAddr: "[::1]:7700"}},
+		{"token with TLS everywhere", Config{APIToken: tok, APICert: cert, APIAddr: "0.0.0.0:7700"}},
+		{"client CA with TLS", Config{APICert: cert, APIClientCAs: x509.NewCertPool(), APIAddr: "0.0.0.0:7700"}},
+		{"insecure, open", Config{InsecureAPI: true}},
+		{"insecure, token in clear", Config{InsecureAPI: true, APIToken: tok, APIAddr: "0.0.0.0:7700"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.StoreDir, tc.cfg.Key = "x", key
+			if err := tc.cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.cfg.MaxBundleSize != DefaultMaxBundleSize {
+				t.Errorf("max bundle size %d, want the default", tc.cfg.MaxBundleSize)
 			}
 		})
 	}

@@ -134,27 +134,38 @@ func (s *store) list() []storedRelease {
 	return out
 }
 
-// checkConflict refuses a version that is stored with other content.
-func (s *store) checkConflict(m release.Manifest) error {
-	if old, ok := s.byVersion(m.App, m.Version); ok && old.Manifest.ReleaseID != m.ReleaseID {
-		return fmt.Errorf("%w: %s %s is already published with other content (%s); publish under a new version", ErrVersionConflict, m.App, m.Version, old.Manifest.ReleaseID.Short())
+// admitLocked decides whether m may be stored: it refuses a version that
+// is stored with other content, and bytes stored under another name. It
+// reports whether m is stored already. The caller holds s.mu.
+func (s *store) admitLocked(m release.Manifest) (stored bool, err error) {
+	for _, old := range s.releases {
+		if old.Manifest.App == m.App && old.Manifest.Version == m.Version && old.Manifest.ReleaseID != m.ReleaseID {
+			return false, fmt.Errorf("%w: %s %s is already published with other content (%s); publish under a new version", ErrVersionConflict, m.App, m.Version, old.Manifest.ReleaseID.Short())
+		}
 	}
-	return nil
+	if old, ok := s.releases[m.ReleaseID]; ok {
+		return true, sameRelease(old.Manifest, m)
+	}
+	return false, nil
+}
+
+// admit is admitLocked under the lock.
+func (s *store) admit(m release.Manifest) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.admitLocked(m)
 }
 
 // put streams a bundle into the store. It checks the size, the sha256 against
 // the release id and the infohash against the manifest before the release
-// appears; on any error nothing is left behind.
+// appears; on any error nothing is left behind. A version conflict is
+// checked before the upload (to refuse early) and again under the lock
+// where the release appears, so of two concurrent publishes of one version
+// with different content exactly one is stored.
 func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reader) (existed bool, err error) {
-	if err := s.checkConflict(m); err != nil {
-		return false, err
-	}
-	if old, ok := s.get(m.ReleaseID); ok {
-		if err := sameRelease(old.Manifest, m); err != nil {
-			return false, err
-		}
+	if stored, err := s.admit(m); err != nil || stored {
 		// The same release again: keep what is stored, read nothing.
-		return true, nil
+		return stored, err
 	}
 	work, err := os.MkdirTemp(s.tmpDir(), "upload-")
 	if err != nil {
@@ -180,8 +191,10 @@ func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reade
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.releases[m.ReleaseID]; ok {
-		return true, nil // a concurrent publish of the same bytes won
+	// A concurrent publish may have stored this version, or these bytes,
+	// while this one was uploading.
+	if stored, err := s.admitLocked(m); err != nil || stored {
+		return stored, err
 	}
 	final := filepath.Join(s.releasesDir(), m.ReleaseID.Hex())
 	if err := os.Rename(relDir, final); err != nil {

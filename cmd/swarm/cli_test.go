@@ -148,11 +148,16 @@ func repo(t *testing.T, parts ...string) string {
 	return p
 }
 
-// cluster is a seeder process and its key, for the CLI tests.
+// cluster is a seeder process, its key and its API token, for the CLI
+// tests.
 type cluster struct {
 	dir, key, pub, api, gossip string
+	tokenFile, token           string
 }
 
+// startSeeder starts a seeder with an API token and puts the token in
+// $SWARM_API_TOKEN for the rest of the test, so every command the test
+// runs authenticates (t.Setenv: these tests do not run in parallel).
 func startSeeder(t *testing.T) cluster {
 	t.Helper()
 	dir := t.TempDir()
@@ -160,9 +165,20 @@ func startSeeder(t *testing.T) cluster {
 	if r := run(t, 10*time.Second, "keygen", "--out", keys); r.code != 0 {
 		t.Fatalf("keygen: %d %s", r.code, r.stderr)
 	}
-	c := cluster{dir: dir, key: filepath.Join(keys, "swarm.key"), pub: filepath.Join(keys, "swarm.pub")}
+	c := cluster{dir: dir, key: filepath.Join(keys, "swarm.key"), pub: filepath.Join(keys, "swarm.pub"),
+		tokenFile: filepath.Join(keys, "api-token")}
+	if r := run(t, 10*time.Second, "api-token", "generate", "--out", c.tokenFile); r.code != 0 {
+		t.Fatalf("api-token generate: %d %s", r.code, r.stderr)
+	}
+	b, err := os.ReadFile(c.tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.token = strings.TrimSpace(string(b))
+	t.Setenv("SWARM_API_TOKEN", c.token)
 	addrs := filepath.Join(dir, "seeder.addrs")
 	d := startDaemon(t, "seeder", "--store", filepath.Join(dir, "store"), "--key", c.key, "--name", "seeder",
+		"--api-token-file", c.tokenFile,
 		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0", "--addr-file", addrs)
 	a := readAddrs(t, d, addrs)
 	c.api, c.gossip = a["api"], a["gossip"]
@@ -353,7 +369,7 @@ func TestBadInput(t *testing.T) {
 		{"publish missing key", publish(v1, "hello", "3.0.0", filepath.Join(empty, "no.key"), c.api), exitUsage, []string{"does not exist", "swarm keygen"}},
 		{"publish group-readable key", publish(v1, "hello", "3.0.0", openKey, c.api), exitUsage, []string{"chmod 600"}},
 		{"seeder group-readable key", []string{"seeder", "--store", t.TempDir(), "--key", openKey}, exitUsage, []string{"chmod 600"}},
-		{"seeder port in use", []string{"seeder", "--store", t.TempDir(), "--key", c.key, "--gossip", "127.0.0.1:0",
+		{"seeder port in use", []string{"seeder", "--store", t.TempDir(), "--key", c.key, "--api-token-file", c.tokenFile, "--gossip", "127.0.0.1:0",
 			"--torrent", "127.0.0.1:0", "--api", busy.Addr().String()}, exitFailure, []string{busy.Addr().String(), "in use"}},
 		{"agent unwritable data dir", []string{"agent", "--data", filepath.Join(notDir, "data"), "--trust", c.pub,
 			"--join", c.gossip, "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitFailure, []string{"data dir", "--data"}},
@@ -400,7 +416,7 @@ func lastLine(s string) string {
 }
 
 func TestHelpHasExamples(t *testing.T) {
-	for _, cmd := range []string{"keygen", "seeder", "agent", "publish", "status", "version"} {
+	for _, cmd := range []string{"keygen", "api-token", "seeder", "agent", "publish", "status", "version"} {
 		r := run(t, 10*time.Second, cmd, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") {
 			t.Errorf("swarm %s --help: code %d, no Examples section:\n%s", cmd, r.code, r.stdout)

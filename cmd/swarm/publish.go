@@ -19,11 +19,12 @@ import (
 )
 
 type publishOptions struct {
-	path, app, version, key, seeder string
-	env                             string
-	json, wait                      bool
-	timeout, waitTimeout            time.Duration
-	plan                            planFlags
+	path, app, version, key string
+	api                     apiFlags
+	env                     string
+	json, wait              bool
+	timeout, waitTimeout    time.Duration
+	plan                    planFlags
 }
 
 func newPublishCmd(ios streams, _ *globalOptions) *cobra.Command {
@@ -37,7 +38,9 @@ manifest with --key and streams the bundle to the seeder, which stores it,
 seeds it and makes it the app's desired release. It prints the release id,
 the infohash and a magnet URI, so any BitTorrent client can fetch it too.`,
 		Example: `  swarm publish ./build --app web --version 1.4.2 \
-    --key /etc/swarm/swarm.key --seeder http://127.0.0.1:7700`,
+    --key /etc/swarm/swarm.key --seeder http://127.0.0.1:7700 --api-token-file /etc/swarm/api-token
+  SWARM_API_TOKEN=$(cat token) swarm publish ./build --app web --version 1.4.3 \
+    --key swarm.key --seeder https://seeder.example:7700 --tls-ca ca.crt`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.path = args[0]
@@ -48,7 +51,7 @@ the infohash and a magnet URI, so any BitTorrent client can fetch it too.`,
 	f.StringVar(&o.app, "app", "", "app name (required): a-z, 0-9, '.', '_', '-'")
 	f.StringVar(&o.version, "version", "", "release version (required), e.g. 1.4.2")
 	f.StringVar(&o.key, "key", "", "private key file that signs the manifest (required, mode 0600)")
-	f.StringVar(&o.seeder, "seeder", "http://127.0.0.1:7700", "seeder API URL")
+	o.api.add(f)
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up on the upload after this long")
 	f.StringVar(&o.env, "env", release.DefaultEnv, "environment the release rolls out to")
@@ -85,12 +88,15 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 	if err != nil {
 		return usageErrorf("publish: %w", err)
 	}
-	client, err := seeder.NewClient(o.seeder)
+	client, err := o.api.client("publish")
 	if err != nil {
-		return usageErrorf("publish: --seeder: %w", err)
+		return err
 	}
 	if err := client.Ping(ctx, 5*time.Second); err != nil {
 		return fmt.Errorf("publish: %w; check --seeder and that 'swarm seeder' is running", err)
+	}
+	if err := checkAPI(ctx, "publish", client); err != nil {
+		return err
 	}
 
 	bar := newBar(ios.Err, -1, "packing")

@@ -79,9 +79,10 @@ func (p *planFlags) build() (release.Plan, error) {
 }
 
 type rolloutOptions struct {
-	seeder, env, to, from string
-	json                  bool
-	plan                  planFlags
+	api           apiFlags
+	env, to, from string
+	json          bool
+	plan          planFlags
 }
 
 func newRolloutCmd(ios streams) *cobra.Command {
@@ -105,7 +106,7 @@ what they run).`,
   swarm rollout promote-release web --from staging --to prod --plan 1,10%,100% --bake 5m`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&o.seeder, "seeder", "http://127.0.0.1:7700", "seeder API URL")
+	o.api.add(pf)
 	pf.StringVar(&o.env, "env", release.DefaultEnv, "environment")
 	pf.BoolVar(&o.json, "json", false, "print the rollout as one JSON object")
 
@@ -151,13 +152,7 @@ what they run).`,
 	return cmd
 }
 
-func (o *rolloutOptions) client() (*seeder.Client, error) {
-	c, err := seeder.NewClient(o.seeder)
-	if err != nil {
-		return nil, usageErrorf("--seeder: %w", err)
-	}
-	return c, nil
-}
+func (o *rolloutOptions) client() (*seeder.Client, error) { return o.api.client("rollout") }
 
 func rolloutRun(ctx context.Context, ios streams, o *rolloutOptions, verb, app string) error {
 	if err := release.ValidateApp(app); err != nil {

@@ -101,10 +101,12 @@ A seeder packs and signs each release; every node runs 'swarm agent', learns
 the release it should run over gossip, downloads it from the other nodes with
 BitTorrent, verifies and installs it with a local hook, and gossips its health.`,
 		Example: `  swarm keygen --out /etc/swarm
-  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key
+  swarm api-token generate --out /etc/swarm/api-token
+  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key --api-token-file /etc/swarm/api-token
   swarm agent --data /var/lib/swarm --join seeder.example:7946 --trust /etc/swarm/swarm.pub --hook /etc/swarm/install
-  swarm publish ./build --app web --version 1.4.2 --key /etc/swarm/swarm.key --seeder http://127.0.0.1:7700
-  swarm status --seeder http://127.0.0.1:7700`,
+  swarm publish ./build --app web --version 1.4.2 --key /etc/swarm/swarm.key --seeder http://127.0.0.1:7700 \
+    --api-token-file /etc/swarm/api-token
+  swarm status --seeder http://127.0.0.1:7700 --api-token-file /etc/swarm/api-token`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -117,6 +119,7 @@ BitTorrent, verifies and installs it with a local hook, and gossips its health.`
 
 	root.AddCommand(
 		newKeygenCmd(ios),
+		newAPITokenCmd(ios),
 		newSeederCmd(ios, g),
 		newAgentCmd(ios, g),
 		newPublishCmd(ios, g),

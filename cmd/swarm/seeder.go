@@ -13,6 +13,11 @@ type seederOptions struct {
 	trust, join          []string
 	uploadRate, addrFile string
 	maxConns             int
+
+	tokenFile                    string
+	tlsCert, tlsKey, tlsClientCA string
+	insecureAPI                  bool
+	maxBundleSize                string
 }
 
 func newSeederCmd(ios streams, g *globalOptions) *cobra.Command {
@@ -22,9 +27,19 @@ func newSeederCmd(ios streams, g *globalOptions) *cobra.Command {
 		Short: "Run the origin daemon: release store, signing, seeding, HTTP API",
 		Long: `seeder keeps the release store, accepts 'swarm publish' on its HTTP API,
 seeds every stored release over BitTorrent, signs the desired state of each
-app and gossips it to the agents. Its API listens on 127.0.0.1 by default.`,
-		Example: `  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key \
-    --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881 --api 127.0.0.1:7700`,
+app and gossips it to the agents. Its API listens on 127.0.0.1 by default.
+
+Every API request but /healthz needs the bearer token of --api-token-file
+(make one with 'swarm api-token generate') or, with --tls-client-ca, a
+client certificate that CA issued. The seeder refuses to start with
+neither, and refuses an --api address that is not loopback without
+--tls-cert and --tls-key; --insecure-api lifts both refusals.`,
+		Example: `  swarm api-token generate --out /etc/swarm/api-token
+  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key \
+    --api-token-file /etc/swarm/api-token \
+    --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881 --api 127.0.0.1:7700
+  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key --api 0.0.0.0:7700 \
+    --tls-cert seeder.crt --tls-key seeder.key --tls-client-ca clients-ca.crt`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return seederRun(cmd, ios, g, o) },
 	}
 	f := cmd.Flags()
@@ -39,7 +54,47 @@ app and gossips it to the agents. Its API listens on 127.0.0.1 by default.`,
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "origin upload cap in bytes/s, e.g. 100MiB (0 = none)")
 	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release: the origin's upload slots")
 	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
+	f.StringVar(&o.tokenFile, "api-token-file", "", "file holding the API's bearer token (mode 0600; 'swarm api-token generate --out FILE')")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate (chain): serve the API over https")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA certificate(s): a client certificate they issued authenticates (needs --tls-cert)")
+	f.BoolVar(&o.insecureAPI, "insecure-api", false, "allow an API without authentication, or without TLS off loopback")
+	f.StringVar(&o.maxBundleSize, "max-bundle-size", "64GiB", "largest bundle a publish may send; larger ones are refused (413)")
 	return cmd
+}
+
+// apiSecurity reads the seeder's API token and TLS files into cfg.
+func (o *seederOptions) apiSecurity(cfg *seeder.Config) error {
+	if o.tokenFile != "" {
+		tok, err := seeder.ReadTokenFile(o.tokenFile)
+		if err != nil {
+			return usageErrorf("seeder: --api-token-file: %w", err)
+		}
+		cfg.APIToken = tok
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return usageErrorf("seeder: --tls-cert and --tls-key go together: give both, or neither for plain http")
+	}
+	if o.tlsCert != "" {
+		c, err := seeder.LoadCertificate(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return usageErrorf("seeder: --tls-cert: %w", err)
+		}
+		cfg.APICert = &c
+	}
+	if o.tlsClientCA != "" {
+		pool, err := seeder.LoadCertPool(o.tlsClientCA)
+		if err != nil {
+			return usageErrorf("seeder: --tls-client-ca: %w", err)
+		}
+		cfg.APIClientCAs = pool
+	}
+	n, err := parseBytes(o.maxBundleSize)
+	if err != nil || n <= 0 {
+		return usageErrorf("seeder: --max-bundle-size %q: use a positive size such as 512MiB or 64GiB", o.maxBundleSize)
+	}
+	cfg.MaxBundleSize, cfg.InsecureAPI = n, o.insecureAPI
+	return nil
 }
 
 func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptions) error {
@@ -71,16 +126,20 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	if err != nil {
 		return usageErrorf("seeder: %w", err)
 	}
+	cfg := seeder.Config{
+		StoreDir: o.store, Key: key, Trust: trust, Name: o.name,
+		GossipAddr: o.gossip, TorrentAddr: o.torrent, APIAddr: o.api,
+		Join: join, UploadRate: up, MaxConns: o.maxConns,
+	}
+	if err := o.apiSecurity(&cfg); err != nil {
+		return err
+	}
 	log, err := newLogger(g, ios.Err)
 	if err != nil {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
-	s, err := seeder.New(seeder.Config{
-		StoreDir: o.store, Key: key, Trust: trust, Name: o.name,
-		GossipAddr: o.gossip, TorrentAddr: o.torrent, APIAddr: o.api,
-		Join: join, UploadRate: up, MaxConns: o.maxConns,
-	}, log)
+	s, err := seeder.New(cfg, log)
 	if err != nil {
 		return usageErrorf("%w", err)
 	}

@@ -16,7 +16,7 @@ import (
 )
 
 type statusOptions struct {
-	seeder   string
+	api      apiFlags
 	json     bool
 	wait     bool
 	watch    bool
@@ -42,7 +42,7 @@ With --wait it refreshes until every node is active on every desired release.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return statusRun(cmd.Context(), ios, o) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.seeder, "seeder", "http://127.0.0.1:7700", "seeder API URL")
+	o.api.add(f)
 	f.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	f.BoolVar(&o.wait, "wait", false, "refresh until every node is active on every desired release")
 	f.BoolVar(&o.watch, "watch", false, "live view of every app's rollout (step, nodes per phase, progress) until Ctrl-C")
@@ -53,14 +53,17 @@ With --wait it refreshes until every node is active on every desired release.`,
 }
 
 func statusRun(ctx context.Context, ios streams, o *statusOptions) error {
-	client, err := seeder.NewClient(o.seeder)
+	client, err := o.api.client("status")
 	if err != nil {
-		return usageErrorf("status: --seeder: %w", err)
+		return err
+	}
+	if o.watch && (o.json || o.wait) {
+		return usageErrorf("status: --watch is a live view for people; it does not combine with --json or --wait")
+	}
+	if err := checkAPI(ctx, "status", client); err != nil {
+		return err
 	}
 	if o.watch {
-		if o.json || o.wait {
-			return usageErrorf("status: --watch is a live view for people; it does not combine with --json or --wait")
-		}
 		return watchRun(ctx, ios, client, o.interval)
 	}
 	if o.wait {
