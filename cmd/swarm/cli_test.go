@@ -148,9 +148,11 @@ func repo(t *testing.T, parts ...string) string {
 	return p
 }
 
-// cluster is a seeder process and its key, for the CLI tests.
+// cluster is a seeder process and its keys, for the CLI tests.
 type cluster struct {
 	dir, key, pub, api, gossip string
+	gkey                       string // gossip key file
+	seeder                     *daemon
 }
 
 func startSeeder(t *testing.T) cluster {
@@ -160,11 +162,15 @@ func startSeeder(t *testing.T) cluster {
 	if r := run(t, 10*time.Second, "keygen", "--out", keys); r.code != 0 {
 		t.Fatalf("keygen: %d %s", r.code, r.stderr)
 	}
-	c := cluster{dir: dir, key: filepath.Join(keys, "swarm.key"), pub: filepath.Join(keys, "swarm.pub")}
+	c := cluster{dir: dir, key: filepath.Join(keys, "swarm.key"), pub: filepath.Join(keys, "swarm.pub"), gkey: filepath.Join(keys, "gossip.key")}
+	if r := run(t, 10*time.Second, "gossip-key", "generate", "--out", c.gkey); r.code != 0 {
+		t.Fatalf("gossip-key generate: %d %s", r.code, r.stderr)
+	}
 	addrs := filepath.Join(dir, "seeder.addrs")
-	d := startDaemon(t, "seeder", "--store", filepath.Join(dir, "store"), "--key", c.key, "--name", "seeder",
+	c.seeder = startDaemon(t, "seeder", "--store", filepath.Join(dir, "store"), "--key", c.key, "--name", "seeder",
+		"--gossip-key-file", c.gkey,
 		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0", "--addr-file", addrs)
-	a := readAddrs(t, d, addrs)
+	a := readAddrs(t, c.seeder, addrs)
 	c.api, c.gossip = a["api"], a["gossip"]
 	return c
 }
@@ -195,7 +201,7 @@ func TestPublishToAgents(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("agent-%d", i)
 		d := startDaemon(t, "agent", "--data", filepath.Join(c.dir, name), "--name", name, "--join", c.gossip,
-			"--trust", c.pub, "--hook", repo(t, "testdata", "hooks", "install.sh"),
+			"--trust", c.pub, "--gossip-key-file", c.gkey, "--hook", repo(t, "testdata", "hooks", "install.sh"),
 			"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--addr-file", filepath.Join(c.dir, name+".addrs"))
 		readAddrs(t, d, filepath.Join(c.dir, name+".addrs"))
 	}
@@ -353,14 +359,14 @@ func TestBadInput(t *testing.T) {
 		{"publish missing key", publish(v1, "hello", "3.0.0", filepath.Join(empty, "no.key"), c.api), exitUsage, []string{"does not exist", "swarm keygen"}},
 		{"publish group-readable key", publish(v1, "hello", "3.0.0", openKey, c.api), exitUsage, []string{"chmod 600"}},
 		{"seeder group-readable key", []string{"seeder", "--store", t.TempDir(), "--key", openKey}, exitUsage, []string{"chmod 600"}},
-		{"seeder port in use", []string{"seeder", "--store", t.TempDir(), "--key", c.key, "--gossip", "127.0.0.1:0",
+		{"seeder port in use", []string{"seeder", "--store", t.TempDir(), "--key", c.key, "--gossip-key-file", c.gkey, "--gossip", "127.0.0.1:0",
 			"--torrent", "127.0.0.1:0", "--api", busy.Addr().String()}, exitFailure, []string{busy.Addr().String(), "in use"}},
-		{"agent unwritable data dir", []string{"agent", "--data", filepath.Join(notDir, "data"), "--trust", c.pub,
+		{"agent unwritable data dir", []string{"agent", "--data", filepath.Join(notDir, "data"), "--trust", c.pub, "--gossip-key-file", c.gkey,
 			"--join", c.gossip, "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitFailure, []string{"data dir", "--data"}},
 		{"agent malformed join", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", "127.0.0.1:notaport"}, exitUsage, []string{"--join"}},
-		{"agent torrent port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent torrent port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--gossip-key-file", c.gkey, "--join", c.gossip,
 			"--gossip", "127.0.0.1:0", "--torrent", busy.Addr().String()}, exitFailure, []string{"in use"}},
-		{"agent gossip port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent gossip port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--gossip-key-file", c.gkey, "--join", c.gossip,
 			"--gossip", busy.Addr().String(), "--torrent", "127.0.0.1:0"}, exitFailure, []string{"in use", "--gossip"}},
 		{"agent missing trust", []string{"agent", "--data", t.TempDir(), "--join", c.gossip}, exitUsage, []string{"--trust"}},
 		{"unknown flag", []string{"status", "--nope"}, exitUsage, []string{"unknown flag"}},

@@ -117,6 +117,7 @@ BitTorrent, verifies and installs it with a local hook, and gossips its health.`
 
 	root.AddCommand(
 		newKeygenCmd(ios),
+		newGossipKeyCmd(ios),
 		newSeederCmd(ios, g),
 		newAgentCmd(ios, g),
 		newPublishCmd(ios, g),

@@ -13,17 +13,18 @@ type seederOptions struct {
 	trust, join          []string
 	uploadRate, addrFile string
 	maxConns             int
+	gossipKey            gossipKeyOptions
 }
 
 func newSeederCmd(ios streams, g *globalOptions) *cobra.Command {
 	o := &seederOptions{}
 	cmd := &cobra.Command{
-		Use:   "seeder --store DIR --key FILE",
+		Use:   "seeder --store DIR --key FILE --gossip-key-file FILE",
 		Short: "Run the origin daemon: release store, signing, seeding, HTTP API",
 		Long: `seeder keeps the release store, accepts 'swarm publish' on its HTTP API,
 seeds every stored release over BitTorrent, signs the desired state of each
 app and gossips it to the agents. Its API listens on 127.0.0.1 by default.`,
-		Example: `  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key \
+		Example: `  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key --gossip-key-file /etc/swarm/gossip.key \
     --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881 --api 127.0.0.1:7700`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return seederRun(cmd, ios, g, o) },
 	}
@@ -39,6 +40,7 @@ app and gossips it to the agents. Its API listens on 127.0.0.1 by default.`,
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "origin upload cap in bytes/s, e.g. 100MiB (0 = none)")
 	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release: the origin's upload slots")
 	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
+	o.gossipKey.addFlags(f)
 	return cmd
 }
 
@@ -71,6 +73,10 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	if err != nil {
 		return usageErrorf("seeder: %w", err)
 	}
+	keyFile, err := o.gossipKey.check("seeder")
+	if err != nil {
+		return err
+	}
 	log, err := newLogger(g, ios.Err)
 	if err != nil {
 		return err
@@ -79,14 +85,16 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	s, err := seeder.New(seeder.Config{
 		StoreDir: o.store, Key: key, Trust: trust, Name: o.name,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent, APIAddr: o.api,
-		Join: join, UploadRate: up, MaxConns: o.maxConns,
+		Join: join, UploadRate: up, MaxConns: o.maxConns, GossipKeyFile: keyFile,
 	}, log)
 	if err != nil {
 		return usageErrorf("%w", err)
 	}
+	o.gossipKey.warnInsecure(log)
 	if err := s.Start(); err != nil {
 		return err
 	}
+	defer reloadOnHangup(cmd.Context(), log, s.ReloadGossipKeys)()
 	if err := writeAddrFile(o.addrFile, [][2]string{
 		{"api", s.APIURL()}, {"gossip", s.GossipAddr()}, {"torrent", s.TorrentAddr()},
 	}); err != nil {
