@@ -201,7 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("agent: join: %w; check --join and that the seeder is running", err)
+			return fmt.Errorf("agent: join: %w; check --join, that the seeder is running and that --gossip-key-file holds a key the cluster uses", err)
 		}
 	}
 	a.wg.Add(1)
