@@ -207,7 +207,8 @@ func (n *Node) Start() error {
 	n.addr.Store(&addr)
 	n.ml.Store(ml)
 	n.started = true
-	n.log.Info("gossip started", zap.String("addr", n.Addr()), zap.Bool("encrypted", n.keyring != nil))
+	n.log.Info("gossip started", zap.String("addr", n.Addr()), zap.Bool("encrypted", n.keyring != nil),
+		zap.Strings("keys", keyIDs(n.Keys())))
 	if n.cfg.Role == RoleSeeder && n.cfg.SigningKey == nil {
 		n.log.Warn("seeder role without a signing key: every other node treats this node as an agent")
 	}
