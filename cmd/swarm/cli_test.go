@@ -440,7 +440,7 @@ func lastLine(s string) string {
 }
 
 func TestHelpHasExamples(t *testing.T) {
-	for _, cmd := range []string{"keygen", "seeder", "agent", "publish", "status", "version"} {
+	for _, cmd := range []string{"keygen", "gossip-key", "seeder", "agent", "publish", "status", "version"} {
 		r := run(t, 10*time.Second, cmd, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") {
 			t.Errorf("swarm %s --help: code %d, no Examples section:\n%s", cmd, r.code, r.stdout)
