@@ -24,7 +24,8 @@ type Agent struct {
 	ring release.Keyring
 
 	gossip  *gossip.Node
-	view    cluster // a.gossip, but for tests
+	keys    *gossip.KeyFile // nil without Config.GossipKeyFile
+	view    cluster         // a.gossip, but for tests
 	torrent *swarm.Client
 	inst    releases
 	state   stateFile
@@ -120,9 +121,13 @@ func (a *Agent) start() (err error) {
 	gc.Name, gc.BindAddr, gc.Keyring = a.cfg.Name, a.cfg.GossipAddr, a.ring
 	gc.StatePath, gc.Role, gc.TorrentAddr = filepath.Join(a.cfg.DataDir, "desired.json"), gossip.RoleAgent, a.torrent.Addr()
 	gc.Env = a.cfg.Env
+	if err := a.loadGossipKeys(&gc); err != nil {
+		return err
+	}
 	if a.gossip, err = gossip.New(gc, a.log); err != nil {
 		return err
 	}
+	a.watchGossipKeys()
 	if err := a.gossip.Start(); err != nil {
 		return err
 	}
@@ -196,7 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("agent: join: %w; check --join and that the seeder is running", err)
+			return fmt.Errorf("agent: join: %w; check --join, that the seeder is running and that --gossip-key-file holds a key the cluster uses", err)
 		}
 	}
 	a.wg.Add(1)
@@ -204,6 +209,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.wg.Done()
 		a.healthLoop(ctx)
 	}()
+	if a.keys != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.keys.Run(ctx, a.cfg.GossipKeyInterval)
+		}()
+	}
 	tick := time.NewTicker(a.cfg.Tick)
 	defer tick.Stop()
 	for {

@@ -77,6 +77,15 @@ type Config struct {
 	// next to the seeder: the seeder's bundle directory, read instead of a
 	// copy of the agent's own (see swarm.Config.SharedDir). Empty on a node.
 	SharedBundleDir string
+	// GossipKeyFile is the gossip key file (gossip.LoadKeyFile): gossip is
+	// encrypted and authenticated with its keys, and the file is read again
+	// every GossipKeyInterval and on ReloadGossipKeys, so keys rotate
+	// without a restart. Empty: Gossip.SecretKeys as given (none: gossip
+	// in the clear).
+	GossipKeyFile string
+	// GossipKeyInterval is how often the key file is read again; default
+	// gossip.KeyFileInterval.
+	GossipKeyInterval time.Duration
 	// Gossip adjusts gossip timing; identity and address fields are ignored.
 	Gossip gossip.Config
 	// Tick is how often the agent re-reads the cluster without being woken

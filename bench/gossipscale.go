@@ -241,6 +241,7 @@ type gossipScaleRun struct {
 	progress func(string, int, int)
 	network  *gossip.MemNetwork
 	nodes    []*gossip.Node
+	key      *release.PrivateKey // signs the desired state and node 0's announcement as the seeder
 	res      GossipScaleResult
 	notes    []string
 }
@@ -272,6 +273,7 @@ func (r *gossipScaleRun) run(ctx context.Context) error {
 		return fmt.Errorf("gossip scale: %w", err)
 	}
 	ring := release.NewKeyring(key.Public())
+	r.key = key
 	sd, err := scaleDesired(key)
 	if err != nil {
 		return fmt.Errorf("gossip scale: %w", err)
@@ -372,15 +374,16 @@ func (r *gossipScaleRun) startOffset(i int) time.Duration {
 }
 
 func (r *gossipScaleRun) nodeConfig(i int, ring release.Keyring) gossip.Config {
-	role := gossip.RoleAgent
+	role, sign := gossip.RoleAgent, (*release.PrivateKey)(nil)
 	if i == 0 {
-		role = gossip.RoleSeeder
+		role, sign = gossip.RoleSeeder, r.key
 	}
 	return gossip.Config{
 		Name:             fmt.Sprintf("node-%05d", i),
 		Network:          r.network,
 		Keyring:          ring,
 		Role:             role,
+		SigningKey:       sign,
 		TorrentAddr:      "127.0.0.1:6881",
 		GossipInterval:   r.cfg.GossipInterval,
 		ProbeInterval:    r.cfg.ProbeInterval,

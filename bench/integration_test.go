@@ -223,7 +223,9 @@ func newRogue(t *testing.T, key *release.PrivateKey, name string) *rogue {
 	t.Cleanup(func() { tc.Close() })
 	gc := FastGossip()
 	gc.Name, gc.BindAddr, gc.Role, gc.TorrentAddr = name, "127.0.0.1:0", gossip.RoleSeeder, tc.Addr()
-	gc.Keyring = release.NewKeyring(key.Public())
+	// It signs its announcement: with a pinned key, agents take it for an
+	// origin (rogue-tampered); with another, for an agent.
+	gc.Keyring, gc.SigningKey = release.NewKeyring(key.Public()), key
 	n, err := gossip.New(gc, log)
 	if err != nil {
 		t.Fatal(err)

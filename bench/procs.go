@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -264,6 +265,15 @@ func (run *procsRun) start(ctx context.Context) error {
 	if run.key, err = release.LoadPrivateKey(filepath.Join(keys, "swarm.key")); err != nil {
 		return fmt.Errorf("load key: %w", err)
 	}
+	// Gossip encrypted, as in production.
+	gossipKey := filepath.Join(keys, "gossip.key")
+	gk, err := gossip.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(gossipKey, []byte(gk+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write gossip key: %w", err)
+	}
 
 	token, err := seeder.GenerateToken()
 	if err != nil {
@@ -276,7 +286,7 @@ func (run *procsRun) start(ctx context.Context) error {
 	args := []string{"seeder", "--store", filepath.Join(dir, "store"), "--key", filepath.Join(keys, "swarm.key"),
 		"--api-token-file", tokenFile,
 		"--name", "seeder", "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0",
-		"--addr-file", filepath.Join(dir, "seeder.addrs"), "--upload-rate", strconv.FormatInt(p.OriginUp, 10)}
+		"--gossip-key-file", gossipKey, "--addr-file", filepath.Join(dir, "seeder.addrs"), "--upload-rate", strconv.FormatInt(p.OriginUp, 10)}
 	if p.MaxConns > 0 {
 		args = append(args, "--max-conns", strconv.Itoa(p.MaxConns))
 	}
@@ -301,6 +311,7 @@ func (run *procsRun) start(ctx context.Context) error {
 		data := filepath.Join(dir, name)
 		args := []string{"agent", "--data", data, "--name", name, "--join", gossipAddr,
 			"--trust", filepath.Join(keys, "swarm.pub"), "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0",
+			"--gossip-key-file", gossipKey,
 			"--addr-file", filepath.Join(dir, name+".addrs"),
 			"--upload-rate", strconv.FormatInt(p.NodeUp, 10), "--download-rate", strconv.FormatInt(p.NodeDown, 10),
 			"--origin-feeders", strconv.Itoa(p.OriginFeeders)}

@@ -319,7 +319,9 @@ func TestAppStateGoesStraightToSeeders(t *testing.T) {
 		c.RumourFanout = -1
 		return c
 	}
-	seeder := startNode(t, quiet("seeder", RoleSeeder))
+	sc := quiet("seeder", RoleSeeder)
+	sc.SigningKey = k
+	seeder := startNode(t, sc)
 	agent := startNode(t, quiet("agent", RoleAgent))
 	other := startNode(t, quiet("other", RoleAgent))
 	join(t, agent, seeder)

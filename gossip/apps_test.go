@@ -90,7 +90,7 @@ func sent(n *Node) [][]byte {
 
 // joinOffline tells rx that name is a member of generation gen.
 func joinOffline(rx *Node, name string, gen uint64) {
-	meta, _ := encodeMeta(RoleAgent, "", "", gen)
+	meta, _ := encodeMeta(name, RoleAgent, "", "", gen, nil)
 	rx.setMember(&memberlist.Node{Name: name, Addr: []byte{127, 0, 0, 1}, Port: 7946, Meta: meta})
 }
 

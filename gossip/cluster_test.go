@@ -194,7 +194,7 @@ func TestLateJoinerCatchesUpByPushPull(t *testing.T) {
 func TestEncryptedCluster(t *testing.T) {
 	k := newKey(t)
 	secret := []byte("0123456789abcdef")
-	nodes := cluster(t, 3, release.NewKeyring(k.Public()), func(c *Config) { c.SecretKey = secret })
+	nodes := cluster(t, 3, release.NewKeyring(k.Public()), func(c *Config) { c.SecretKeys = [][]byte{secret} })
 	if err := nodes[0].Publish(desired(t, k, "web", 2)); err != nil {
 		t.Fatal(err)
 	}

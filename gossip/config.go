@@ -43,9 +43,19 @@ type Config struct {
 	// empty); it is gossiped so the seeder's controller counts the node in
 	// that environment's rollouts.
 	Env string
-	// SecretKey, when set, encrypts all gossip (AES, 16, 24 or 32 bytes).
-	// Every member must use the same key.
-	SecretKey []byte
+	// SecretKeys, when set, encrypt and authenticate all gossip (AES-GCM;
+	// each key 16, 24 or 32 bytes): the first key encrypts what the node
+	// sends, every key is tried on what it receives, and nothing unencrypted
+	// is taken. A node holding none of the keys its peers use neither joins
+	// nor learns anything. Node.SetKeys changes them while the node runs
+	// (see KeyFile for rotation). Empty: gossip in the clear.
+	SecretKeys [][]byte
+	// SigningKey, for a seeder, signs what the node announces about itself
+	// (name, role, torrent address, environment, generation): other nodes
+	// take a member for a seeder, and an origin, only if its announcement
+	// verifies against their Keyring. A seeder without it is treated by
+	// every other node as an agent. Its public half must be in Keyring.
+	SigningKey *release.PrivateKey
 	// Network, when set, connects the node to the other nodes of an
 	// in-memory network instead of UDP and TCP sockets: for benchmarks and
 	// simulations of thousands of nodes in one process. The network assigns
@@ -147,10 +157,13 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("gossip config: %w", err)
 		}
 	}
-	switch len(c.SecretKey) {
-	case 0, 16, 24, 32:
-	default:
-		return fmt.Errorf("gossip config: secret key is %d bytes; it must be 16, 24 or 32", len(c.SecretKey))
+	if err := checkKeys(c.SecretKeys, true); err != nil {
+		return fmt.Errorf("gossip config: %w", err)
+	}
+	if c.SigningKey != nil {
+		if _, ok := c.Keyring[c.SigningKey.ID()]; !ok {
+			return fmt.Errorf("gossip config: signing key %s is not in the keyring; pin its public half", c.SigningKey.ID())
+		}
 	}
 	for name, d := range map[string]time.Duration{
 		"gossip interval": c.GossipInterval, "probe interval": c.ProbeInterval,
@@ -218,9 +231,9 @@ func (c *Config) memberlistConfig(bindIP string, bindPort int) *memberlist.Confi
 			mc.AdvertisePort = port
 		}
 	}
-	if len(c.SecretKey) > 0 {
-		mc.SecretKey = append([]byte(nil), c.SecretKey...)
-	}
+	// With keys (Node sets mc.Keyring), nothing is sent or taken in the
+	// clear: memberlist's defaults, stated because they are the point.
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	// memberlist's compression allocates a 64 KiB compressor per packet.
 	mc.EnableCompression = false
 	mc.UDPBufferSize = udpBufferSize

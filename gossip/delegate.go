@@ -75,12 +75,13 @@ type eventDelegate struct{ n *Node }
 var _ memberlist.EventDelegate = (*eventDelegate)(nil)
 
 func (e *eventDelegate) NotifyJoin(node *memberlist.Node) {
-	e.n.setMember(node)
+	fake := e.n.setMember(node)
 	if !e.n.enter() {
 		return
 	}
 	defer e.n.exit()
 	e.n.log.Debug("member joined", zap.String("member", node.Name), zap.String("addr", node.Address()))
+	e.logFake(node, fake)
 	e.n.notify()
 }
 
@@ -95,12 +96,22 @@ func (e *eventDelegate) NotifyLeave(node *memberlist.Node) {
 }
 
 func (e *eventDelegate) NotifyUpdate(node *memberlist.Node) {
-	e.n.setMember(node)
+	fake := e.n.setMember(node)
 	if !e.n.enter() {
 		return
 	}
 	defer e.n.exit()
+	e.logFake(node, fake)
 	e.n.notify()
+}
+
+// logFake warns of a member that claims the seeder role unsigned or signed
+// by a key this node does not pin (setMember says so once per member).
+func (e *eventDelegate) logFake(node *memberlist.Node, fake error) {
+	if fake != nil {
+		e.n.log.Warn("member claims the seeder role without a signature by a pinned rollout key; treating it as an agent",
+			zap.String("member", node.Name), zap.String("addr", node.Address()), zap.Error(fake))
+	}
 }
 
 // logWriter routes memberlist's log.Logger into zap by the level tag at the

@@ -256,7 +256,7 @@ func (n *Node) persistLocked(key string, sd release.SignedDesiredState, seq uint
 // returns it encoded. A state that does not fit one packet even deflated is
 // not queued: it is left to rumour (over streams) and push/pull.
 func (n *Node) broadcastLocked(d release.DesiredState, sd release.SignedDesiredState) []byte {
-	limit := maxBroadcast(len(n.cfg.SecretKey) > 0)
+	limit := maxBroadcast(len(n.cfg.SecretKeys) > 0)
 	msg, err := encodeDesired(sd, limit)
 	if err != nil {
 		n.logOnceLocked("encode/"+d.Key()+"/"+strconv.FormatUint(d.Sequence, 10), func(l *zap.Logger) {

@@ -36,4 +36,13 @@
 // only in the generation the member's meta names, so a node restarted under
 // the same name replaces its old record. Records are not signed yet: any
 // member can forge another's (see apps.go).
+//
+// Who is a member at all is decided by the gossip keys (Config.SecretKeys,
+// Node.SetKeys, KeyFile): with them every packet and stream is encrypted
+// and authenticated, nothing in the clear is taken, and a host without a
+// key the cluster uses neither joins nor learns anything; keys rotate while
+// nodes run. Among members, only one whose meta is signed by a pinned key
+// (Config.SigningKey; the signature covers its name, role, torrent address,
+// environment and generation) is shown as a seeder; any other claim of the
+// role is shown as an agent and counted in Stats.RefusedSeeders.
 package gossip

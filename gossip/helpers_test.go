@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -145,10 +146,14 @@ func cluster(t testing.TB, size int, ring release.Keyring, tweak func(*Config)) 
 func clusterPrep(t testing.TB, size int, ring release.Keyring, tweak func(*Config), prep func(*Node)) []*Node {
 	t.Helper()
 	nodes := make([]*Node, size)
+	// The seeder signs its announcement with a key every node pins.
+	sk := newKey(t)
+	ring = maps.Clone(ring)
+	ring[sk.ID()] = sk.Public()
 	for i := range nodes {
 		cfg := testConfig(fmt.Sprintf("node-%02d", i), ring)
 		if i == 0 {
-			cfg.Role = RoleSeeder
+			cfg.Role, cfg.SigningKey = RoleSeeder, sk
 		}
 		if tweak != nil {
 			tweak(&cfg)

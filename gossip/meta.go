@@ -1,7 +1,9 @@
 package gossip
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -30,6 +32,34 @@ type wireMeta struct {
 	// generation for it, so a node restarted under the same name replaces
 	// its old record even if its clock went back.
 	Gen uint64 `json:"g,omitempty"`
+	// Key and Sig sign the announcement (announcement) with a rollout key:
+	// only a member whose signature verifies against the pinned keyring is
+	// taken for a seeder. Agents leave them empty.
+	Key string `json:"k,omitempty"`
+	Sig []byte `json:"s,omitempty"`
+}
+
+// errUnsigned: a member claims a role that needs a signature and has none.
+var errUnsigned = errors.New("announcement is not signed")
+
+// announcement is what a signature over a node's meta covers: its name
+// (memberlist's, outside the meta), role, torrent address, environment and
+// generation, each length-prefixed so that no field can run into the next.
+func announcement(name string, w wireMeta) []byte {
+	b := make([]byte, 0, 64+len(name)+len(w.Torrent)+len(w.Env))
+	for _, f := range []string{name, string(w.Role), w.Torrent, w.Env} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return binary.BigEndian.AppendUint64(b, w.Gen)
+}
+
+// verifyAnnouncement checks that name's meta w is signed by a key of ring.
+func verifyAnnouncement(name string, w wireMeta, ring release.Keyring) error {
+	if w.Key == "" || len(w.Sig) == 0 {
+		return errUnsigned
+	}
+	return release.VerifyAnnouncement(announcement(name, w), w.Key, w.Sig, ring)
 }
 
 // checkApps refuses app states that the rest of the cluster could not use.
@@ -60,12 +90,17 @@ func checkApps(apps []AppState) error {
 	return nil
 }
 
-// encodeMeta encodes what a node advertises about itself.
-func encodeMeta(role Role, torrent, env string, gen uint64) ([]byte, error) {
+// encodeMeta encodes what node name advertises about itself, signed with
+// key when it is not nil.
+func encodeMeta(name string, role Role, torrent, env string, gen uint64, key *release.PrivateKey) ([]byte, error) {
 	if env == release.DefaultEnv {
 		env = ""
 	}
-	b, err := json.Marshal(wireMeta{Role: role, Torrent: torrent, Env: env, Gen: gen})
+	w := wireMeta{Role: role, Torrent: torrent, Env: env, Gen: gen}
+	if key != nil {
+		w.Key, w.Sig = release.SignAnnouncement(announcement(name, w), key)
+	}
+	b, err := json.Marshal(w)
 	if err != nil {
 		return nil, fmt.Errorf("encode node meta: %w", err)
 	}

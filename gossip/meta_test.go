@@ -11,6 +11,8 @@ import (
 )
 
 func TestMetaRoundTrip(t *testing.T) {
+	key := newKey(t)
+	ring := release.NewKeyring(key.Public())
 	longest := strings.Repeat("a", maxTorrentAddr)
 	tests := []struct {
 		name    string
@@ -22,10 +24,16 @@ func TestMetaRoundTrip(t *testing.T) {
 		{"agent", RoleAgent, "10.0.0.1:6881", "", 1_733_000_000_123_456_789},
 		{"seeder in prod", RoleSeeder, "[2001:db8::1]:6881", "prod", 1},
 		{"longest torrent address", RoleAgent, longest, strings.Repeat("e", 63), ^uint64(0)},
+		{"longest, signed seeder", RoleSeeder, longest, strings.Repeat("e", 63), ^uint64(0)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := encodeMeta(tt.role, tt.torrent, tt.env, tt.gen)
+			name := strings.Repeat("n", 128)
+			var signer *release.PrivateKey
+			if tt.role == RoleSeeder {
+				signer = key
+			}
+			b, err := encodeMeta(name, tt.role, tt.torrent, tt.env, tt.gen, signer)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -36,14 +44,17 @@ func TestMetaRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := wireMeta{Role: tt.role, Torrent: tt.torrent, Env: tt.env, Gen: tt.gen}
-			if w != want {
-				t.Fatalf("round trip: got %+v, want %+v", w, want)
+			if w.Role != tt.role || w.Torrent != tt.torrent || w.Env != tt.env || w.Gen != tt.gen {
+				t.Fatalf("round trip: got %+v", w)
+			}
+			err = verifyAnnouncement(name, w, ring)
+			if signed := signer != nil; signed != (err == nil) {
+				t.Fatalf("signed %v, verify = %v", signed, err)
 			}
 		})
 	}
 	// The default environment travels as nothing.
-	b, _ := encodeMeta(RoleAgent, "", release.DefaultEnv, 0)
+	b, _ := encodeMeta("n", RoleAgent, "", release.DefaultEnv, 0, nil)
 	if w, _ := decodeMeta(b); w.Env != "" {
 		t.Fatalf("default env encoded as %q", w.Env)
 	}
@@ -176,6 +187,51 @@ func TestSetAppsValidates(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := n.SetApps(tt.apps); err == nil {
 				t.Fatal("SetApps accepted it")
+			}
+		})
+	}
+}
+
+// TestAnnouncementSignature: a seeder's signature covers its name, role,
+// torrent address, environment and generation; changing any of them, or
+// signing with a key the receiver does not pin, fails verification.
+func TestAnnouncementSignature(t *testing.T) {
+	key, stranger := newKey(t), newKey(t)
+	ring := release.NewKeyring(key.Public())
+	b, err := encodeMeta("seeder-1", RoleSeeder, "10.0.0.1:6881", "prod", 42, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := decodeMeta(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyAnnouncement("seeder-1", good, ring); err != nil {
+		t.Fatalf("genuine announcement refused: %v", err)
+	}
+	tests := []struct {
+		name   string
+		member string
+		change func(*wireMeta)
+		want   error
+	}{
+		{"other name", "seeder-2", func(*wireMeta) {}, release.ErrBadSignature},
+		{"other torrent address", "seeder-1", func(w *wireMeta) { w.Torrent = "10.6.6.6:6881" }, release.ErrBadSignature},
+		{"other env", "seeder-1", func(w *wireMeta) { w.Env = "" }, release.ErrBadSignature},
+		{"other generation", "seeder-1", func(w *wireMeta) { w.Gen++ }, release.ErrBadSignature},
+		{"other role", "seeder-1", func(w *wireMeta) { w.Role = "origin" }, release.ErrBadSignature},
+		{"unsigned", "seeder-1", func(w *wireMeta) { w.Key, w.Sig = "", nil }, errUnsigned},
+		{"untrusted key", "seeder-1", func(w *wireMeta) {
+			w.Key, w.Sig = release.SignAnnouncement(announcement("seeder-1", *w), stranger)
+		}, release.ErrUnknownKey},
+		{"name runs into role", "seeder-1s", func(w *wireMeta) { w.Role = "eeder" }, release.ErrBadSignature},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := good
+			tt.change(&w)
+			if err := verifyAnnouncement(tt.member, w, ring); !errors.Is(err, tt.want) {
+				t.Fatalf("verify = %v, want %v", err, tt.want)
 			}
 		})
 	}

@@ -90,6 +90,19 @@ type Node struct {
 	metaMu sync.Mutex
 	meta   []byte
 
+	// keyring holds the gossip keys (nil: gossip in the clear); keyMu
+	// serialises SetKeys.
+	keyring *memberlist.Keyring
+	keyMu   sync.Mutex
+	// fakeSeeders holds the members (name and generation) already counted
+	// in Stats.RefusedSeeders: they claim the seeder role without a valid
+	// signature.
+	fakeSeeders struct {
+		sync.Mutex
+		seen  map[string]struct{}
+		count uint64
+	}
+
 	mu      sync.Mutex // guards what follows
 	desired map[string]entry
 	highest map[string]uint64
@@ -117,16 +130,22 @@ func New(cfg Config, logger *zap.Logger) (*Node, error) {
 		logger = zap.NewNop()
 	}
 	cfg.applyDefaults()
-	cfg.SecretKey = append([]byte(nil), cfg.SecretKey...)
-	meta, err := encodeMeta(cfg.Role, cfg.TorrentAddr, cfg.Env, 0)
+	cfg.SecretKeys = cloneKeys(cfg.SecretKeys)
+	// The largest generation, so that the real one cannot overflow the meta.
+	meta, err := encodeMeta(cfg.Name, cfg.Role, cfg.TorrentAddr, cfg.Env, ^uint64(0), cfg.SigningKey)
 	if err != nil {
 		return nil, fmt.Errorf("gossip config: %w", err)
+	}
+	keyring, err := newKeyring(cfg.SecretKeys)
+	if err != nil {
+		return nil, err
 	}
 	n := &Node{
 		cfg:       cfg,
 		log:       logger.Named("gossip").With(zap.String("node", cfg.Name)),
 		changes:   make(chan struct{}, 1),
 		meta:      meta,
+		keyring:   keyring,
 		desired:   make(map[string]entry),
 		highest:   make(map[string]uint64),
 		logged:    make(map[string]struct{}),
@@ -136,6 +155,7 @@ func New(cfg Config, logger *zap.Logger) (*Node, error) {
 		orphanTTL: defaultOrphanTTL,
 	}
 	n.gate.cond = sync.NewCond(&n.gate.Mutex)
+	n.fakeSeeders.seen = make(map[string]struct{})
 	n.queue = newQueue(n.numMembers, cfg.RetransmitMult)
 	n.appQueue = newQueue(n.numMembers, cfg.RetransmitMult)
 	return n, nil
@@ -162,6 +182,7 @@ func (n *Node) Start() error {
 	if err != nil {
 		return err
 	}
+	mc.Keyring = n.keyring
 	mc.Delegate = &delegate{n: n}
 	mc.Events = &eventDelegate{n: n}
 	mc.Logger = log.New(&logWriter{n: n, log: n.log.Named("memberlist")}, "", 0)
@@ -186,7 +207,11 @@ func (n *Node) Start() error {
 	n.addr.Store(&addr)
 	n.ml.Store(ml)
 	n.started = true
-	n.log.Info("gossip started", zap.String("addr", n.Addr()))
+	n.log.Info("gossip started", zap.String("addr", n.Addr()), zap.Bool("encrypted", n.keyring != nil),
+		zap.Strings("keys", keyIDs(n.Keys())))
+	if n.cfg.Role == RoleSeeder && n.cfg.SigningKey == nil {
+		n.log.Warn("seeder role without a signing key: every other node treats this node as an agent")
+	}
 	return nil
 }
 
@@ -434,12 +459,23 @@ func (n *Node) numMembers() int {
 }
 
 // setMember records a member from a memberlist event, with the apps of its
-// record of the generation its meta names.
-func (n *Node) setMember(m *memberlist.Node) {
+// record of the generation its meta names. Another member claiming the
+// seeder role without an announcement signed by a pinned key is recorded as
+// an agent; the first time it is seen so (per generation), setMember
+// returns why, for the caller to log.
+func (n *Node) setMember(m *memberlist.Node) (fake error) {
 	ns := NodeState{Name: m.Name, Addr: m.Address()}
 	w, err := decodeMeta(m.Meta)
 	if err == nil {
 		ns.Role, ns.TorrentAddr, ns.Env = w.Role, w.Torrent, w.Env
+	}
+	if ns.Role == RoleSeeder && m.Name != n.cfg.Name {
+		if err := verifyAnnouncement(m.Name, w, n.cfg.Keyring); err != nil {
+			ns.Role = RoleAgent
+			if n.countFakeSeeder(m.Name, w.Gen) {
+				fake = err
+			}
+		}
 	}
 	if ns.Env == "" {
 		ns.Env = release.DefaultEnv
@@ -454,6 +490,24 @@ func (n *Node) setMember(m *memberlist.Node) {
 		ns.Apps = n.joinedLocked(m.Name, w.Gen)
 	}
 	n.members[m.Name] = ns
+	return fake
+}
+
+// countFakeSeeder counts a member (of a generation) that claims the seeder
+// role without a valid signature, once; it reports whether it was new.
+func (n *Node) countFakeSeeder(name string, gen uint64) bool {
+	key := name + "/" + strconv.FormatUint(gen, 10)
+	n.fakeSeeders.Lock()
+	defer n.fakeSeeders.Unlock()
+	if _, ok := n.fakeSeeders.seen[key]; ok {
+		return false
+	}
+	if len(n.fakeSeeders.seen) >= maxLogged {
+		clear(n.fakeSeeders.seen)
+	}
+	n.fakeSeeders.seen[key] = struct{}{}
+	n.fakeSeeders.count++
+	return true
 }
 
 // removeMember forgets a member that left or died.
@@ -484,6 +538,9 @@ func (n *Node) Stats() Stats {
 	n.mu.Unlock()
 	st.AppRecords = n.appTaken.Load()
 	st.AppRefused = n.appRefused.Load()
+	n.fakeSeeders.Lock()
+	st.RefusedSeeders = n.fakeSeeders.count
+	n.fakeSeeders.Unlock()
 	return st
 }
 
@@ -493,7 +550,7 @@ func (n *Node) startRecord() error {
 	n.self.mu.Lock()
 	defer n.self.mu.Unlock()
 	n.self.gen = uint64(max(n.now().UnixNano(), 1))
-	meta, err := encodeMeta(n.cfg.Role, n.cfg.TorrentAddr, n.cfg.Env, n.self.gen)
+	meta, err := encodeMeta(n.cfg.Name, n.cfg.Role, n.cfg.TorrentAddr, n.cfg.Env, n.self.gen, n.cfg.SigningKey)
 	if err != nil {
 		return fmt.Errorf("gossip start: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 
 func TestConfigValidate(t *testing.T) {
 	ring := release.NewKeyring(newKey(t).Public())
+	signer := newKey(t)
 	ok := func() Config { return Config{Name: "a", Keyring: ring} }
 	tests := []struct {
 		name   string
@@ -26,7 +27,9 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"minimal", func(*Config) {}, ""},
 		{"full", func(c *Config) {
-			c.BindAddr, c.AdvertiseAddr, c.Role, c.SecretKey = "127.0.0.1:0", "10.0.0.1:7946", RoleSeeder, make([]byte, 32)
+			c.BindAddr, c.AdvertiseAddr, c.Role, c.SecretKeys = "127.0.0.1:0", "10.0.0.1:7946", RoleSeeder, [][]byte{make([]byte, 32), make([]byte, 16)}
+			c.Keyring = release.NewKeyring(signer.Public())
+			c.SigningKey = signer
 		}, ""},
 		{"advertise without port", func(c *Config) { c.AdvertiseAddr = "10.0.0.1" }, ""},
 		{"no name", func(c *Config) { c.Name = "" }, "name is required"},
@@ -35,7 +38,14 @@ func TestConfigValidate(t *testing.T) {
 		{"bind port not a number", func(c *Config) { c.BindAddr = "127.0.0.1:gossip" }, "bind address"},
 		{"advertise hostname", func(c *Config) { c.AdvertiseAddr = "example.com:7946" }, "must be an IP"},
 		{"bad role", func(c *Config) { c.Role = "leader" }, "unknown role"},
-		{"bad secret", func(c *Config) { c.SecretKey = make([]byte, 10) }, "secret key is 10 bytes"},
+		{"bad secret", func(c *Config) { c.SecretKeys = [][]byte{make([]byte, 10)} }, "gossip key 1 is 10 bytes"},
+		{"repeated secret", func(c *Config) { c.SecretKeys = [][]byte{make([]byte, 16), make([]byte, 16)} }, "gossip key 2 repeats key 1"},
+		{"too many secrets", func(c *Config) {
+			for i := range MaxKeys + 1 {
+				c.SecretKeys = append(c.SecretKeys, append(make([]byte, 31), byte(i)))
+			}
+		}, "17 gossip keys, over 16"},
+		{"signing key not pinned", func(c *Config) { c.SigningKey = newKey(t) }, "is not in the keyring"},
 		{"negative interval", func(c *Config) { c.ProbeInterval = -time.Second }, "probe interval is negative"},
 		{"rumour off", func(c *Config) { c.RumourFanout = -1 }, ""},
 		{"rumour fan-out too large", func(c *Config) { c.RumourFanout = 65 }, "rumour fan-out 65"},

@@ -83,6 +83,10 @@ type Stats struct {
 	// undecodable, over a bound (apps per record, bytes per record, records
 	// per push/pull) or not matching their digest. They change nothing.
 	AppRefused uint64
+	// RefusedSeeders counts members (each generation once) that claim the
+	// seeder role without an announcement signed by a pinned key: they are
+	// treated as agents, never as an origin.
+	RefusedSeeders uint64
 }
 
 // Sentinel errors; match them with errors.Is.

@@ -46,9 +46,11 @@ echo "== workspace $DIR"
 "$BIN" api-token generate --out "$DIR/keys/api-token"
 SWARM_API_TOKEN=$(cat "$DIR/keys/api-token")
 export SWARM_API_TOKEN
+# Every process encrypts its gossip with this key (mode 0600).
+"$BIN" gossip-key generate --out "$DIR/keys/gossip.key"
 
 "$BIN" seeder --store "$DIR/store" --key "$DIR/keys/swarm.key" --name seeder \
-	--api-token-file "$DIR/keys/api-token" \
+	--api-token-file "$DIR/keys/api-token" --gossip-key-file "$DIR/keys/gossip.key" \
 	--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 --api 127.0.0.1:0 \
 	--addr-file "$DIR/seeder.addrs" 2>"$DIR/logs/seeder.log" &
 PIDS+=($!)
@@ -59,7 +61,8 @@ echo "== seeder up: api $API, gossip $GOSSIP"
 
 for i in $(seq 1 "$AGENTS"); do
 	"$BIN" agent --data "$DIR/agent-$i" --name "agent-$i" --join "$GOSSIP" \
-		--trust "$DIR/keys/swarm.pub" --hook "$ROOT/testdata/hooks/install.sh" \
+		--trust "$DIR/keys/swarm.pub" --gossip-key-file "$DIR/keys/gossip.key" \
+		--hook "$ROOT/testdata/hooks/install.sh" \
 		--health-check "$ROOT/testdata/hooks/healthy.sh" \
 		--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 \
 		--addr-file "$DIR/agent-$i.addrs" 2>"$DIR/logs/agent-$i.log" &

@@ -45,6 +45,14 @@ type Config struct {
 	// MaxConns caps the origin's BitTorrent connections per release (its
 	// upload slots); 0 = the swarm package's default.
 	MaxConns int
+	// GossipKeyFile is the gossip key file (gossip.LoadKeyFile): gossip is
+	// encrypted and authenticated with its keys, and the file is read again
+	// every GossipKeyInterval and on ReloadGossipKeys. Empty:
+	// Gossip.SecretKeys as given (none: gossip in the clear).
+	GossipKeyFile string
+	// GossipKeyInterval is how often the key file is read again; default
+	// gossip.KeyFileInterval.
+	GossipKeyInterval time.Duration
 	// Gossip adjusts gossip timing (tests and benchmarks cut it to
 	// milliseconds); its identity and address fields are ignored.
 	Gossip gossip.Config
@@ -187,6 +195,7 @@ type Seeder struct {
 	store *store
 
 	gossip  *gossip.Node
+	keys    *gossip.KeyFile // nil without Config.GossipKeyFile
 	torrent *swarm.Client
 	api     *http.Server
 	apiLn   net.Listener
@@ -244,9 +253,16 @@ func (s *Seeder) start() (err error) {
 	gc := s.cfg.Gossip
 	gc.Name, gc.BindAddr, gc.Keyring = s.cfg.Name, s.cfg.GossipAddr, s.ring
 	gc.StatePath, gc.Role, gc.TorrentAddr = s.store.desiredPath(), gossip.RoleSeeder, s.torrent.Addr()
+	// Agents take this node for the origin only if its announcement
+	// verifies against their pinned keys.
+	gc.SigningKey = s.cfg.Key
+	if err := s.loadGossipKeys(&gc); err != nil {
+		return err
+	}
 	if s.gossip, err = gossip.New(gc, s.log); err != nil {
 		return err
 	}
+	s.watchGossipKeys()
 	if err := s.gossip.Start(); err != nil {
 		return err
 	}
@@ -284,6 +300,17 @@ func (s *Seeder) Run(ctx context.Context) error {
 		}
 	}
 	errc := make(chan error, 1)
+	// The key file's watcher stops with ctx, or before Close when the API
+	// fails.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.keys != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.keys.Run(ctx, s.cfg.GossipKeyInterval)
+		}()
+	}
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -300,6 +327,7 @@ func (s *Seeder) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	cancel()
 	s.Close()
 	return err
 }

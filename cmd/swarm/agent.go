@@ -22,12 +22,13 @@ type agentOptions struct {
 	minFree                  string
 	uploadRate, downloadRate string
 	addrFile                 string
+	gossipKey                gossipKeyOptions
 }
 
 func newAgentCmd(ios streams, g *globalOptions) *cobra.Command {
 	o := &agentOptions{}
 	cmd := &cobra.Command{
-		Use:   "agent --data DIR --join HOST:PORT --trust PUBFILE",
+		Use:   "agent --data DIR --join HOST:PORT --trust PUBFILE --gossip-key-file FILE",
 		Short: "Run the node daemon: follow desired state, download, install, report",
 		Long: `agent joins the gossip cluster, follows the desired state of every app,
 downloads each target release from its peers and the origin, verifies it,
@@ -35,7 +36,7 @@ runs the local hook (argv: HOOK install, with SWARM_APP, SWARM_VERSION,
 SWARM_RELEASE_ID, SWARM_RELEASE_DIR and SWARM_PREVIOUS_DIR in its environment),
 switches DIR/releases/<app>/current atomically and gossips its state.`,
 		Example: `  swarm agent --data /var/lib/swarm --join seeder.example:7946 \
-    --trust /etc/swarm/swarm.pub --hook /etc/swarm/install \
+    --trust /etc/swarm/swarm.pub --gossip-key-file /etc/swarm/gossip.key --hook /etc/swarm/install \
     --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return agentRun(cmd, ios, g, o) },
 	}
@@ -62,6 +63,7 @@ switches DIR/releases/<app>/current atomically and gossips its state.`,
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "upload cap in bytes/s, e.g. 20MiB (0 = none)")
 	f.StringVar(&o.downloadRate, "download-rate", "0", "download cap in bytes/s (0 = none)")
 	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
+	o.gossipKey.addFlags(f)
 	return cmd
 }
 
@@ -105,6 +107,10 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 	if err != nil {
 		return err
 	}
+	keyFile, err := o.gossipKey.check("agent")
+	if err != nil {
+		return err
+	}
 	log, err := newLogger(g, ios.Err)
 	if err != nil {
 		return err
@@ -116,14 +122,16 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 		Hook: o.hook, HealthCheck: o.health, HookTimeout: o.hookTimeout, HealthTimeout: o.healthTimeout,
 		HealthInterval: o.healthInterval, HealthFailures: o.healthFailures,
 		Keep: o.keep, MinFreeBytes: minFree, UploadRate: up, DownloadRate: down, MaxConns: o.maxConns,
-		OriginFeeders: feeders, OriginFallback: o.fallback,
+		OriginFeeders: feeders, OriginFallback: o.fallback, GossipKeyFile: keyFile,
 	}, log)
 	if err != nil {
 		return usageErrorf("%w", err)
 	}
+	o.gossipKey.warnInsecure(log)
 	if err := a.Start(); err != nil {
 		return err
 	}
+	defer reloadOnHangup(cmd.Context(), log, a.ReloadGossipKeys)()
 	if err := writeAddrFile(o.addrFile, [][2]string{{"gossip", a.GossipAddr()}, {"torrent", a.TorrentAddr()}, {"name", a.Name()}}); err != nil {
 		a.Close()
 		return err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -148,11 +150,13 @@ func repo(t *testing.T, parts ...string) string {
 	return p
 }
 
-// cluster is a seeder process, its key and its API token, for the CLI
+// cluster is a seeder process, its keys and its API token, for the CLI
 // tests.
 type cluster struct {
 	dir, key, pub, api, gossip string
 	tokenFile, token           string
+	gkey                       string // gossip key file
+	seeder                     *daemon
 }
 
 // startSeeder starts a seeder with an API token and puts the token in
@@ -166,7 +170,7 @@ func startSeeder(t *testing.T) cluster {
 		t.Fatalf("keygen: %d %s", r.code, r.stderr)
 	}
 	c := cluster{dir: dir, key: filepath.Join(keys, "swarm.key"), pub: filepath.Join(keys, "swarm.pub"),
-		tokenFile: filepath.Join(keys, "api-token")}
+		tokenFile: filepath.Join(keys, "api-token"), gkey: filepath.Join(keys, "gossip.key")}
 	if r := run(t, 10*time.Second, "api-token", "generate", "--out", c.tokenFile); r.code != 0 {
 		t.Fatalf("api-token generate: %d %s", r.code, r.stderr)
 	}
@@ -176,11 +180,14 @@ func startSeeder(t *testing.T) cluster {
 	}
 	c.token = strings.TrimSpace(string(b))
 	t.Setenv("SWARM_API_TOKEN", c.token)
+	if r := run(t, 10*time.Second, "gossip-key", "generate", "--out", c.gkey); r.code != 0 {
+		t.Fatalf("gossip-key generate: %d %s", r.code, r.stderr)
+	}
 	addrs := filepath.Join(dir, "seeder.addrs")
-	d := startDaemon(t, "seeder", "--store", filepath.Join(dir, "store"), "--key", c.key, "--name", "seeder",
-		"--api-token-file", c.tokenFile,
+	c.seeder = startDaemon(t, "seeder", "--store", filepath.Join(dir, "store"), "--key", c.key, "--name", "seeder",
+		"--api-token-file", c.tokenFile, "--gossip-key-file", c.gkey,
 		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0", "--addr-file", addrs)
-	a := readAddrs(t, d, addrs)
+	a := readAddrs(t, c.seeder, addrs)
 	c.api, c.gossip = a["api"], a["gossip"]
 	return c
 }
@@ -211,7 +218,7 @@ func TestPublishToAgents(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("agent-%d", i)
 		d := startDaemon(t, "agent", "--data", filepath.Join(c.dir, name), "--name", name, "--join", c.gossip,
-			"--trust", c.pub, "--hook", repo(t, "testdata", "hooks", "install.sh"),
+			"--trust", c.pub, "--gossip-key-file", c.gkey, "--hook", repo(t, "testdata", "hooks", "install.sh"),
 			"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--addr-file", filepath.Join(c.dir, name+".addrs"))
 		readAddrs(t, d, filepath.Join(c.dir, name+".addrs"))
 	}
@@ -341,6 +348,21 @@ func TestBadInput(t *testing.T) {
 	if err := os.WriteFile(openKey, b, 0o640); err != nil {
 		t.Fatal(err)
 	}
+	openGossipKey := filepath.Join(t.TempDir(), "open-gossip.key")
+	gk, err := os.ReadFile(c.gkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(openGossipKey, gk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openGossipKey, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badGossipKey := filepath.Join(t.TempDir(), "bad-gossip.key")
+	if err := os.WriteFile(badGossipKey, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	notDir := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -369,16 +391,33 @@ func TestBadInput(t *testing.T) {
 		{"publish missing key", publish(v1, "hello", "3.0.0", filepath.Join(empty, "no.key"), c.api), exitUsage, []string{"does not exist", "swarm keygen"}},
 		{"publish group-readable key", publish(v1, "hello", "3.0.0", openKey, c.api), exitUsage, []string{"chmod 600"}},
 		{"seeder group-readable key", []string{"seeder", "--store", t.TempDir(), "--key", openKey}, exitUsage, []string{"chmod 600"}},
-		{"seeder port in use", []string{"seeder", "--store", t.TempDir(), "--key", c.key, "--api-token-file", c.tokenFile, "--gossip", "127.0.0.1:0",
+		{"seeder port in use", []string{"seeder", "--store", t.TempDir(), "--key", c.key, "--api-token-file", c.tokenFile, "--gossip-key-file", c.gkey, "--gossip", "127.0.0.1:0",
 			"--torrent", "127.0.0.1:0", "--api", busy.Addr().String()}, exitFailure, []string{busy.Addr().String(), "in use"}},
-		{"agent unwritable data dir", []string{"agent", "--data", filepath.Join(notDir, "data"), "--trust", c.pub,
+		{"agent unwritable data dir", []string{"agent", "--data", filepath.Join(notDir, "data"), "--trust", c.pub, "--gossip-key-file", c.gkey,
 			"--join", c.gossip, "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitFailure, []string{"data dir", "--data"}},
 		{"agent malformed join", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", "127.0.0.1:notaport"}, exitUsage, []string{"--join"}},
-		{"agent torrent port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent torrent port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--gossip-key-file", c.gkey, "--join", c.gossip,
 			"--gossip", "127.0.0.1:0", "--torrent", busy.Addr().String()}, exitFailure, []string{"in use"}},
-		{"agent gossip port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent gossip port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--gossip-key-file", c.gkey, "--join", c.gossip,
 			"--gossip", busy.Addr().String(), "--torrent", "127.0.0.1:0"}, exitFailure, []string{"in use", "--gossip"}},
 		{"agent missing trust", []string{"agent", "--data", t.TempDir(), "--join", c.gossip}, exitUsage, []string{"--trust"}},
+		{"agent without gossip key", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+			"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitUsage, []string{"--gossip-key-file", "swarm gossip-key generate", "--insecure-gossip"}},
+		{"seeder without gossip key", []string{"seeder", "--store", t.TempDir(), "--key", c.key,
+			"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0"}, exitUsage, []string{"--gossip-key-file", "--insecure-gossip"}},
+		{"agent gossip key readable by others", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+			"--gossip-key-file", openGossipKey}, exitUsage, []string{"--gossip-key-file", "chmod 600 " + openGossipKey}},
+		{"seeder gossip key readable by others", []string{"seeder", "--store", t.TempDir(), "--key", c.key,
+			"--gossip-key-file", openGossipKey}, exitUsage, []string{"--gossip-key-file", "chmod 600 " + openGossipKey}},
+		{"agent malformed gossip key", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+			"--gossip-key-file", badGossipKey}, exitUsage, []string{"line 1 is not a base64 key", "swarm gossip-key generate"}},
+		{"agent missing gossip key", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+			"--gossip-key-file", filepath.Join(empty, "none.key")}, exitUsage, []string{"does not exist", "swarm gossip-key generate"}},
+		{"agent gossip key and insecure", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+			"--gossip-key-file", c.gkey, "--insecure-gossip"}, exitUsage, []string{"exclude each other"}},
+		{"agent insecure cannot join an encrypted cluster", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+			"--insecure-gossip", "--join-timeout", "3s", "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitFailure, []string{"join"}},
+		{"gossip key exists", []string{"gossip-key", "generate", "--out", c.gkey}, exitUsage, []string{"already exists"}},
 		{"unknown flag", []string{"status", "--nope"}, exitUsage, []string{"unknown flag"}},
 		{"bench zero nodes", []string{"bench", "sim", "--nodes", "0"}, exitUsage, []string{"--nodes"}},
 		{"bench negative nodes", []string{"bench", "real", "--nodes", "-3"}, exitUsage, []string{"--nodes"}},
@@ -416,7 +455,7 @@ func lastLine(s string) string {
 }
 
 func TestHelpHasExamples(t *testing.T) {
-	for _, cmd := range []string{"keygen", "api-token", "seeder", "agent", "publish", "status", "version"} {
+	for _, cmd := range []string{"keygen", "api-token", "gossip-key", "seeder", "agent", "publish", "status", "version"} {
 		r := run(t, 10*time.Second, cmd, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") {
 			t.Errorf("swarm %s --help: code %d, no Examples section:\n%s", cmd, r.code, r.stdout)
@@ -424,5 +463,64 @@ func TestHelpHasExamples(t *testing.T) {
 	}
 	if r := run(t, 10*time.Second, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "swarm ") {
 		t.Errorf("swarm version: %d %q", r.code, r.stdout)
+	}
+}
+
+// TestGossipKey: generate prints a fresh 32-byte key or writes a new 0600
+// file; an agent with --insecure-gossip runs (in the clear) without one;
+// and a running seeder takes a key added to its file on SIGHUP, without
+// restarting, and keeps serving.
+func TestGossipKey(t *testing.T) {
+	r1 := run(t, 10*time.Second, "gossip-key", "generate")
+	r2 := run(t, 10*time.Second, "gossip-key", "generate")
+	k1, err := base64.StdEncoding.DecodeString(strings.TrimSpace(r1.stdout))
+	if r1.code != 0 || err != nil || len(k1) != 32 {
+		t.Fatalf("generate: %d %q %v", r1.code, r1.stdout, err)
+	}
+	if r2.stdout == r1.stdout {
+		t.Fatal("two generated keys are equal")
+	}
+	path := filepath.Join(t.TempDir(), "gossip.key")
+	if r := run(t, 10*time.Second, "gossip-key", "generate", "--out", path); r.code != 0 {
+		t.Fatalf("generate --out: %d %s", r.code, r.stderr)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+
+	c := startSeeder(t)
+	dir := t.TempDir()
+	d := startDaemon(t, "agent", "--data", filepath.Join(dir, "data"), "--name", "clear", "--trust", c.pub, "--insecure-gossip",
+		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--addr-file", filepath.Join(dir, "addrs"))
+	readAddrs(t, d, filepath.Join(dir, "addrs"))
+	if !strings.Contains(d.Logs(), "neither encrypted nor authenticated") {
+		t.Errorf("an insecure agent does not warn:\n%s", d.Logs())
+	}
+
+	f, err := os.OpenFile(c.gkey, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(r2.stdout); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := c.seeder.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(c.seeder.Logs(), "gossip keys changed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the seeder did not install the new key on SIGHUP:\n%s", c.seeder.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case err := <-c.seeder.done:
+		t.Fatalf("the seeder exited on SIGHUP: %v", err)
+	default:
+	}
+	if r := run(t, 10*time.Second, "status", "--seeder", c.api, "--json"); r.code != 0 {
+		t.Fatalf("status after SIGHUP: %d %s", r.code, r.stderr)
 	}
 }

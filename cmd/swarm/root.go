@@ -120,6 +120,7 @@ BitTorrent, verifies and installs it with a local hook, and gossips its health.`
 	root.AddCommand(
 		newKeygenCmd(ios),
 		newAPITokenCmd(ios),
+		newGossipKeyCmd(ios),
 		newSeederCmd(ios, g),
 		newAgentCmd(ios, g),
 		newPublishCmd(ios, g),

@@ -18,16 +18,19 @@ type seederOptions struct {
 	tlsCert, tlsKey, tlsClientCA string
 	insecureAPI                  bool
 	maxBundleSize                string
+	gossipKey                    gossipKeyOptions
 }
 
 func newSeederCmd(ios streams, g *globalOptions) *cobra.Command {
 	o := &seederOptions{}
 	cmd := &cobra.Command{
-		Use:   "seeder --store DIR --key FILE",
+		Use:   "seeder --store DIR --key FILE --gossip-key-file FILE",
 		Short: "Run the origin daemon: release store, signing, seeding, HTTP API",
 		Long: `seeder keeps the release store, accepts 'swarm publish' on its HTTP API,
 seeds every stored release over BitTorrent, signs the desired state of each
 app and gossips it to the agents. Its API listens on 127.0.0.1 by default.
+Its gossip is encrypted with the keys of --gossip-key-file
+(make one with 'swarm gossip-key generate').
 
 Every API request but /healthz needs the bearer token of --api-token-file
 (make one with 'swarm api-token generate') or, with --tls-client-ca, a
@@ -36,9 +39,9 @@ neither, and refuses an --api address that is not loopback without
 --tls-cert and --tls-key; --insecure-api lifts both refusals.`,
 		Example: `  swarm api-token generate --out /etc/swarm/api-token
   swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key \
-    --api-token-file /etc/swarm/api-token \
+    --gossip-key-file /etc/swarm/gossip.key --api-token-file /etc/swarm/api-token \
     --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881 --api 127.0.0.1:7700
-  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key --api 0.0.0.0:7700 \
+  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key --gossip-key-file /etc/swarm/gossip.key --api 0.0.0.0:7700 \
     --tls-cert seeder.crt --tls-key seeder.key --tls-client-ca clients-ca.crt`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return seederRun(cmd, ios, g, o) },
 	}
@@ -60,6 +63,7 @@ neither, and refuses an --api address that is not loopback without
 	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA certificate(s): a client certificate they issued authenticates (needs --tls-cert)")
 	f.BoolVar(&o.insecureAPI, "insecure-api", false, "allow an API without authentication, or without TLS off loopback")
 	f.StringVar(&o.maxBundleSize, "max-bundle-size", "64GiB", "largest bundle a publish may send; larger ones are refused (413)")
+	o.gossipKey.addFlags(f)
 	return cmd
 }
 
@@ -126,10 +130,14 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	if err != nil {
 		return usageErrorf("seeder: %w", err)
 	}
+	keyFile, err := o.gossipKey.check("seeder")
+	if err != nil {
+		return err
+	}
 	cfg := seeder.Config{
 		StoreDir: o.store, Key: key, Trust: trust, Name: o.name,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent, APIAddr: o.api,
-		Join: join, UploadRate: up, MaxConns: o.maxConns,
+		Join: join, UploadRate: up, MaxConns: o.maxConns, GossipKeyFile: keyFile,
 	}
 	if err := o.apiSecurity(&cfg); err != nil {
 		return err
@@ -143,9 +151,11 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	if err != nil {
 		return usageErrorf("%w", err)
 	}
+	o.gossipKey.warnInsecure(log)
 	if err := s.Start(); err != nil {
 		return err
 	}
+	defer reloadOnHangup(cmd.Context(), log, s.ReloadGossipKeys)()
 	if err := writeAddrFile(o.addrFile, [][2]string{
 		{"api", s.APIURL()}, {"gossip", s.GossipAddr()}, {"torrent", s.TorrentAddr()},
 	}); err != nil {
