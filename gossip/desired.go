@@ -379,12 +379,12 @@ func (n *Node) mergeRemote(buf []byte) {
 		n.refuseUnread(fromPushPull, 1, err)
 		return
 	}
+	for _, sd := range st.desired {
+		_ = n.accept(sd, fromPushPull)
+	}
 	if st.desiredRefused > 0 {
 		n.refuseUnread(fromPushPull, st.desiredRefused,
 			fmt.Errorf("%w: desired states past %d in one push/pull, or over %d bytes", errOverCap, MaxDesiredStates, MaxDesiredBytes))
-	}
-	for _, sd := range st.desired {
-		_ = n.accept(sd, fromPushPull)
 	}
 	n.mergeRecords(st.records, st.recordsRefused)
 }
