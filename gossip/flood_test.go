@@ -155,7 +155,9 @@ func (p *floodPeer) MergeRemoteState(buf []byte, _ bool) {}
 func TestPushPullFloodEndToEnd(t *testing.T) {
 	k := newKey(t)
 	core, logs := observer.New(zapcore.DebugLevel)
-	rx := startNodeLogger(t, testConfig("rx", release.NewKeyring(k.Public())), zap.New(core))
+	cfg := testConfig("rx", release.NewKeyring(k.Public()))
+	cfg.PushPullInterval = time.Hour // only the join's push/pull: one flood, whose counts the test reads
+	rx := startNodeLogger(t, cfg, zap.New(core))
 	if err := rx.Publish(desired(t, k, "web", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -165,6 +167,7 @@ func TestPushPullFloodEndToEnd(t *testing.T) {
 	mc.Name, mc.BindAddr, mc.BindPort = "flooder", "127.0.0.1", 0
 	mc.Logger = log.New(io.Discard, "", 0)
 	mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 200*time.Millisecond, 100*time.Millisecond, 20*time.Millisecond
+	mc.PushPullInterval = 0 // none but the join's
 	mc.Delegate = &floodPeer{state: floodPushPull(t, floodFitting(), k.ID())}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -184,6 +187,9 @@ func TestPushPullFloodEndToEnd(t *testing.T) {
 	st := rx.Stats()
 	if st.Verifications > 1+MaxDesiredStates { // 1: the state published above
 		t.Errorf("%d signature checks, over the cap of %d per push/pull", st.Verifications, MaxDesiredStates)
+	}
+	if want := uint64(floodFitting() - MaxDesiredStates); st.RefusedOverCap != want {
+		t.Errorf("%d refused over the cap, want %d", st.RefusedOverCap, want)
 	}
 	if st.Accepted != 1 || len(rx.DesiredAll()) != 1 {
 		t.Errorf("accepted %d, holds %d; want only the published state", st.Accepted, len(rx.DesiredAll()))
