@@ -46,6 +46,9 @@ func fuzzKey(tb testing.TB) *release.PrivateKey {
 	return k
 }
 
+// fuzzRing trusts fuzzKey.
+func fuzzRing(tb testing.TB) release.Keyring { return release.NewKeyring(fuzzKey(tb).Public()) }
+
 // strangerKey is another fixed key, not trusted.
 func strangerKey(tb testing.TB) *release.PrivateKey {
 	tb.Helper()
@@ -56,11 +59,11 @@ func strangerKey(tb testing.TB) *release.PrivateKey {
 	return k
 }
 
-// fuzzNode is an offline node trusting fuzzKey, with member "x" of
-// generation 3 (the seeds' app-state owner) joined.
-func fuzzNode(tb testing.TB) *Node {
+// fuzzNode is an offline node trusting ring (fuzzRing), with member "x"
+// of generation 3 (the seeds' app-state owner) joined.
+func fuzzNode(tb testing.TB, ring release.Keyring) *Node {
 	tb.Helper()
-	n, err := New(testConfig("rx", release.NewKeyring(fuzzKey(tb).Public())), zap.NewNop())
+	n, err := New(testConfig("rx", ring), zap.NewNop())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -237,19 +240,19 @@ func TestFuzzSeeds(t *testing.T) {
 
 	// The valid seeds are taken, so the fuzzer starts from inputs that
 	// reach the end of each path.
-	seeds := fuzzSeeds(t)
-	n := fuzzNode(t)
+	seeds, ring := fuzzSeeds(t), fuzzRing(t)
+	n := fuzzNode(t, ring)
 	n.handleMsg(seeds["FuzzDesiredMsg"]["valid"])
 	n.handleMsg(seeds["FuzzDesiredMsg"]["valid-flate"])
 	if st := n.Stats(); st.Accepted != 2 {
 		t.Errorf("valid desired-state seeds: %+v", st)
 	}
-	n = fuzzNode(t)
+	n = fuzzNode(t, ring)
 	n.mergeRemote(seeds["FuzzMergeRemoteState"]["valid"])
 	if st := n.Stats(); st.Accepted != 2 || st.AppRecords != 1 {
 		t.Errorf("valid push/pull seed: %+v", st)
 	}
-	n = fuzzNode(t)
+	n = fuzzNode(t, ring)
 	n.handleApps(seeds["FuzzAppMsg"]["part"])
 	if st := n.Stats(); st.AppRefused != 0 || n.appQueue.Len() != 1 {
 		t.Errorf("valid app-state seed: %+v", st)
@@ -280,12 +283,12 @@ func checkHeldVerify(t *testing.T, n *Node, ring release.Keyring) {
 // exactly once, its signature checked at most once, and taken only if it
 // verifies; what decodes re-encodes to a message that decodes alike.
 func FuzzDesiredMsg(f *testing.F) {
-	ring := release.NewKeyring(fuzzKey(f).Public())
+	ring := fuzzRing(f)
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		if len(msg) == 0 || (msg[0] != msgDesired && msg[0] != msgDesiredFlate) {
 			return
 		}
-		n := fuzzNode(t)
+		n := fuzzNode(t, ring)
 		n.handleMsg(msg)
 		st := n.Stats()
 		if c := desiredCounters(st); c != 1 {
@@ -328,11 +331,12 @@ func FuzzDesiredMsg(f *testing.F) {
 // are ever shown, valid and at most MaxApps; a message passed on is the
 // one received; and what decodes re-encodes alike.
 func FuzzAppMsg(f *testing.F) {
+	ring := fuzzRing(f)
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		if len(msg) == 0 || msg[0] != msgApps {
 			return
 		}
-		n := fuzzNode(t)
+		n := fuzzNode(t, ring)
 		n.handleApps(msg)
 		st := n.Stats()
 		h, parts, err := decodeRecord(msg[1:], false)
@@ -382,12 +386,12 @@ func FuzzAppMsg(f *testing.F) {
 // every decoded or refused state is counted, and what decodes re-encodes
 // to what decodes alike.
 func FuzzMergeRemoteState(f *testing.F) {
-	ring := release.NewKeyring(fuzzKey(f).Public())
+	ring := fuzzRing(f)
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		if len(buf) > 0 && buf[0] == rawPushPull {
 			buf = append([]byte{msgPushPullFlate}, storedDeflate(buf[1:])...)
 		}
-		n := fuzzNode(t)
+		n := fuzzNode(t, ring)
 		n.mergeRemote(buf)
 		st := n.Stats()
 		if st.Verifications > MaxDesiredStates {
