@@ -450,7 +450,7 @@ func (n *Node) handleApps(msg []byte) {
 	msg = bytes.Clone(msg) // memberlist reuses its buffer, and the parts alias it
 	h, parts, err := decodeRecord(msg[1:], false)
 	if err != nil {
-		n.refuseApps(fromGossip, 1, err)
+		n.refuseApps(fromGossip, 1, 0, err)
 		return
 	}
 	if h.node == n.cfg.Name {
@@ -468,16 +468,17 @@ func (n *Node) handleApps(msg []byte) {
 	}
 }
 
-// mergeRecords takes the app-state records of a push/pull; refused records
-// over a bound were already skipped while decoding. Records no newer than
+// mergeRecords takes the app-state records of a push/pull; overCap records
+// past a cap were already skipped while decoding. Records no newer than
 // the one shown are skipped after their header: most are, in a settled
 // cluster.
-func (n *Node) mergeRecords(records [][]byte, refused int) {
+func (n *Node) mergeRecords(records [][]byte, overCap int) {
 	type record struct {
 		h     recordHeader
 		parts []appPart
 	}
 	took := make([]record, 0, len(records))
+	refused := 0
 	var firstErr error
 	stale := n.staleRecords(records)
 	for i, raw := range records {
@@ -496,11 +497,12 @@ func (n *Node) mergeRecords(records [][]byte, refused int) {
 			took = append(took, record{h, parts})
 		}
 	}
+	if overCap > 0 {
+		n.refuseApps(fromPushPull, 0, overCap, fmt.Errorf("%w: app-state records over %d bytes or past %d in one push/pull",
+			errOverCap, maxRecordBytes, maxPushPullRecords))
+	}
 	if refused > 0 {
-		if firstErr == nil {
-			firstErr = fmt.Errorf("app-state records over %d bytes or past %d in one push/pull", maxRecordBytes, maxPushPullRecords)
-		}
-		n.refuseApps(fromPushPull, refused, firstErr)
+		n.refuseApps(fromPushPull, refused, 0, firstErr)
 	}
 	n.memMu.Lock()
 	defer n.memMu.Unlock()
@@ -548,14 +550,21 @@ func (n *Node) pushPullRecords() [][]byte {
 	return out
 }
 
-// refuseApps counts k refused app-state messages or records and logs the
-// first refusal from each source (until the log-once set is cleared).
-func (n *Node) refuseApps(src source, k int, err error) {
-	n.appRefused.Add(uint64(k))
+// refuseApps counts invalid app-state messages or records refused after
+// decoding and overCap ones refused unread, and logs them at most once per
+// refusalLogEvery for each source and reason.
+func (n *Node) refuseApps(src source, invalid, overCap int, err error) {
+	reason := reasonInvalid
+	n.appRefused.Add(uint64(invalid))
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.logOnceLocked("apps-refused/"+string(src), func(l *zap.Logger) {
-		l.Warn("refused app-state records", zap.String("source", string(src)), zap.Int("records", k), zap.Error(err))
+	n.stats.AppRefusedOverCap += uint64(overCap)
+	n.mu.Unlock()
+	if overCap > 0 {
+		reason = reasonOverCap
+	}
+	n.refusals.log("apps/"+reason+"/"+string(src), n.now(), func(suppressed zap.Field) {
+		n.log.Warn("refused app-state records", zap.String("reason", reason), zap.String("source", string(src)),
+			zap.Int("records", invalid+overCap), suppressed, zap.Error(err))
 	})
 }
 

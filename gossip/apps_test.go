@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -439,27 +440,28 @@ func TestAppRecordRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := decodePushPull(pp, pushPullLimits{inflated: 1 << 20, records: 3})
+	st, err := decodePushPull(pp, pushPullLimits{inflated: 1 << 20, section: 1 << 10, desired: 1, records: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.records) != 2 || st.refused != 3 {
-		t.Fatalf("decoded %d records, refused %d; want 2 and 3", len(st.records), st.refused)
+	if len(st.records) != 2 || st.recordsRefused != 3 {
+		t.Fatalf("decoded %d records, refused %d; want 2 and 3", len(st.records), st.recordsRefused)
 	}
-	before := rx.Stats().AppRefused
+	before := rx.Stats()
 	rx.mergeRemote(pp)
 	if got, want := appsOf(rx, "x"), travelled(t, manyApps(4, 0)); !reflect.DeepEqual(got, want) {
 		t.Fatalf("shows %v after push/pull, want %v", got, want)
 	}
-	if got := rx.Stats().AppRefused - before; got != 1 {
-		t.Fatalf("push/pull refusals counted %d, want 1", got)
+	after := rx.Stats()
+	if got := after.AppRefusedOverCap - before.AppRefusedOverCap; got != 1 || after.AppRefused != before.AppRefused {
+		t.Fatalf("push/pull refusals over a cap counted %d (want 1), invalid ones %d (want 0)", got, after.AppRefused-before.AppRefused)
 	}
 	// A deflate bomb stops at the inflation bound.
 	bomb, err := encodePushPull(nil, slices.Repeat([][]byte{make([]byte, maxRecordBytes)}, 64))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := decodePushPull(bomb, pushPullLimits{inflated: 1 << 20, records: 100}); err == nil || !strings.Contains(err.Error(), "inflated") {
+	if _, err := decodePushPull(bomb, pushPullLimits{inflated: 1 << 20, section: 1 << 10, desired: 1, records: 100}); !errors.Is(err, errOverCap) {
 		t.Fatalf("decoding %d bytes that inflate past the bound: %v", len(bomb), err)
 	}
 }

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -28,6 +29,7 @@ const (
 	reasonUntrusted = "untrusted"
 	reasonInvalid   = "invalid"
 	reasonStale     = "stale"
+	reasonOverCap   = "over_cap"
 )
 
 // load reads StatePath: the verified states become the held ones and every
@@ -65,7 +67,7 @@ func (n *Node) load() error {
 		if cur, ok := n.desired[d.Key()]; ok && cur.state.Sequence >= d.Sequence {
 			continue
 		}
-		n.desired[d.Key()] = entry{signed: sd, state: d}
+		n.holdLocked(d.Key(), entry{signed: sd, state: d})
 		n.highest[d.Key()] = max(n.highest[d.Key()], d.Sequence)
 	}
 	return nil
@@ -75,7 +77,10 @@ func (n *Node) load() error {
 // exactly like one received from the cluster: it must verify against the
 // keyring and its sequence must be higher than the highest held for its app.
 // It is then persisted and broadcast. Publishing the state already held is a
-// no-op; anything else not newer fails with ErrStale.
+// no-op; anything else not newer fails with ErrStale. A state over
+// MaxDesiredBytes fails with ErrStateTooLarge, and one for a new (app,
+// environment) once MaxDesiredStates are held with ErrTooManyStates: the
+// cluster would refuse to carry them.
 func (n *Node) Publish(sd release.SignedDesiredState) error {
 	n.life.Lock()
 	started, closing := n.started, n.closing
@@ -85,6 +90,11 @@ func (n *Node) Publish(sd release.SignedDesiredState) error {
 		return fmt.Errorf("publish: %w", ErrClosed)
 	case !started:
 		return fmt.Errorf("publish: %w", ErrNotStarted)
+	}
+	if js, err := json.Marshal(sd); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	} else if len(js) > MaxDesiredBytes {
+		return fmt.Errorf("publish: %w: %d bytes, over %d", ErrStateTooLarge, len(js), MaxDesiredBytes)
 	}
 	if err := n.accept(sd, fromLocal); err != nil {
 		return fmt.Errorf("publish: %w", err)
@@ -146,6 +156,7 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 	if n.heldAlready(sd) {
 		return nil
 	}
+	n.countVerification()
 	d, err := sd.Verify(n.cfg.Keyring)
 	if err != nil {
 		reason := reasonInvalid
@@ -192,6 +203,12 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 		n.logRefusalLocked(src, reasonStale, d.App, d.Sequence, sd.KeyID, nil)
 		return nil, fmt.Errorf("%w: sequence %d for %s is below the %d held", ErrStale, d.Sequence, key, high)
 	}
+	if _, ok := n.desired[key]; !ok && len(n.desired) >= MaxDesiredStates {
+		err := fmt.Errorf("%w: %s would be one more than the %d held", ErrTooManyStates, key, MaxDesiredStates)
+		n.stats.RefusedOverCap++
+		n.logRefusalLocked(src, reasonOverCap, d.App, d.Sequence, sd.KeyID, err)
+		return nil, err
+	}
 
 	sd = cloneSigned(sd)
 	// Persist first: a state gossiped on but lost in a crash could be
@@ -204,7 +221,7 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 			return nil, err
 		}
 	}
-	n.desired[key] = entry{signed: sd, state: d, accepted: time.Now()}
+	n.holdLocked(key, entry{signed: sd, state: d, accepted: time.Now()})
 	n.highest[key] = d.Sequence
 	n.stats.Accepted++
 	msg := n.broadcastLocked(d, sd)
@@ -218,17 +235,33 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 
 // heldAlready reports, and counts as a duplicate, an envelope identical to
 // one already accepted: gossip delivers each state many times, and this
-// spares verifying the copies.
+// spares verifying the copies. It looks the signature up, so a push/pull
+// of every held state costs one lookup per state.
 func (n *Node) heldAlready(sd release.SignedDesiredState) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, e := range n.desired {
-		if sameEnvelope(e.signed, sd) {
-			n.stats.Duplicates++
-			return true
-		}
+	if key, ok := n.bySig[string(sd.Sig)]; ok && sameEnvelope(n.desired[key].signed, sd) {
+		n.stats.Duplicates++
+		return true
 	}
 	return false
+}
+
+// holdLocked makes e the state held for key.
+func (n *Node) holdLocked(key string, e entry) {
+	if old, ok := n.desired[key]; ok {
+		delete(n.bySig, string(old.signed.Sig))
+	}
+	n.desired[key] = e
+	n.bySig[string(e.signed.Sig)] = key
+}
+
+// countVerification counts a desired state about to have its signatures
+// checked: the costly step that the caps bound.
+func (n *Node) countVerification() {
+	n.mu.Lock()
+	n.stats.Verifications++
+	n.mu.Unlock()
 }
 
 func sameEnvelope(a, b release.SignedDesiredState) bool {
@@ -276,26 +309,27 @@ func (n *Node) broadcastLocked(d release.DesiredState, sd release.SignedDesiredS
 	return msg
 }
 
-// logRefusalLocked logs a refused state once per (reason, app, seq, key).
-// Stale states are routine (a peer that has not caught up yet pushes its
-// older state) and go to debug; untrusted and invalid ones to warn. States
-// published locally are not logged: Publish returns the error.
+// logRefusalLocked logs a refused state, at most once per refusalLogEvery
+// for each reason and source: the line names the first state refused for
+// it in that time and how many more were refused since the last line. Stale
+// states are routine (a peer that has not caught up yet pushes its older
+// state) and go to debug; the others to warn. States published locally are
+// not logged: Publish returns the error.
 func (n *Node) logRefusalLocked(src source, reason, app string, seq uint64, keyID string, err error) {
 	if src == fromLocal {
 		return
 	}
-	key := strings.Join([]string{reason, app, strconv.FormatUint(seq, 10), keyID}, "/")
-	n.logOnceLocked(key, func(l *zap.Logger) {
+	n.refusals.log("desired/"+reason+"/"+string(src), n.now(), func(suppressed zap.Field) {
 		fields := []zap.Field{zap.String("reason", reason), zap.String("app", app), zap.Uint64("seq", seq),
-			zap.String("key_id", keyID), zap.String("source", string(src))}
+			zap.String("key_id", keyID), zap.String("source", string(src)), suppressed}
 		if err != nil {
 			fields = append(fields, zap.Error(err))
 		}
 		if reason == reasonStale {
-			l.Debug("refused desired state", fields...)
+			n.log.Debug("refused desired state", fields...)
 			return
 		}
-		l.Warn("refused desired state", fields...)
+		n.log.Warn("refused desired state", fields...)
 	})
 }
 
@@ -319,7 +353,7 @@ func (n *Node) handleMsg(msg []byte) {
 	case msgDesired, msgDesiredFlate:
 		sd, err := decodeDesired(msg)
 		if err != nil {
-			n.refuseUndecodable(fromGossip, err)
+			n.refuseUnread(fromGossip, 1, err)
 			return
 		}
 		_ = n.accept(sd, fromGossip) // counted and logged inside
@@ -342,20 +376,33 @@ func (n *Node) mergeRemote(buf []byte) {
 	}
 	st, err := decodePushPull(buf, defaultPushPullLimits)
 	if err != nil {
-		n.refuseUndecodable(fromPushPull, err)
+		n.refuseUnread(fromPushPull, 1, err)
 		return
 	}
 	for _, sd := range st.desired {
 		_ = n.accept(sd, fromPushPull)
 	}
-	n.mergeRecords(st.records, st.refused)
+	if st.desiredRefused > 0 {
+		n.refuseUnread(fromPushPull, st.desiredRefused,
+			fmt.Errorf("%w: desired states past %d in one push/pull, or over %d bytes", errOverCap, MaxDesiredStates, MaxDesiredBytes))
+	}
+	n.mergeRecords(st.records, st.recordsRefused)
 }
 
-func (n *Node) refuseUndecodable(src source, err error) {
+// refuseUnread counts k desired states refused before their
+// signatures were checked: over a cap (err wraps errOverCap) or
+// undecodable.
+func (n *Node) refuseUnread(src source, k int, err error) {
+	reason := reasonInvalid
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.stats.RefusedInvalid++
-	n.logRefusalLocked(src, reasonInvalid, "", 0, "", err)
+	if errors.Is(err, errOverCap) {
+		reason = reasonOverCap
+		n.stats.RefusedOverCap += uint64(k)
+	} else {
+		n.stats.RefusedInvalid += uint64(k)
+	}
+	n.logRefusalLocked(src, reason, "", 0, "", err)
 }
 
 // localState is what this node sends in a push/pull: every accepted
@@ -365,6 +412,9 @@ func (n *Node) localState() []byte {
 	n.mu.Lock()
 	all := n.allLocked()
 	n.mu.Unlock()
+	if len(all) > MaxDesiredStates {
+		all = all[:MaxDesiredStates] // only from a state file written before the cap; receivers would refuse the rest
+	}
 	records := n.pushPullRecords()
 	if len(all) == 0 && len(records) == 0 {
 		return nil

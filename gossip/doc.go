@@ -45,4 +45,19 @@
 // (Config.SigningKey; the signature covers its name, role, torrent address,
 // environment and generation) is shown as a seeder; any other claim of the
 // role is shown as an agent and counted in Stats.RefusedSeeders.
+//
+// What one message can make a node do is bounded, and checked before the
+// costly work: decompression, decoding and signature checks (wire.go). A
+// cluster carries at most MaxDesiredStates (1024) desired states, one per
+// (app, environment), each at most MaxDesiredBytes (8 KiB) as JSON; a state
+// past either is refused everywhere, by Publish too (ErrTooManyStates,
+// ErrStateTooLarge), and since states are never dropped, the bound is on
+// the pairs a cluster ever carries. A push/pull has at most
+// MaxDesiredStates states checked and at most 8 MiB of them read (more
+// refuses it whole before inflating them), 64 MiB inflated in all, and at
+// most 65 536 app-state records (one per member) of at most MaxApps apps
+// each. A desired-state message is at most MaxDesiredBytes, inflated too.
+// Input past a cap is refused unread and counted in Stats (RefusedOverCap,
+// AppRefusedOverCap); every refusal is logged at most once a minute per
+// cause and source, with a count of those held back (logonce.go).
 package gossip

@@ -118,6 +118,21 @@ func decodeMeta(b []byte) (wireMeta, error) {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return w, fmt.Errorf("decode node meta: %w", err)
 	}
+	// Any member can advertise anything: take only what a node of this
+	// version could have sent.
+	switch w.Role {
+	case "", RoleAgent, RoleSeeder:
+	default:
+		return wireMeta{}, fmt.Errorf("decode node meta: unknown role %q", w.Role)
+	}
+	if w.Env != "" {
+		if err := release.ValidateEnv(w.Env); err != nil {
+			return wireMeta{}, fmt.Errorf("decode node meta: %w", err)
+		}
+	}
+	if len(w.Torrent) > maxTorrentAddr {
+		return wireMeta{}, fmt.Errorf("decode node meta: torrent address of %d bytes, over %d", len(w.Torrent), maxTorrentAddr)
+	}
 	return w, nil
 }
 

@@ -23,8 +23,8 @@ func TestMetaRoundTrip(t *testing.T) {
 	}{
 		{"agent", RoleAgent, "10.0.0.1:6881", "", 1_733_000_000_123_456_789},
 		{"seeder in prod", RoleSeeder, "[2001:db8::1]:6881", "prod", 1},
-		{"longest torrent address", RoleAgent, longest, strings.Repeat("e", 63), ^uint64(0)},
-		{"longest, signed seeder", RoleSeeder, longest, strings.Repeat("e", 63), ^uint64(0)},
+		{"longest torrent address", RoleAgent, longest, strings.Repeat("e", 32), ^uint64(0)},
+		{"longest, signed seeder", RoleSeeder, longest, strings.Repeat("e", 32), ^uint64(0)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

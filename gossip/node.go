@@ -108,6 +108,10 @@ type Node struct {
 	highest map[string]uint64
 	stats   Stats
 	logged  map[string]struct{}
+	bySig   map[string]string // the key of each held state by its signature, for heldAlready
+
+	// refusals rate-limits the logging of refused input (logonce.go).
+	refusals *rateLog
 }
 
 // entry is an accepted desired state with its verified contents.
@@ -149,6 +153,8 @@ func New(cfg Config, logger *zap.Logger) (*Node, error) {
 		desired:   make(map[string]entry),
 		highest:   make(map[string]uint64),
 		logged:    make(map[string]struct{}),
+		bySig:     make(map[string]string),
+		refusals:  newRateLog(refusalLogEvery),
 		members:   make(map[string]NodeState),
 		peers:     make(map[string]*peerRecord),
 		now:       time.Now,

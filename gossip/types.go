@@ -70,6 +70,16 @@ type Stats struct {
 	RefusedUntrusted uint64 // signed by a key (or carrying a manifest signed by a key) not in the keyring
 	RefusedStale     uint64 // verified but older than the state held
 	RefusedInvalid   uint64 // bad signature, non-canonical payload, invalid fields or undecodable message
+	// RefusedOverCap counts desired states refused unread, their signatures
+	// unchecked, for a cap: past MaxDesiredStates in one push/pull, over
+	// MaxDesiredBytes, in a push/pull whose desired states are over their
+	// byte bound or that inflates past its own (each such push/pull counts
+	// one), or for a new (app, environment) once MaxDesiredStates are held.
+	RefusedOverCap uint64
+	// Verifications counts the desired states whose signatures this node
+	// checked (each up to three ed25519 verifications: the state and its
+	// manifests): the costly work the caps bound.
+	Verifications uint64
 	// DirectSent counts the copies of newly accepted states sent straight to
 	// random members (Config.RumourFanout), outside the gossip queue.
 	DirectSent uint64
@@ -79,20 +89,29 @@ type Stats struct {
 	// AppRecords counts the times a newer complete app-state record of
 	// another member was taken (and shown by Members).
 	AppRecords uint64
-	// AppRefused counts app-state messages and push/pull records refused:
-	// undecodable, over a bound (apps per record, bytes per record, records
-	// per push/pull) or not matching their digest. They change nothing.
+	// AppRefused counts app-state messages and push/pull records refused
+	// after decoding: malformed, over MaxApps apps or not matching their
+	// digest. They change nothing.
 	AppRefused uint64
 	// RefusedSeeders counts members (each generation once) that claim the
 	// seeder role without an announcement signed by a pinned key: they are
 	// treated as agents, never as an origin.
 	RefusedSeeders uint64
+	// AppRefusedOverCap counts push/pull records refused unread for a cap:
+	// over the bytes a record of MaxApps apps may take, or past the records
+	// one push/pull may carry (one per member, at most 65 536).
+	AppRefusedOverCap uint64
 }
 
 // Sentinel errors; match them with errors.Is.
 var (
 	// ErrTooManyApps: SetApps was given more apps than Config.MaxApps.
 	ErrTooManyApps = errors.New("too many apps to gossip")
+	// ErrTooManyStates: a published desired state is for a new (app,
+	// environment) while MaxDesiredStates are held.
+	ErrTooManyStates = errors.New("too many desired states to gossip")
+	// ErrStateTooLarge: a published desired state is over MaxDesiredBytes.
+	ErrStateTooLarge = errors.New("desired state too large to gossip")
 	// ErrStale: a published desired state is not newer than the one held.
 	ErrStale = errors.New("desired state is not newer than the one held")
 	// ErrBadAddress: a join address is not host:port.

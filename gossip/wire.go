@@ -38,9 +38,38 @@ const (
 	udpBufferSize     = 1400
 	broadcastOverhead = 2 + 2 + 1
 	encryptOverhead   = 1 + 12 + 16
-	// maxInflated bounds what a deflated message may expand to.
-	maxInflated = 64 << 10
 )
+
+// Caps on what one message may make a node do, chosen from the real maxima
+// with room to spare and checked before the costly work: decompression,
+// decoding and signature checks. What goes past a cap is refused unread,
+// counted in Stats (RefusedOverCap, AppRefusedOverCap) and logged at most
+// once a minute per cause (logonce.go).
+const (
+	// MaxDesiredStates is the most desired states, one per (app,
+	// environment), a cluster carries. A node holds at most this many, so a
+	// push/pull carries at most this many, and a receiver checks at most
+	// this many from one push/pull and refuses the rest unread. A state for
+	// a new (app, environment) past it is refused everywhere: Publish fails
+	// with ErrTooManyStates, so a seeder cannot issue it. States are never
+	// dropped, so the bound is on the (app, environment) pairs a cluster
+	// ever carries.
+	MaxDesiredStates = 1024
+	// MaxDesiredBytes bounds one desired state as it travels: its signed
+	// envelope as JSON, inflated. The largest real one (63-byte app name
+	// and 32-byte environment, 48-byte versions, both manifests, eight bad
+	// releases, a 200-byte reason and a plan of ten steps) takes under
+	// 2.5 KiB; a larger state (a plan of hundreds of steps) is refused, by
+	// Publish too (ErrStateTooLarge).
+	MaxDesiredBytes = 8 << 10
+	// maxDesiredSection bounds the desired states of one push/pull as
+	// JSON: MaxDesiredStates of MaxDesiredBytes each. A push/pull whose
+	// desired states claim more is refused whole before they are inflated.
+	maxDesiredSection = MaxDesiredStates * MaxDesiredBytes
+)
+
+// errOverCap marks input refused unread because it is past a cap.
+var errOverCap = errors.New("over a cap")
 
 // maxBroadcast is the largest message (type byte included) memberlist can
 // send as one broadcast.
@@ -86,15 +115,18 @@ func decodeDesired(msg []byte) (release.SignedDesiredState, error) {
 	js := msg[1:]
 	switch msg[0] {
 	case msgDesired:
+		if len(js) > MaxDesiredBytes {
+			return sd, fmt.Errorf("%w: desired state of %d bytes, over %d", errOverCap, len(js), MaxDesiredBytes)
+		}
 	case msgDesiredFlate:
 		fr := flate.NewReader(bytes.NewReader(js))
 		defer fr.Close()
-		b, err := io.ReadAll(io.LimitReader(fr, maxInflated+1))
+		b, err := io.ReadAll(io.LimitReader(fr, MaxDesiredBytes+1))
 		if err != nil {
 			return sd, fmt.Errorf("inflate desired state: %w", err)
 		}
-		if len(b) > maxInflated {
-			return sd, fmt.Errorf("inflate desired state: more than %d bytes", maxInflated)
+		if len(b) > MaxDesiredBytes {
+			return sd, fmt.Errorf("%w: desired state inflates past %d bytes", errOverCap, MaxDesiredBytes)
 		}
 		js = b
 	default:
@@ -112,7 +144,7 @@ const (
 	// desired state and 5000 members' records of 32 apps fit.
 	maxPushPullInflated = 64 << 20
 	// maxPushPullRecords bounds the app-state records taken from one
-	// push/pull; those past it are refused.
+	// push/pull, one per member: those past it are refused unread.
 	maxPushPullRecords = 1 << 16
 	// maxLocalState bounds what this node sends, well under the 20 MiB
 	// memberlist accepts for a whole push/pull, membership included.
@@ -127,16 +159,24 @@ type pushPull struct {
 // pushPullLimits bound what decoding one push/pull may cost.
 type pushPullLimits struct {
 	inflated int64 // bytes once inflated
-	records  int   // app-state records; those past it are refused
+	section  int64 // bytes of the desired states, as JSON
+	desired  int   // desired states decoded; those past it are refused unread
+	records  int   // app-state records; those past it are refused unread
 }
 
-var defaultPushPullLimits = pushPullLimits{inflated: maxPushPullInflated, records: maxPushPullRecords}
+var defaultPushPullLimits = pushPullLimits{
+	inflated: maxPushPullInflated,
+	section:  maxDesiredSection,
+	desired:  MaxDesiredStates,
+	records:  maxPushPullRecords,
+}
 
 // pushPullState is what a peer sent in a push/pull.
 type pushPullState struct {
-	desired []release.SignedDesiredState
-	records [][]byte // each an encoded app-state record, not yet decoded
-	refused int      // records over a bound, skipped
+	desired        []release.SignedDesiredState
+	desiredRefused int      // desired states past a cap, not decoded
+	records        [][]byte // each an encoded app-state record, not yet decoded
+	recordsRefused int      // records past a cap, not decoded
 }
 
 // encodePushPull frames the desired states and the encoded app-state
@@ -171,7 +211,10 @@ func encodePushPull(states []release.SignedDesiredState, records [][]byte) ([]by
 }
 
 // decodePushPull reads msgPushPullFlate, or msgPushPull (desired states
-// only) from nodes that predate app-state records, within lim.
+// only) from nodes that predate app-state records, within lim. Desired
+// states and records past their caps are counted in the result, not
+// decoded; a state whose desired part or inflated size is over its cap is
+// refused whole with an error wrapping errOverCap.
 func decodePushPull(msg []byte, lim pushPullLimits) (pushPullState, error) {
 	var st pushPullState
 	if len(msg) == 0 {
@@ -179,11 +222,13 @@ func decodePushPull(msg []byte, lim pushPullLimits) (pushPullState, error) {
 	}
 	switch msg[0] {
 	case msgPushPull:
-		var pp pushPull
-		if err := json.Unmarshal(msg[1:], &pp); err != nil {
-			return st, fmt.Errorf("decode push/pull state: %w", err)
+		if int64(len(msg)-1) > lim.section {
+			return st, fmt.Errorf("%w: push/pull desired states of %d bytes, over %d", errOverCap, len(msg)-1, lim.section)
 		}
-		st.desired = pp.Desired
+		var err error
+		if st.desired, st.desiredRefused, err = decodeDesiredList(msg[1:], lim.desired); err != nil {
+			return pushPullState{}, fmt.Errorf("decode push/pull state: %w", err)
+		}
 		return st, nil
 	case msgPushPullFlate:
 	default:
@@ -195,32 +240,30 @@ func decodePushPull(msg []byte, lim pushPullLimits) (pushPullState, error) {
 	r := bufio.NewReader(lr)
 	fail := func(what string, err error) (pushPullState, error) {
 		if lr.N <= 0 {
-			return st, fmt.Errorf("decode push/pull state: more than %d bytes inflated", lim.inflated)
+			return pushPullState{}, fmt.Errorf("%w: push/pull state inflates past %d bytes", errOverCap, lim.inflated)
 		}
-		return st, fmt.Errorf("decode push/pull state: %s: %w", what, err)
+		return pushPullState{}, fmt.Errorf("decode push/pull state: %s: %w", what, err)
 	}
 	size, err := binary.ReadUvarint(r)
 	if err != nil {
 		return fail("desired states", err)
 	}
-	if size > uint64(lim.inflated) {
-		return fail("desired states", fmt.Errorf("%d bytes", size))
+	if size > uint64(lim.section) {
+		return pushPullState{}, fmt.Errorf("%w: push/pull desired states of %d bytes, over %d", errOverCap, size, lim.section)
 	}
 	js := make([]byte, size)
 	if _, err := io.ReadFull(r, js); err != nil {
 		return fail("desired states", err)
 	}
-	var pp pushPull
-	if err := json.Unmarshal(js, &pp); err != nil {
+	if st.desired, st.desiredRefused, err = decodeDesiredList(js, lim.desired); err != nil {
 		return fail("desired states", err)
 	}
-	st.desired = pp.Desired
 	count, err := binary.ReadUvarint(r)
 	if err != nil {
 		return fail("app-state records", err)
 	}
 	if count > uint64(lim.records) {
-		st.refused = int(min(count-uint64(lim.records), math.MaxInt32))
+		st.recordsRefused = int(min(count-uint64(lim.records), math.MaxInt32))
 		count = uint64(lim.records)
 	}
 	for range count {
@@ -232,7 +275,7 @@ func decodePushPull(msg []byte, lim pushPullLimits) (pushPullState, error) {
 			if _, err := io.CopyN(io.Discard, r, int64(min(size, uint64(lim.inflated)))); err != nil {
 				return fail("app-state records", err)
 			}
-			st.refused++
+			st.recordsRefused++
 			continue
 		}
 		rec := make([]byte, size)
@@ -242,4 +285,125 @@ func decodePushPull(msg []byte, lim pushPullLimits) (pushPullState, error) {
 		st.records = append(st.records, rec)
 	}
 	return st, nil
+}
+
+// decodeDesiredList reads the desired states of a push/pull,
+// {"desired":[…]}, decoding at most limit of them. Those past limit, and
+// any over MaxDesiredBytes, are counted in refused and skipped unread
+// (scanned for their end only): their signatures are never checked.
+func decodeDesiredList(js []byte, limit int) (states []release.SignedDesiredState, refused int, err error) {
+	dec := json.NewDecoder(bytes.NewReader(js))
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, 0, err
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, 0, err
+		}
+		if tok != "desired" {
+			var skip json.RawMessage // a field of a newer version
+			if err := dec.Decode(&skip); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
+		if tok, err = dec.Token(); err != nil {
+			return nil, 0, err
+		}
+		if tok == nil {
+			continue // null: no states
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '[' {
+			return nil, 0, fmt.Errorf("desired states: got %v, want an array", tok)
+		}
+		for dec.More() {
+			if len(states) >= limit {
+				// The rest are refused: count them without decoding.
+				return states, refused + countElements(js[dec.InputOffset():]), nil
+			}
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return nil, 0, err
+			}
+			if len(raw) > MaxDesiredBytes {
+				refused++
+				continue
+			}
+			var sd release.SignedDesiredState
+			if err := json.Unmarshal(raw, &sd); err != nil {
+				return nil, 0, err
+			}
+			states = append(states, sd)
+		}
+		if err := expectDelim(dec, ']'); err != nil {
+			return nil, 0, err
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, 0, err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, 0, errors.New("desired states: data after the end")
+	}
+	return states, refused, nil
+}
+
+// countElements counts the elements left in a JSON array, given what follows
+// its '[' or one of its elements, up to its closing ']'. It only scans for
+// their boundaries, at about a byte a nanosecond: the elements are refused,
+// so they are neither decoded nor validated.
+func countElements(b []byte) int {
+	count, depth := 0, 0
+	inString, escaped, valueNext := false, false, true
+	for _, c := range b {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case ',':
+			if depth == 0 {
+				valueNext = true
+				continue
+			}
+		case ']', '}':
+			if depth == 0 {
+				return count
+			}
+			depth--
+			continue
+		}
+		if depth == 0 && valueNext {
+			count++
+			valueNext = false
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			depth++
+		}
+	}
+	return count
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("desired states: got %v, want %v", tok, want)
+	}
+	return nil
 }
