@@ -42,6 +42,7 @@ type Agent struct {
 
 	// Owned by Run's goroutine (reconcile).
 	verifiedCache map[string]verified // by signature
+	stale         map[string]bool     // apps whose desired state has expired; under mu
 	lastRefresh   time.Time
 	lastRetain    time.Time
 	warnedShort   bool        // retention logged that the watermark cannot be met
@@ -281,6 +282,14 @@ func (a *Agent) TorrentStats() swarm.Stats { return a.torrent.Stats() }
 
 // GossipStats are the agent's desired-state counters.
 func (a *Agent) GossipStats() gossip.Stats { return a.gossip.Stats() }
+
+// Stale reports whether the node's desired state for app has expired (it
+// keeps running its release and takes no new target).
+func (a *Agent) Stale(app string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stale[app]
+}
 
 // AppPhase reports the agent's phase for app and the release it refers to.
 func (a *Agent) AppPhase(app string) (gossip.Phase, release.ID, bool) {

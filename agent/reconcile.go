@@ -26,6 +26,9 @@ func (a *Agent) reconcile(ctx context.Context) {
 		if d.EnvName() != a.cfg.Env {
 			continue // another environment's: relayed by gossip, not ours to follow
 		}
+		if a.noteStale(d) {
+			continue // expired: keep running what runs, take no new target
+		}
 		a.noteTarget(m)
 		a.mu.Lock()
 		w := a.workers[d.App]
@@ -67,6 +70,34 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.retain()
 	}
 	a.report()
+}
+
+// noteStale records whether d, this node's state for its app, has expired,
+// logging the change, and reports whether it has. An expired state is not
+// acted on: the node keeps running its release and reports the app stale
+// until the seeder re-signs (seeder.Config.DesiredTTL); it may have been
+// withheld on purpose, and acting on it would follow whoever replays it.
+func (a *Agent) noteStale(d release.DesiredState) bool {
+	expired := d.Expired(a.cfg.Now())
+	a.mu.Lock()
+	was := a.stale[d.App]
+	if expired {
+		if a.stale == nil {
+			a.stale = map[string]bool{}
+		}
+		a.stale[d.App] = true
+	} else {
+		delete(a.stale, d.App)
+	}
+	a.mu.Unlock()
+	switch {
+	case expired && !was:
+		a.log.Warn("desired state expired: keeping the running release until the seeder re-signs it",
+			zap.String("app", d.App), zap.Uint64("seq", d.Sequence), zap.Time("expired", d.Expires))
+	case !expired && was:
+		a.log.Info("desired state fresh again", zap.String("app", d.App), zap.Uint64("seq", d.Sequence))
+	}
+	return expired
 }
 
 // retainEvery is how often reconcile applies bundle retention.

@@ -52,7 +52,8 @@ func (a *Agent) report() {
 	a.mu.Lock()
 	out := make([]gossip.AppState, 0, len(a.apps))
 	for _, st := range a.apps {
-		as := gossip.AppState{App: st.App, Version: st.Version, ReleaseID: st.ReleaseID, Phase: st.Phase, Healthy: st.Healthy, Error: st.Error}
+		as := gossip.AppState{App: st.App, Version: st.Version, ReleaseID: st.ReleaseID, Phase: st.Phase, Healthy: st.Healthy, Error: st.Error,
+			Stale: a.stale[st.App]}
 		switch st.Phase {
 		case gossip.PhaseDownloading:
 			if have, total, ok := a.torrent.Progress(st.ReleaseID); ok && total > 0 {

@@ -57,6 +57,8 @@ type ClusterConfig struct {
 	// ControlInterval and Settle are the seeder's rollout controller timing
 	// (seeder.Config); zero = its defaults.
 	ControlInterval, Settle time.Duration
+	// DesiredTTL is the seeder's (seeder.Config); 0 = states never expire.
+	DesiredTTL time.Duration
 	// HealthInterval and HealthFailures are the agents' periodic health
 	// check (agent.Config); zero = the agent's defaults.
 	HealthInterval time.Duration
@@ -177,6 +179,7 @@ func (c *Cluster) startSeeder(gossipAddr string, join []string) error {
 		GossipAddr: gossipAddr, TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
 		UploadRate: c.cfg.OriginUploadRate, Gossip: c.cfg.Gossip, Join: join,
 		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle, APIToken: c.APIToken,
+		DesiredTTL: c.cfg.DesiredTTL,
 	}, c.log)
 	if err != nil {
 		return err

@@ -53,6 +53,7 @@ func appVersion(i, v int) AppState {
 		ReleaseID: release.IDOf(fmt.Appendf(nil, "%d@%d", i, v)),
 		Phase:     phases[1+(i+v)%(len(phases)-1)],
 		Healthy:   (i+v)%2 == 0,
+		Stale:     (i+v)%3 == 0,
 		Progress:  float64((i*7+v)%1001) / 1000,
 		Rate:      int64((i+1)*(v+1)) << 10,
 	}

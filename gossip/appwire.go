@@ -101,6 +101,9 @@ func encodeAppContent(a AppState) []byte {
 	if a.Healthy {
 		flags |= 1
 	}
+	if a.Stale {
+		flags |= 4
+	}
 	id, err := hex.DecodeString(a.ReleaseID.Hex())
 	if a.ReleaseID != "" && err == nil && len(id) == sha256.Size {
 		flags |= 2
@@ -148,7 +151,7 @@ func decodePart(raw []byte, epoch, seq uint64) (appPart, error) {
 		return appPart{}, fmt.Errorf("app state %s: %d bytes after its end", app, len(r.b))
 	case d > seq-epoch:
 		return appPart{}, fmt.Errorf("app state %s: changed at %d, after its record's sequence %d", app, epoch+d, seq)
-	case flags&^3 != 0:
+	case flags&^7 != 0:
 		return appPart{}, fmt.Errorf("app state %s: unknown flags %#x", app, flags)
 	case int(code) >= len(phases):
 		return appPart{}, fmt.Errorf("app state %s: unknown phase %d", app, code)
@@ -171,6 +174,7 @@ func decodePart(raw []byte, epoch, seq uint64) (appPart, error) {
 		ReleaseID: id,
 		Phase:     phases[code],
 		Healthy:   flags&1 != 0,
+		Stale:     flags&4 != 0,
 		Progress:  float64(progress) / 1000,
 		Rate:      int64(rate) << 10,
 		Error:     errMsg,

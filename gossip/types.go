@@ -46,6 +46,10 @@ type AppState struct {
 	// Error is a short reason when the phase is failed. It travels cut to
 	// its first 200 bytes.
 	Error string
+	// Stale: the node's desired state for the app has expired (its seeder
+	// has not re-signed it in time). The node keeps running its release and
+	// takes no new target until a fresh state arrives.
+	Stale bool
 }
 
 // NodeState is what a node tells the cluster about itself.

@@ -142,6 +142,9 @@ func (s *Seeder) controlOnce() {
 		_, settled := s.ctl.membership(env, agents, now, s.cfg.Settle)
 		dec := rollout.Decide(now, d, rolloutNodes(agents, d.App), settled, s.ctl.memory(key))
 		if dec.Next == nil {
+			if s.needsRefresh(d, now) {
+				s.refreshLocked(d)
+			}
 			continue
 		}
 		next, err := s.signLocked(*dec.Next)
@@ -155,6 +158,26 @@ func (s *Seeder) controlOnce() {
 		delete(s.ctl.errs, key)
 		s.logTransition("rollout", next)
 	}
+}
+
+// needsRefresh reports whether d should be re-signed now: with a TTL, once
+// less than half of it is left (or d has no expiry, signed before the TTL
+// was set), so agents never see it expire while this seeder runs.
+func (s *Seeder) needsRefresh(d release.DesiredState, now time.Time) bool {
+	ttl := s.cfg.DesiredTTL
+	return ttl > 0 && (d.Expires.IsZero() || d.Expires.Sub(now) < ttl/2)
+}
+
+// refreshLocked re-signs d unchanged but for its sequence and expiry.
+func (s *Seeder) refreshLocked(d release.DesiredState) {
+	next, err := s.resignLocked(d)
+	if err != nil {
+		s.log.Error("desired state not refreshed before its expiry", zap.String("app", d.App), zap.String("env", d.EnvName()),
+			zap.Time("expires", d.Expires), zap.Error(err))
+		return
+	}
+	s.log.Debug("desired state refreshed", zap.String("app", d.App), zap.String("env", d.EnvName()),
+		zap.Uint64("seq", next.Sequence), zap.Time("expires", next.Expires))
 }
 
 func (s *Seeder) logTransition(msg string, d release.DesiredState) {

@@ -21,6 +21,11 @@ import (
 	"github.com/swarmdeploy/swarm/swarm"
 )
 
+// MinDesiredTTL is the shortest Config.DesiredTTL: a state is re-signed
+// at half of it, and each re-signing is a new sequence gossiped to every
+// node. (Tests use seconds; an operator wants hours: the default is 24h.)
+const MinDesiredTTL = 2 * time.Second
+
 // Config configures a Seeder. Zero values take the documented defaults.
 type Config struct {
 	// StoreDir holds the release store; required.
@@ -56,7 +61,11 @@ type Config struct {
 	// Gossip adjusts gossip timing (tests and benchmarks cut it to
 	// milliseconds); its identity and address fields are ignored.
 	Gossip gossip.Config
-	// DesiredTTL is how long an issued desired state stays valid; 0 = no expiry.
+	// DesiredTTL is how long an issued desired state stays valid: the
+	// controller re-signs each state this seeder signs once less than half
+	// of it is left, and agents holding an expired state report the app
+	// stale and take no new target. 0 = states never expire; otherwise at
+	// least MinDesiredTTL.
 	DesiredTTL time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -100,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Key == nil {
 		return errors.New("seeder: signing key is required (--key)")
+	}
+	if c.DesiredTTL < 0 || (c.DesiredTTL > 0 && c.DesiredTTL < MinDesiredTTL) {
+		return fmt.Errorf("seeder: --desired-ttl %v: use at least %v (the seeder re-signs at half of it), or 0 for states that never expire", c.DesiredTTL, MinDesiredTTL)
 	}
 	if c.Name == "" {
 		h, _ := os.Hostname()
@@ -478,14 +490,21 @@ func (s *Seeder) issue(env string, plan release.Plan, sm release.SignedManifest,
 // it. Published is set to the new sequence when d leaves it 0 (a new
 // target). The caller holds publishMu.
 func (s *Seeder) signLocked(d release.DesiredState) (release.DesiredState, error) {
+	d.Issued = s.cfg.Now().UTC()
+	return s.resignLocked(d)
+}
+
+// resignLocked numbers, signs and gossips d as signLocked does but keeps
+// its Issued time: a refresh before expiry is not a transition, so it must
+// not restart the progress deadline (rollout.Decide counts from Issued).
+func (s *Seeder) resignLocked(d release.DesiredState) (release.DesiredState, error) {
 	d.Sequence = s.gossip.HighestSeq(d.Key()) + 1
 	if d.Published == 0 {
 		d.Published = d.Sequence
 	}
-	d.Issued = s.cfg.Now().UTC()
 	d.Expires = time.Time{}
 	if s.cfg.DesiredTTL > 0 {
-		d.Expires = d.Issued.Add(s.cfg.DesiredTTL)
+		d.Expires = s.cfg.Now().UTC().Add(s.cfg.DesiredTTL)
 	}
 	sd, err := release.SignDesired(d, s.cfg.Key)
 	if err != nil {

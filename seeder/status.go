@@ -37,7 +37,10 @@ type AppStatus struct {
 	ReleaseID release.ID `json:"release_id"`
 	Phase     string     `json:"phase"`
 	Healthy   bool       `json:"healthy"`
-	Progress  float64    `json:"progress"`
+	// Stale: the node's desired state for the app expired; it keeps its
+	// release and takes no new target until a fresh one arrives.
+	Stale    bool    `json:"stale,omitempty"`
+	Progress float64 `json:"progress"`
 	// RateBps is the download rate in bytes/s while downloading.
 	RateBps int64  `json:"rate_bps,omitempty"`
 	Error   string `json:"error,omitempty"`
@@ -70,7 +73,7 @@ func (s *Seeder) Status() Status {
 		for _, a := range mbr.Apps {
 			ns.Apps = append(ns.Apps, AppStatus{
 				App: a.App, Version: a.Version, ReleaseID: a.ReleaseID, Phase: string(a.Phase),
-				Healthy: a.Healthy, Progress: a.Progress, RateBps: a.Rate, Error: a.Error,
+				Healthy: a.Healthy, Stale: a.Stale, Progress: a.Progress, RateBps: a.Rate, Error: a.Error,
 			})
 		}
 		sort.Slice(ns.Apps, func(i, j int) bool { return ns.Apps[i].App < ns.Apps[j].App })

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/swarmdeploy/swarm/release"
@@ -13,6 +15,7 @@ type seederOptions struct {
 	trust, join          []string
 	uploadRate, addrFile string
 	maxConns             int
+	desiredTTL           time.Duration
 
 	tokenFile                    string
 	tlsCert, tlsKey, tlsClientCA string
@@ -64,6 +67,7 @@ neither, and refuses an --api address that is not loopback without
 	f.BoolVar(&o.insecureAPI, "insecure-api", false, "allow an API without authentication, or without TLS off loopback")
 	f.StringVar(&o.maxBundleSize, "max-bundle-size", "64GiB", "largest bundle a publish may send; larger ones are refused (413)")
 	o.gossipKey.addFlags(f)
+	f.DurationVar(&o.desiredTTL, "desired-ttl", 24*time.Hour, "how long a signed desired state stays valid; the seeder re-signs each once half of it is left, and agents holding an expired one report stale and take no new target")
 	return cmd
 }
 
@@ -138,6 +142,7 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 		StoreDir: o.store, Key: key, Trust: trust, Name: o.name,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent, APIAddr: o.api,
 		Join: join, UploadRate: up, MaxConns: o.maxConns, GossipKeyFile: keyFile,
+		DesiredTTL: o.desiredTTL,
 	}
 	if err := o.apiSecurity(&cfg); err != nil {
 		return err

@@ -152,6 +152,9 @@ func printStatus(w io.Writer, st seeder.Status) {
 			if a.Phase == "active" || a.Phase == "failed" || a.Phase == "rolled-back" {
 				health = map[bool]string{true: "ok", false: "bad"}[a.Healthy]
 			}
+			if a.Stale {
+				health += ", stale"
+			}
 			rate := "-"
 			if a.Phase == "downloading" {
 				rate = humanBytes(a.RateBps) + "/s"
