@@ -17,8 +17,8 @@ import (
 )
 
 func TestConfigValidate(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
-	ok := func() Config { return Config{Name: "a", Keyring: ring} }
+	ring := trustOf(newKey(t).Public())
+	ok := func() Config { return Config{Name: "a", Trust: ring} }
 	tests := []struct {
 		name   string
 		mutate func(*Config)
@@ -30,7 +30,11 @@ func TestConfigValidate(t *testing.T) {
 		}, ""},
 		{"advertise without port", func(c *Config) { c.AdvertiseAddr = "10.0.0.1" }, ""},
 		{"no name", func(c *Config) { c.Name = "" }, "name is required"},
-		{"no keyring", func(c *Config) { c.Keyring = nil }, "keyring is empty"},
+		{"no keys", func(c *Config) { c.Trust = release.Trust{} }, "no release key pinned"},
+		{"no rollout key", func(c *Config) { c.Trust.Rollout = nil }, "no rollout key pinned"},
+		{"key in both roles", func(c *Config) {
+			c.Trust = release.Trust{Release: c.Trust.Release, Rollout: c.Trust.Release}
+		}, "one role"},
 		{"bind without port", func(c *Config) { c.BindAddr = "127.0.0.1" }, "bind address"},
 		{"bind port not a number", func(c *Config) { c.BindAddr = "127.0.0.1:gossip" }, "bind address"},
 		{"advertise hostname", func(c *Config) { c.AdvertiseAddr = "example.com:7946" }, "must be an IP"},
@@ -69,7 +73,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestJoinRefusesMalformedAddress(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	n := startNode(t, testConfig("j", ring))
 	for _, addr := range []string{"", "nohost", "127.0.0.1", ":7946", "127.0.0.1:x", "127.0.0.1:0", "127.0.0.1:70000", "[::1"} {
 		t.Run(addr, func(t *testing.T) {
@@ -88,7 +92,7 @@ func TestJoinRefusesMalformedAddress(t *testing.T) {
 }
 
 func TestJoinGivesUp(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	// A port nobody listens on: bind one, note it, close it.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -120,7 +124,7 @@ func TestJoinGivesUp(t *testing.T) {
 }
 
 func TestStartPortInUse(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	a := startNode(t, testConfig("a", ring))
 	_, port, _ := net.SplitHostPort(a.Addr())
 
@@ -144,7 +148,7 @@ func TestStartPortInUse(t *testing.T) {
 }
 
 func TestAddrIsTheBoundPort(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	n, err := New(testConfig("a", ring), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +170,7 @@ func TestAddrIsTheBoundPort(t *testing.T) {
 }
 
 func TestCloseIsIdempotent(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	never, _ := New(testConfig("never", ring), zap.NewNop())
 	if err := never.Close(); err != nil {
 		t.Fatal(err)
@@ -192,7 +196,7 @@ func TestCloseIsIdempotent(t *testing.T) {
 
 func TestChangesOnAcceptAndMembership(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	a := startNode(t, testConfig("a", ring))
 	drain := func() {
 		for {

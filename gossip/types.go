@@ -69,7 +69,7 @@ type Stats struct {
 	Duplicates       uint64 // states with the sequence already held
 	RefusedUntrusted uint64 // signed by a key (or carrying a manifest signed by a key) not in the keyring
 	RefusedStale     uint64 // verified but older than the state held
-	RefusedInvalid   uint64 // bad signature, non-canonical payload, invalid fields or undecodable message
+	RefusedInvalid   uint64 // bad signature, non-canonical payload, invalid fields, too few release signatures, a sequence over release.MaxSequenceJump ahead, or undecodable message
 	// DirectSent counts the copies of newly accepted states sent straight to
 	// random members (Config.RumourFanout), outside the gossip queue.
 	DirectSent uint64
