@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"net/http"
@@ -21,11 +22,25 @@ import (
 )
 
 type fixture struct {
-	s      *Seeder
-	c      *Client
-	key    *release.PrivateKey
-	store  string
-	cancel context.CancelFunc
+	s *Seeder
+	c *Client
+	// key is the seeder's rollout key; rel the release key that signs the
+	// manifests the tests publish.
+	key, rel *release.PrivateKey
+	store    string
+	cancel   context.CancelFunc
+}
+
+// releaseKeyOf is the release key that goes with a test's rollout key:
+// derived from it, so that a seeder restarted with the same key trusts the
+// same release key.
+func releaseKeyOf(rollout *release.PrivateKey) *release.PrivateKey {
+	seed := sha256.Sum256([]byte("release key of " + rollout.ID()))
+	k, err := release.GenerateKey(bytes.NewReader(seed[:]))
+	if err != nil {
+		panic(err) // it reads 32 bytes of seed
+	}
+	return k
 }
 
 func startSeeder(t *testing.T, store string) *fixture {
@@ -47,6 +62,10 @@ func startSeederWithKey(t *testing.T, store string, key *release.PrivateKey) *fi
 func startSeederConfig(t *testing.T, cfg Config) *fixture {
 	t.Helper()
 	key, store := cfg.Key, cfg.StoreDir
+	rel := releaseKeyOf(key)
+	if cfg.Trust.Release == nil {
+		cfg.Trust.Release = release.NewKeyring(rel.Public())
+	}
 	cfg.Name, cfg.GossipAddr, cfg.TorrentAddr, cfg.APIAddr = "seeder", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	s, err := New(cfg, zaptest.NewLogger(t))
 	if err != nil {
@@ -68,7 +87,7 @@ func startSeederConfig(t *testing.T, cfg Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{s: s, c: c, key: key, store: store, cancel: cancel}
+	return &fixture{s: s, c: c, key: key, rel: rel, store: store, cancel: cancel}
 }
 
 func appTree(t *testing.T, content string, size int) string {
@@ -91,7 +110,7 @@ func appTree(t *testing.T, content string, size int) string {
 
 func pack(t *testing.T, f *fixture, src, app, version string) *Bundle {
 	t.Helper()
-	b, err := Pack(PackOptions{Source: src, App: app, Version: version, Key: f.key, TempDir: t.TempDir()})
+	b, err := Pack(PackOptions{Source: src, App: app, Version: version, Key: f.rel, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,12 +262,12 @@ func TestPublishRefusals(t *testing.T) {
 		code int
 	}{
 		{"untrusted key", resign(v2, stranger), freshBytes, http.StatusForbidden},
-		{"same bytes under another version", resign(alias, f.key), bundle, http.StatusConflict},
+		{"same bytes under another version", resign(alias, f.rel), bundle, http.StatusConflict},
 		{"version conflict", other.Signed, otherBytes, http.StatusConflict},
-		{"bytes do not hash to the release id", resign(wrongHash, f.key), freshBytes, http.StatusBadRequest},
-		{"infohash does not match", resign(wrongInfo, f.key), freshBytes, http.StatusBadRequest},
-		{"truncated upload", resign(short, f.key), freshBytes[:len(freshBytes)/2], http.StatusBadRequest},
-		{"too many bytes", resign(short, f.key), append(slices.Clone(freshBytes), 1, 2, 3), http.StatusBadRequest},
+		{"bytes do not hash to the release id", resign(wrongHash, f.rel), freshBytes, http.StatusBadRequest},
+		{"infohash does not match", resign(wrongInfo, f.rel), freshBytes, http.StatusBadRequest},
+		{"truncated upload", resign(short, f.rel), freshBytes[:len(freshBytes)/2], http.StatusBadRequest},
+		{"too many bytes", resign(short, f.rel), append(slices.Clone(freshBytes), 1, 2, 3), http.StatusBadRequest},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -321,6 +340,7 @@ func TestPublishFullDisk(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	key, _ := release.GenerateKey(rand.Reader)
+	rel := release.Trust{Release: release.NewKeyring(releaseKeyOf(key).Public())}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -328,9 +348,12 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"no store", Config{Key: key}, "--store"},
 		{"no key", Config{StoreDir: "x"}, "--key"},
-		{"bad api", Config{StoreDir: "x", Key: key, APIAddr: "nope"}, "--api"},
-		{"bad port", Config{StoreDir: "x", Key: key, GossipAddr: "1.2.3.4:99999"}, "--gossip"},
-		{"negative rate", Config{StoreDir: "x", Key: key, UploadRate: -1}, "negative"},
+		{"no release key", Config{StoreDir: "x", Key: key}, "--trust-release"},
+		{"rollout key as release key", Config{StoreDir: "x", Key: key, Trust: release.Trust{Release: release.NewKeyring(key.Public())}}, "one role"},
+		{"threshold above keys", Config{StoreDir: "x", Key: key, Trust: release.Trust{Release: rel.Release, ReleaseThreshold: 2}}, "cannot be met"},
+		{"bad api", Config{StoreDir: "x", Key: key, Trust: rel, APIAddr: "nope"}, "--api"},
+		{"bad port", Config{StoreDir: "x", Key: key, Trust: rel, GossipAddr: "1.2.3.4:99999"}, "--gossip"},
+		{"negative rate", Config{StoreDir: "x", Key: key, Trust: rel, UploadRate: -1}, "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
