@@ -61,6 +61,10 @@ type ClusterConfig struct {
 	// check (agent.Config); zero = the agent's defaults.
 	HealthInterval time.Duration
 	HealthFailures int
+	// ReleaseKeys is how many release keys the cluster makes (default 1)
+	// and ReleaseThreshold how many must sign a manifest (default 1):
+	// the seeder and every agent pin them all.
+	ReleaseKeys, ReleaseThreshold int
 }
 
 // FastGossip is gossip timing for in-process clusters of tens of nodes:
@@ -89,11 +93,14 @@ func LargeGossip() gossip.Config {
 
 // Cluster is a seeder and agents running in this process.
 type Cluster struct {
-	cfg    ClusterConfig
-	log    *zap.Logger
-	Key    *release.PrivateKey
-	Seeder *seeder.Seeder
-	Client *seeder.Client
+	cfg ClusterConfig
+	log *zap.Logger
+	// Key is the seeder's rollout key: it signs desired states.
+	Key *release.PrivateKey
+	// ReleaseKeys sign manifests; Publish signs with the first only.
+	ReleaseKeys []*release.PrivateKey
+	Seeder      *seeder.Seeder
+	Client      *seeder.Client
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -144,6 +151,13 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 		return nil, err
 	}
 	c := &Cluster{cfg: cfg, log: log, Key: key}
+	for range max(cfg.ReleaseKeys, 1) {
+		k, err := release.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		c.ReleaseKeys = append(c.ReleaseKeys, k)
+	}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	if err := c.startSeeder(nil); err != nil {
@@ -162,11 +176,21 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	return c, nil
 }
 
+// Trust is what the cluster's agents pin: its release keys and threshold
+// and the seeder's rollout key.
+func (c *Cluster) Trust() release.Trust {
+	t := release.Trust{Release: release.Keyring{}, Rollout: release.NewKeyring(c.Key.Public()), ReleaseThreshold: c.cfg.ReleaseThreshold}
+	for _, k := range c.ReleaseKeys {
+		t.Release[k.ID()] = k.Public()
+	}
+	return t
+}
+
 // startSeeder starts the seeder on its store; join lists gossip addresses
 // it joins (a restarted seeder joins its agents).
 func (c *Cluster) startSeeder(join []string) error {
 	s, err := seeder.New(seeder.Config{
-		StoreDir: c.seederDir(), Key: c.Key, Name: "seeder",
+		StoreDir: c.seederDir(), Key: c.Key, Trust: release.Trust{Release: c.Trust().Release, ReleaseThreshold: c.cfg.ReleaseThreshold}, Name: "seeder",
 		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
 		UploadRate: c.cfg.OriginUploadRate, Gossip: c.cfg.Gossip, Join: join,
 		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle,
@@ -224,8 +248,8 @@ func (c *Cluster) OriginBundlesDir() string { return filepath.Join(c.seederDir()
 
 // AgentOptions overrides cluster defaults for one agent.
 type AgentOptions struct {
-	Hook, HealthCheck *string // nil = the cluster's
-	Trust             []release.PublicKey
+	Hook, HealthCheck *string        // nil = the cluster's
+	Trust             *release.Trust // nil = the cluster's (Cluster.Trust)
 	// Keep and MinFreeBytes are the agent's retention (agent.Config);
 	// zero = its defaults.
 	Keep         int
@@ -247,9 +271,9 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 	if o.HealthCheck != nil {
 		health = *o.HealthCheck
 	}
-	trust := o.Trust
-	if trust == nil {
-		trust = []release.PublicKey{c.Key.Public()}
+	trust := c.Trust()
+	if o.Trust != nil {
+		trust = *o.Trust
 	}
 	join := o.Join
 	if join == "" {
@@ -310,7 +334,7 @@ func (c *Cluster) PublishWith(ctx context.Context, src, app, version string, opt
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return seeder.PublishResult{}, err
 	}
-	b, err := seeder.Pack(seeder.PackOptions{Source: src, App: app, Version: version, Key: c.Key, TempDir: tmp})
+	b, err := seeder.Pack(seeder.PackOptions{Source: src, App: app, Version: version, Key: c.ReleaseKeys[0], TempDir: tmp})
 	if err != nil {
 		return seeder.PublishResult{}, err
 	}

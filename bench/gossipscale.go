@@ -271,8 +271,12 @@ func (r *gossipScaleRun) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gossip scale: %w", err)
 	}
-	ring := release.NewKeyring(key.Public())
-	sd, err := scaleDesired(key)
+	relKey, err := release.GenerateKey(crand.Reader)
+	if err != nil {
+		return fmt.Errorf("gossip scale: %w", err)
+	}
+	ring := release.Trust{Release: release.NewKeyring(relKey.Public()), Rollout: release.NewKeyring(key.Public())}
+	sd, err := scaleDesired(relKey, key)
 	if err != nil {
 		return fmt.Errorf("gossip scale: %w", err)
 	}
@@ -294,7 +298,7 @@ func (r *gossipScaleRun) run(ctx context.Context) error {
 // a gossip interval after the first so that their tickers are not in step.
 // Joins run in the background, a few at a time, as in a fleet starting up;
 // start returns when all have ended.
-func (r *gossipScaleRun) start(ctx context.Context, t0 time.Time, ring release.Keyring, rng *rand.Rand) error {
+func (r *gossipScaleRun) start(ctx context.Context, t0 time.Time, ring release.Trust, rng *rand.Rand) error {
 	n := r.cfg.Nodes
 	r.nodes = make([]*gossip.Node, 0, n)
 	var (
@@ -371,7 +375,7 @@ func (r *gossipScaleRun) startOffset(i int) time.Duration {
 	return time.Duration(i) * r.cfg.GossipInterval / time.Duration(r.cfg.Nodes)
 }
 
-func (r *gossipScaleRun) nodeConfig(i int, ring release.Keyring) gossip.Config {
+func (r *gossipScaleRun) nodeConfig(i int, ring release.Trust) gossip.Config {
 	role := gossip.RoleAgent
 	if i == 0 {
 		role = gossip.RoleSeeder
@@ -379,7 +383,7 @@ func (r *gossipScaleRun) nodeConfig(i int, ring release.Keyring) gossip.Config {
 	return gossip.Config{
 		Name:             fmt.Sprintf("node-%05d", i),
 		Network:          r.network,
-		Keyring:          ring,
+		Trust:            ring,
 		Role:             role,
 		TorrentAddr:      "127.0.0.1:6881",
 		GossipInterval:   r.cfg.GossipInterval,
@@ -618,8 +622,9 @@ func memAvailableMiB() float64 {
 }
 
 // scaleDesired is the state a run publishes: a realistic manifest and plan,
-// signed with key, about 900 bytes on the wire.
-func scaleDesired(key *release.PrivateKey) (release.SignedDesiredState, error) {
+// the manifest signed with relKey, the state with key, about 900 bytes on
+// the wire.
+func scaleDesired(relKey, key *release.PrivateKey) (release.SignedDesiredState, error) {
 	created := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	m, err := release.SignManifest(release.Manifest{
 		App:          scaleApp,
@@ -630,7 +635,7 @@ func scaleDesired(key *release.PrivateKey) (release.SignedDesiredState, error) {
 		InfoHash:     "0123456789abcdef0123456789abcdef01234567",
 		PieceLength:  1 << 20,
 		Created:      created,
-	}, key)
+	}, relKey)
 	if err != nil {
 		return release.SignedDesiredState{}, err
 	}
