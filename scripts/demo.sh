@@ -40,9 +40,11 @@ addr() { grep "^$2=" "$1" | cut -d= -f2-; }
 
 mkdir -p "$DIR/logs"
 echo "== workspace $DIR"
-"$BIN" keygen --out "$DIR/keys"
+"$BIN" keygen --role release --out "$DIR/keys" # signs manifests: swarm publish
+"$BIN" keygen --role rollout --out "$DIR/keys" # the seeder's: signs desired states
 
-"$BIN" seeder --store "$DIR/store" --key "$DIR/keys/swarm.key" --name seeder \
+"$BIN" seeder --store "$DIR/store" --key "$DIR/keys/rollout.key" \
+	--trust-release "$DIR/keys/release.pub" --name seeder \
 	--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 --api 127.0.0.1:0 \
 	--addr-file "$DIR/seeder.addrs" 2>"$DIR/logs/seeder.log" &
 PIDS+=($!)
@@ -53,7 +55,8 @@ echo "== seeder up: api $API, gossip $GOSSIP"
 
 for i in $(seq 1 "$AGENTS"); do
 	"$BIN" agent --data "$DIR/agent-$i" --name "agent-$i" --join "$GOSSIP" \
-		--trust "$DIR/keys/swarm.pub" --hook "$ROOT/testdata/hooks/install.sh" \
+		--trust-release "$DIR/keys/release.pub" --trust-rollout "$DIR/keys/rollout.pub" \
+		--hook "$ROOT/testdata/hooks/install.sh" \
 		--health-check "$ROOT/testdata/hooks/healthy.sh" \
 		--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 \
 		--addr-file "$DIR/agent-$i.addrs" 2>"$DIR/logs/agent-$i.log" &
@@ -63,7 +66,7 @@ for i in $(seq 1 "$AGENTS"); do wait_file "$DIR/agent-$i.addrs"; done
 echo "== $AGENTS agents up"
 
 pub() { "$BIN" publish "$ROOT/testdata/apps/hello/v$1" --app hello --version "$1.0.0" \
-	--key "$DIR/keys/swarm.key" --seeder "$API" --wait --wait-timeout 3m "${@:2}"; }
+	--key "$DIR/keys/release.key" --seeder "$API" --wait --wait-timeout 3m "${@:2}"; }
 
 echo
 echo "== publish hello v1.0.0 to every agent at once"

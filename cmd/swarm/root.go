@@ -100,10 +100,12 @@ func newRootCmd(ios streams) *cobra.Command {
 A seeder packs and signs each release; every node runs 'swarm agent', learns
 the release it should run over gossip, downloads it from the other nodes with
 BitTorrent, verifies and installs it with a local hook, and gossips its health.`,
-		Example: `  swarm keygen --out /etc/swarm
-  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key
-  swarm agent --data /var/lib/swarm --join seeder.example:7946 --trust /etc/swarm/swarm.pub --hook /etc/swarm/install
-  swarm publish ./build --app web --version 1.4.2 --key /etc/swarm/swarm.key --seeder http://127.0.0.1:7700
+		Example: `  swarm keygen --role release --out ~/.swarm         # a release engineer's or CI's key
+  swarm keygen --role rollout --out /etc/swarm       # the seeder's key
+  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/rollout.key --trust-release /etc/swarm/release.pub
+  swarm agent --data /var/lib/swarm --join seeder.example:7946 --trust-release /etc/swarm/release.pub \
+    --trust-rollout /etc/swarm/rollout.pub --hook /etc/swarm/install
+  swarm publish ./build --app web --version 1.4.2 --key ~/.swarm/release.key --seeder http://127.0.0.1:7700
   swarm status --seeder http://127.0.0.1:7700`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -120,6 +122,7 @@ BitTorrent, verifies and installs it with a local hook, and gossips its health.`
 		newSeederCmd(ios, g),
 		newAgentCmd(ios, g),
 		newPublishCmd(ios, g),
+		newSignCmd(ios),
 		newStatusCmd(ios),
 		newRolloutCmd(ios),
 		newBenchCmd(ios, g),
