@@ -377,11 +377,12 @@ func (s *Seeder) Publish(ctx context.Context, sm release.SignedManifest, body io
 		return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
 	}
 	s.signMu.Lock()
-	defer s.signMu.Unlock()
 	stored, existed := s.store.get(m.ReleaseID)
 	if existed && stored.Pending != nil {
+		defer s.signMu.Unlock()
 		return s.publishPendingLocked(stored, sm)
 	}
+	s.signMu.Unlock() // not across the upload: publishes stream in parallel
 	replay := func(cur release.DesiredState) error { return s.replayed(cur, m, existed) }
 	if cur, _, ok := s.gossip.Desired(release.StateKey(m.App, env)); ok {
 		// Checked again under publishMu when issuing; here so that a
