@@ -328,8 +328,8 @@ type PublishResult struct {
 	// Sequence is the desired state that targets the release; 0 while it
 	// is pending.
 	Sequence uint64 `json:"seq"`
-	// Existed: the store already held the release; nothing new was issued
-	// unless Started says so.
+	// Existed: the store already held the release, so no byte was
+	// uploaded; Note says whether anything was issued.
 	Existed bool `json:"existed"`
 	// Pending: the release has Signatures of the Threshold release
 	// signatures it needs; its rollout starts when the last one arrives
