@@ -19,9 +19,8 @@ import (
 
 // Agent is the node daemon.
 type Agent struct {
-	cfg  Config
-	log  *zap.Logger
-	ring release.Keyring
+	cfg Config
+	log *zap.Logger
 
 	gossip  *gossip.Node
 	keys    *gossip.KeyFile // nil without Config.GossipKeyFile
@@ -62,7 +61,6 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	return &Agent{
 		cfg:     cfg,
 		log:     log.Named("agent").With(zap.String("node", cfg.Name)),
-		ring:    release.NewKeyring(cfg.Trust...),
 		state:   stateFile{path: filepath.Join(cfg.DataDir, "agent.json")},
 		workers: map[string]*worker{},
 		wake:    make(chan struct{}, 1),
@@ -119,7 +117,7 @@ func (a *Agent) start() (err error) {
 		return err
 	}
 	gc := a.cfg.Gossip
-	gc.Name, gc.BindAddr, gc.Keyring = a.cfg.Name, a.cfg.GossipAddr, a.ring
+	gc.Name, gc.BindAddr, gc.Trust = a.cfg.Name, a.cfg.GossipAddr, a.cfg.Trust
 	gc.StatePath, gc.Role, gc.TorrentAddr = filepath.Join(a.cfg.DataDir, "desired.json"), gossip.RoleAgent, a.torrent.Addr()
 	gc.Env = a.cfg.Env
 	if err := a.loadGossipKeys(&gc); err != nil {

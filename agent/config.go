@@ -23,9 +23,10 @@ type Config struct {
 	Join []string
 	// JoinTimeout bounds the first join. Default 60s.
 	JoinTimeout time.Duration
-	// Trust lists the pinned public keys; manifests and desired states must
-	// be signed by one of them. Required.
-	Trust []release.PublicKey
+	// Trust pins the keys by role: desired states must be signed by a
+	// rollout key, manifests by Trust.ReleaseThreshold release keys.
+	// Required; a key in both roles is refused.
+	Trust release.Trust
 	// GossipAddr and TorrentAddr are listen addresses; port 0 lets the OS
 	// pick. Defaults 0.0.0.0:7946 and 0.0.0.0:6881.
 	GossipAddr  string
@@ -103,8 +104,8 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("agent: data dir is required (--data)")
 	}
-	if len(c.Trust) == 0 {
-		return errors.New("agent: at least one trusted key is required (--trust)")
+	if err := c.Trust.Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	if c.Name == "" {
 		h, err := os.Hostname()

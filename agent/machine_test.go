@@ -119,11 +119,15 @@ func (c *fakeCluster) set(d release.DesiredState) {
 // state file in a temp dir.
 func testAgent(t *testing.T, inst releases, view cluster) *Agent {
 	t.Helper()
-	k, err := release.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	trust := release.Trust{Release: release.Keyring{}, Rollout: release.Keyring{}}
+	for _, ring := range []release.Keyring{trust.Release, trust.Rollout} {
+		k, err := release.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ring[k.ID()] = k.Public()
 	}
-	cfg := Config{DataDir: t.TempDir(), Name: "n1", Trust: []release.PublicKey{k.Public()}, Tick: 5 * time.Millisecond}
+	cfg := Config{DataDir: t.TempDir(), Name: "n1", Trust: trust, Tick: 5 * time.Millisecond}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -120,11 +120,11 @@ func (a *Agent) verify(sd release.SignedDesiredState, seen map[string]verified) 
 		seen[key] = v
 		return v.d, v.m, nil
 	}
-	d, err := sd.Verify(a.ring)
+	d, err := a.cfg.Trust.VerifyDesired(sd) // the target manifest too
 	if err != nil {
 		return release.DesiredState{}, release.Manifest{}, err
 	}
-	m, err := d.Target.Verify(a.ring)
+	m, err := d.Target.Unverified()
 	if err != nil {
 		return release.DesiredState{}, release.Manifest{}, err
 	}

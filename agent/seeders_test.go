@@ -34,13 +34,16 @@ func TestOnlySignedSeedersAreOrigins(t *testing.T) {
 		}
 		return k
 	}
-	rollout, stranger := genKey(), genKey()
+	rollout, stranger, rel := genKey(), genKey(), genKey()
+	trustOf := func(k *release.PrivateKey) release.Trust {
+		return release.Trust{Release: release.NewKeyring(rel.Public()), Rollout: release.NewKeyring(k.Public())}
+	}
 	member := func(name, torrent string, sign *release.PrivateKey) *gossip.Node {
 		gc := fastGossip()
 		gc.Name, gc.BindAddr, gc.Role, gc.TorrentAddr, gc.SigningKey = name, "127.0.0.1:0", gossip.RoleSeeder, torrent, sign
-		gc.Keyring = release.NewKeyring(rollout.Public())
+		gc.Trust = trustOf(rollout)
 		if sign == stranger {
-			gc.Keyring = release.NewKeyring(stranger.Public())
+			gc.Trust = trustOf(stranger)
 		}
 		n, err := gossip.New(gc, zaptest.NewLogger(t).Named(name))
 		if err != nil {
@@ -56,7 +59,7 @@ func TestOnlySignedSeedersAreOrigins(t *testing.T) {
 	fakes := []*gossip.Node{member("fake-unsigned", "127.0.0.1:1002", nil), member("fake-untrusted", "127.0.0.1:1003", stranger)}
 
 	a, err := New(Config{
-		DataDir: t.TempDir(), Name: "agent", Trust: []release.PublicKey{rollout.Public()},
+		DataDir: t.TempDir(), Name: "agent", Trust: trustOf(rollout),
 		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0", Join: []string{seeder.Addr()},
 		Gossip: fastGossip(), OriginFeeders: 1,
 	}, zaptest.NewLogger(t))

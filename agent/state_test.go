@@ -66,12 +66,16 @@ func TestStateFileNull(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	pub := func() []release.PublicKey {
+	key := func() release.PublicKey {
 		k, err := release.GenerateKey(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return []release.PublicKey{k.Public()}
+		return k.Public()
+	}
+	rel, roll := key(), key()
+	pub := func() release.Trust {
+		return release.Trust{Release: release.NewKeyring(rel), Rollout: release.NewKeyring(roll)}
 	}
 	for _, tc := range []struct {
 		name string
@@ -79,7 +83,9 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		{"no data", Config{Trust: pub()}, "--data"},
-		{"no trust", Config{DataDir: "x"}, "--trust"},
+		{"no trust", Config{DataDir: "x"}, "--trust-release"},
+		{"no rollout key", Config{DataDir: "x", Trust: release.Trust{Release: release.NewKeyring(rel)}}, "--trust-rollout"},
+		{"one key in both roles", Config{DataDir: "x", Trust: release.Trust{Release: release.NewKeyring(rel), Rollout: release.NewKeyring(rel)}}, "one role"},
 		{"negative rate", Config{DataDir: "x", Trust: pub(), UploadRate: -1}, "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

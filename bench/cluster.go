@@ -63,6 +63,10 @@ type ClusterConfig struct {
 	// check (agent.Config); zero = the agent's defaults.
 	HealthInterval time.Duration
 	HealthFailures int
+	// ReleaseKeys is how many release keys the cluster makes (default 1)
+	// and ReleaseThreshold how many must sign a manifest (default 1):
+	// the seeder and every agent pin them all.
+	ReleaseKeys, ReleaseThreshold int
 }
 
 // FastGossip is gossip timing for in-process clusters of tens of nodes:
@@ -91,10 +95,13 @@ func LargeGossip() gossip.Config {
 
 // Cluster is a seeder and agents running in this process.
 type Cluster struct {
-	cfg    ClusterConfig
-	log    *zap.Logger
-	Key    *release.PrivateKey
-	Seeder *seeder.Seeder
+	cfg ClusterConfig
+	log *zap.Logger
+	// Key is the seeder's rollout key: it signs desired states.
+	Key *release.PrivateKey
+	// ReleaseKeys sign manifests; Publish signs with the first only.
+	ReleaseKeys []*release.PrivateKey
+	Seeder      *seeder.Seeder
 	// Client talks to the seeder's API with APIToken.
 	Client *seeder.Client
 	// APIToken is the bearer token the seeder's API requires.
@@ -153,6 +160,13 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 		return nil, err
 	}
 	c := &Cluster{cfg: cfg, log: log, Key: key, APIToken: token}
+	for range max(cfg.ReleaseKeys, 1) {
+		k, err := release.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		c.ReleaseKeys = append(c.ReleaseKeys, k)
+	}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	if err := c.startSeeder("127.0.0.1:0", nil); err != nil {
@@ -171,11 +185,21 @@ func NewCluster(ctx context.Context, cfg ClusterConfig, log *zap.Logger) (*Clust
 	return c, nil
 }
 
+// Trust is what the cluster's agents pin: its release keys and threshold
+// and the seeder's rollout key.
+func (c *Cluster) Trust() release.Trust {
+	t := release.Trust{Release: release.Keyring{}, Rollout: release.NewKeyring(c.Key.Public()), ReleaseThreshold: c.cfg.ReleaseThreshold}
+	for _, k := range c.ReleaseKeys {
+		t.Release[k.ID()] = k.Public()
+	}
+	return t
+}
+
 // startSeeder starts the seeder on its store; join lists gossip addresses
 // it joins (a restarted seeder joins its agents).
 func (c *Cluster) startSeeder(gossipAddr string, join []string) error {
 	s, err := seeder.New(seeder.Config{
-		StoreDir: c.seederDir(), Key: c.Key, Name: "seeder",
+		StoreDir: c.seederDir(), Key: c.Key, Trust: release.Trust{Release: c.Trust().Release, ReleaseThreshold: c.cfg.ReleaseThreshold}, Name: "seeder",
 		GossipAddr: gossipAddr, TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
 		UploadRate: c.cfg.OriginUploadRate, Gossip: c.cfg.Gossip, Join: join,
 		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle, APIToken: c.APIToken,
@@ -239,8 +263,8 @@ func (c *Cluster) OriginBundlesDir() string { return filepath.Join(c.seederDir()
 
 // AgentOptions overrides cluster defaults for one agent.
 type AgentOptions struct {
-	Hook, HealthCheck *string // nil = the cluster's
-	Trust             []release.PublicKey
+	Hook, HealthCheck *string        // nil = the cluster's
+	Trust             *release.Trust // nil = the cluster's (Cluster.Trust)
 	// Keep and MinFreeBytes are the agent's retention (agent.Config);
 	// zero = its defaults.
 	Keep         int
@@ -262,9 +286,9 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 	if o.HealthCheck != nil {
 		health = *o.HealthCheck
 	}
-	trust := o.Trust
-	if trust == nil {
-		trust = []release.PublicKey{c.Key.Public()}
+	trust := c.Trust()
+	if o.Trust != nil {
+		trust = *o.Trust
 	}
 	join := o.Join
 	if join == "" {
@@ -325,7 +349,7 @@ func (c *Cluster) PublishWith(ctx context.Context, src, app, version string, opt
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return seeder.PublishResult{}, err
 	}
-	b, err := seeder.Pack(seeder.PackOptions{Source: src, App: app, Version: version, Key: c.Key, TempDir: tmp})
+	b, err := seeder.Pack(seeder.PackOptions{Source: src, App: app, Version: version, Key: c.ReleaseKeys[0], TempDir: tmp})
 	if err != nil {
 		return seeder.PublishResult{}, err
 	}

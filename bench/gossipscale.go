@@ -272,9 +272,13 @@ func (r *gossipScaleRun) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gossip scale: %w", err)
 	}
-	ring := release.NewKeyring(key.Public())
+	relKey, err := release.GenerateKey(crand.Reader)
+	if err != nil {
+		return fmt.Errorf("gossip scale: %w", err)
+	}
+	ring := release.Trust{Release: release.NewKeyring(relKey.Public()), Rollout: release.NewKeyring(key.Public())}
 	r.key = key
-	sd, err := scaleDesired(key)
+	sd, err := scaleDesired(relKey, key)
 	if err != nil {
 		return fmt.Errorf("gossip scale: %w", err)
 	}
@@ -296,7 +300,7 @@ func (r *gossipScaleRun) run(ctx context.Context) error {
 // a gossip interval after the first so that their tickers are not in step.
 // Joins run in the background, a few at a time, as in a fleet starting up;
 // start returns when all have ended.
-func (r *gossipScaleRun) start(ctx context.Context, t0 time.Time, ring release.Keyring, rng *rand.Rand) error {
+func (r *gossipScaleRun) start(ctx context.Context, t0 time.Time, ring release.Trust, rng *rand.Rand) error {
 	n := r.cfg.Nodes
 	r.nodes = make([]*gossip.Node, 0, n)
 	var (
@@ -373,7 +377,7 @@ func (r *gossipScaleRun) startOffset(i int) time.Duration {
 	return time.Duration(i) * r.cfg.GossipInterval / time.Duration(r.cfg.Nodes)
 }
 
-func (r *gossipScaleRun) nodeConfig(i int, ring release.Keyring) gossip.Config {
+func (r *gossipScaleRun) nodeConfig(i int, ring release.Trust) gossip.Config {
 	role, sign := gossip.RoleAgent, (*release.PrivateKey)(nil)
 	if i == 0 {
 		role, sign = gossip.RoleSeeder, r.key
@@ -381,7 +385,7 @@ func (r *gossipScaleRun) nodeConfig(i int, ring release.Keyring) gossip.Config {
 	return gossip.Config{
 		Name:             fmt.Sprintf("node-%05d", i),
 		Network:          r.network,
-		Keyring:          ring,
+		Trust:            ring,
 		Role:             role,
 		SigningKey:       sign,
 		TorrentAddr:      "127.0.0.1:6881",
@@ -621,8 +625,9 @@ func memAvailableMiB() float64 {
 }
 
 // scaleDesired is the state a run publishes: a realistic manifest and plan,
-// signed with key, about 900 bytes on the wire.
-func scaleDesired(key *release.PrivateKey) (release.SignedDesiredState, error) {
+// the manifest signed with relKey, the state with key, about 900 bytes on
+// the wire.
+func scaleDesired(relKey, key *release.PrivateKey) (release.SignedDesiredState, error) {
 	created := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	m, err := release.SignManifest(release.Manifest{
 		App:          scaleApp,
@@ -633,7 +638,7 @@ func scaleDesired(key *release.PrivateKey) (release.SignedDesiredState, error) {
 		InfoHash:     "0123456789abcdef0123456789abcdef01234567",
 		PieceLength:  1 << 20,
 		Created:      created,
-	}, key)
+	}, relKey)
 	if err != nil {
 		return release.SignedDesiredState{}, err
 	}

@@ -209,7 +209,14 @@ type rogue struct {
 	dir     string
 }
 
-func newRogue(t *testing.T, key *release.PrivateKey, name string) *rogue {
+func newRogue(t *testing.T, trust release.Trust, key *release.PrivateKey, name string) *rogue {
+	t.Helper()
+	return newRoguePrep(t, trust, key, name, nil)
+}
+
+// newRoguePrep is newRogue with prep run on the rogue's gossip state file
+// path before its gossip starts.
+func newRoguePrep(t *testing.T, trust release.Trust, key *release.PrivateKey, name string, prep func(statePath string)) *rogue {
 	t.Helper()
 	log := zaptest.NewLogger(t).Named(name)
 	dir := t.TempDir()
@@ -223,9 +230,13 @@ func newRogue(t *testing.T, key *release.PrivateKey, name string) *rogue {
 	t.Cleanup(func() { tc.Close() })
 	gc := FastGossip()
 	gc.Name, gc.BindAddr, gc.Role, gc.TorrentAddr = name, "127.0.0.1:0", gossip.RoleSeeder, tc.Addr()
-	// It signs its announcement: with a pinned key, agents take it for an
-	// origin (rogue-tampered); with another, for an agent.
-	gc.Keyring, gc.SigningKey = release.NewKeyring(key.Public()), key
+	// It signs its announcement: with a pinned rollout key, agents take it
+	// for an origin (rogue-tampered); with another, for an agent.
+	gc.Trust, gc.SigningKey = trust, key
+	if prep != nil {
+		gc.StatePath = filepath.Join(dir, "desired.json")
+		prep(gc.StatePath)
+	}
 	n, err := gossip.New(gc, log)
 	if err != nil {
 		t.Fatal(err)
@@ -237,10 +248,11 @@ func newRogue(t *testing.T, key *release.PrivateKey, name string) *rogue {
 	return &rogue{node: n, torrent: tc, dir: dir}
 }
 
-// signedState builds a desired state for app targeting m, signed by key.
-func signedState(t *testing.T, key *release.PrivateKey, m release.Manifest, seq uint64) release.SignedDesiredState {
+// signedState builds a desired state for app targeting m, the manifest
+// signed by rel, the state by key.
+func signedState(t *testing.T, rel, key *release.PrivateKey, m release.Manifest, seq uint64) release.SignedDesiredState {
 	t.Helper()
-	sm, err := release.SignManifest(m, key)
+	sm, err := release.SignManifest(m, rel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,13 +291,10 @@ func TestClusterRefusesBadStates(t *testing.T) {
 	}
 	v1m := manifestOf(t, c, v1.ReleaseID)
 
-	// 1. Signed by a key nobody pinned.
-	stranger, err := release.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r1 := newRogue(t, stranger, "rogue-untrusted")
-	if err := r1.node.Publish(signedState(t, stranger, v1m, 99)); err != nil {
+	// 1. Signed by keys nobody pinned.
+	stranger, strangerRel := newKey(t), newKey(t)
+	r1 := newRogue(t, release.Trust{Release: release.NewKeyring(strangerRel.Public()), Rollout: release.NewKeyring(stranger.Public())}, stranger, "rogue-untrusted")
+	if err := r1.node.Publish(signedState(t, strangerRel, stranger, v1m, 99)); err != nil {
 		t.Fatalf("rogue could not publish to itself: %v", err)
 	}
 	// Joining an agent makes its join-time push/pull carry the state there.
@@ -298,8 +307,8 @@ func TestClusterRefusesBadStates(t *testing.T) {
 
 	// 2. Trusted key, lower sequence than the cluster holds: rolls back to v1
 	// if accepted. The rogue accepts it first (it has seen nothing), then joins.
-	r2 := newRogue(t, c.Key, "rogue-stale")
-	if err := r2.node.Publish(signedState(t, c.Key, v1m, v1.Sequence)); err != nil {
+	r2 := newRogue(t, c.Trust(), c.Key, "rogue-stale")
+	if err := r2.node.Publish(signedState(t, c.ReleaseKeys[0], c.Key, v1m, v1.Sequence)); err != nil {
 		t.Fatal(err)
 	}
 	if err := r2.node.Join(ctx, []string{nodes[0].GossipAddr()}); err != nil {
@@ -312,9 +321,9 @@ func TestClusterRefusesBadStates(t *testing.T) {
 	// 3. Trusted key, newer sequence, but the manifest's release id is not
 	// the hash of the bytes served (the infohash is right, so BitTorrent
 	// alone would accept them).
-	r3 := newRogue(t, c.Key, "rogue-tampered")
+	r3 := newRogue(t, c.Trust(), c.Key, "rogue-tampered")
 	evil := makeApp(t, "6.6.6", 512<<10)
-	b, err := seeder.Pack(seeder.PackOptions{Source: evil, App: "evil", Version: "6.6.6", Key: c.Key, TempDir: t.TempDir()})
+	b, err := seeder.Pack(seeder.PackOptions{Source: evil, App: "evil", Version: "6.6.6", Key: c.ReleaseKeys[0], TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +338,7 @@ func TestClusterRefusesBadStates(t *testing.T) {
 	if err := r3.node.Join(ctx, []string{c.Seeder.GossipAddr()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r3.node.Publish(signedState(t, c.Key, lie, 1)); err != nil {
+	if err := r3.node.Publish(signedState(t, c.ReleaseKeys[0], c.Key, lie, 1)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(ctx, t, "every agent refuses the tampered bundle", func() bool {
@@ -387,11 +396,20 @@ func manifestOf(t *testing.T, c *Cluster, id release.ID) release.Manifest {
 	if err := json.Unmarshal(b, &sm); err != nil {
 		t.Fatal(err)
 	}
-	m, err := sm.Verify(release.NewKeyring(c.Key.Public()))
+	m, err := c.Trust().VerifyManifest(sm)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
+}
+
+func newKey(t *testing.T) *release.PrivateKey {
+	t.Helper()
+	k, err := release.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 func copyFile(t *testing.T, src, dst string) {

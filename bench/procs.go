@@ -246,23 +246,26 @@ func (run *procsRun) stopAll() {
 func (run *procsRun) start(ctx context.Context) error {
 	dir, p := run.cfg.Dir, run.cfg.Params
 	keys := filepath.Join(dir, "keys")
-	kg, err := startChild("keygen", filepath.Join(run.logs, "keygen.log"), run.cfg.Binary, "keygen", "--out", keys)
-	if err != nil {
-		return err
+	for _, role := range []string{"release", "rollout"} {
+		kg, err := startChild("keygen", filepath.Join(run.logs, "keygen-"+role+".log"), run.cfg.Binary, "keygen", "--role", role, "--out", keys)
+		if err != nil {
+			return err
+		}
+		select {
+		case <-kg.done:
+		case <-ctx.Done():
+			kg.stop(0)
+			return fmt.Errorf("keygen: %w", ctx.Err())
+		case <-time.After(startTimeout):
+			kg.stop(0)
+			return errors.New("keygen did not finish within a minute")
+		}
+		if kg.err != nil {
+			return kg.failure()
+		}
 	}
-	select {
-	case <-kg.done:
-	case <-ctx.Done():
-		kg.stop(0)
-		return fmt.Errorf("keygen: %w", ctx.Err())
-	case <-time.After(startTimeout):
-		kg.stop(0)
-		return errors.New("keygen did not finish within a minute")
-	}
-	if kg.err != nil {
-		return kg.failure()
-	}
-	if run.key, err = release.LoadPrivateKey(filepath.Join(keys, "swarm.key")); err != nil {
+	var err error
+	if run.key, err = release.LoadPrivateKey(filepath.Join(keys, "release.key")); err != nil {
 		return fmt.Errorf("load key: %w", err)
 	}
 	// Gossip encrypted, as in production.
@@ -283,8 +286,8 @@ func (run *procsRun) start(ctx context.Context) error {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		return fmt.Errorf("API token: %w", err)
 	}
-	args := []string{"seeder", "--store", filepath.Join(dir, "store"), "--key", filepath.Join(keys, "swarm.key"),
-		"--api-token-file", tokenFile,
+	args := []string{"seeder", "--store", filepath.Join(dir, "store"), "--key", filepath.Join(keys, "rollout.key"),
+		"--trust-release", filepath.Join(keys, "release.pub"), "--api-token-file", tokenFile,
 		"--name", "seeder", "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0",
 		"--gossip-key-file", gossipKey, "--addr-file", filepath.Join(dir, "seeder.addrs"), "--upload-rate", strconv.FormatInt(p.OriginUp, 10)}
 	if p.MaxConns > 0 {
@@ -310,7 +313,7 @@ func (run *procsRun) start(ctx context.Context) error {
 		name := fmt.Sprintf("agent-%03d", i+1)
 		data := filepath.Join(dir, name)
 		args := []string{"agent", "--data", data, "--name", name, "--join", gossipAddr,
-			"--trust", filepath.Join(keys, "swarm.pub"), "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0",
+			"--trust-release", filepath.Join(keys, "release.pub"), "--trust-rollout", filepath.Join(keys, "rollout.pub"), "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0",
 			"--gossip-key-file", gossipKey,
 			"--addr-file", filepath.Join(dir, name+".addrs"),
 			"--upload-rate", strconv.FormatInt(p.NodeUp, 10), "--download-rate", strconv.FormatInt(p.NodeDown, 10),

@@ -107,7 +107,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *zap.Logger, progress func
 	}
 	defer closeCluster()
 
-	b, err := seeder.Pack(seeder.PackOptions{Source: payload, App: benchApp, Version: "1.0.0", Key: c.Key, TempDir: payloadDir})
+	b, err := seeder.Pack(seeder.PackOptions{Source: payload, App: benchApp, Version: "1.0.0", Key: c.ReleaseKeys[0], TempDir: payloadDir})
 	if err != nil {
 		return r, fmt.Errorf("real: pack: %w", err)
 	}

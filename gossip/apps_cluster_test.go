@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/swarmdeploy/swarm/release"
 )
 
 // seesApps reports whether every node but the owners themselves shows
@@ -61,7 +59,7 @@ func waitApps(t *testing.T, what string, nodes []*Node, want map[string][]AppSta
 // (as one message: TestRecordInOrderNeedsNoPushPull); a 33rd app is refused
 // and changes nothing.
 func TestClusterThirtyTwoApps(t *testing.T) {
-	nodes := cluster(t, 5, release.NewKeyring(newKey(t).Public()), nil)
+	nodes := cluster(t, 5, trustOf(newKey(t).Public()), nil)
 	want := map[string][]AppState{}
 	for i, n := range nodes {
 		apps := manyApps(MaxApps, 100*i)
@@ -111,7 +109,7 @@ func TestClusterThirtyTwoApps(t *testing.T) {
 // join does brings every member's apps to a node that joins after their
 // broadcasts have ended.
 func TestLateJoinerGetsAppsByPushPull(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	slow := func(c *Config) { c.PushPullInterval = time.Hour }
 	nodes := cluster(t, 3, ring, slow)
 	want := map[string][]AppState{}
@@ -147,7 +145,7 @@ func TestLateJoinerGetsAppsByPushPull(t *testing.T) {
 // and with fewer apps, it is seen with the new address and only the new
 // apps.
 func TestRestartedNodeReplacesRecord(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	nodes := clusterPrep(t, 4, ring, nil, func(n *Node) { n.orphanTTL = 300 * time.Millisecond })
 	x := nodes[3]
 	name := x.cfg.Name
@@ -222,7 +220,7 @@ func TestLossyAppGossipConverges(t *testing.T) {
 			return false
 		}
 	}
-	nodes := clusterPrep(t, 8, release.NewKeyring(newKey(t).Public()), onMem(NewMemNetwork()), lossy)
+	nodes := clusterPrep(t, 8, trustOf(newKey(t).Public()), onMem(NewMemNetwork()), lossy)
 	owners := nodes[:2]
 
 	// valid holds every version each owner had, as others would show it.
@@ -311,7 +309,7 @@ func TestLossyAppGossipConverges(t *testing.T) {
 // the other agent, not a seeder, hears nothing.
 func TestAppStateGoesStraightToSeeders(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	quiet := func(name string, role Role) Config {
 		c := testConfig(name, ring)
 		c.Role = role

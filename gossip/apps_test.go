@@ -67,7 +67,7 @@ func appVersion(i, v int) AppState {
 // a network, driven by the test.
 func offline(t testing.TB, name string) *Node {
 	t.Helper()
-	n, err := New(testConfig(name, release.NewKeyring(newKey(t).Public())), zap.NewNop())
+	n, err := New(testConfig(name, trustOf(newKey(t).Public())), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 // the cap; a held (app, environment) still takes newer states.
 func TestPublishCaps(t *testing.T) {
 	k := newKey(t)
-	n := startNode(t, testConfig("seeder", release.NewKeyring(k.Public())))
+	n := startNode(t, testConfig("seeder", trustOf(k.Public())))
 
 	// A plan of 1000 steps makes a state of over 8 KiB.
 	d, err := desired(t, k, "web", 1).Unverified()
@@ -69,7 +69,7 @@ func TestPublishCaps(t *testing.T) {
 // or once inflated, is refused before it is decoded.
 func TestDesiredMsgCaps(t *testing.T) {
 	k := newKey(t)
-	n := startNode(t, testConfig("rx", release.NewKeyring(k.Public())))
+	n := startNode(t, testConfig("rx", trustOf(k.Public())))
 	plain := append([]byte{msgDesired}, bytes.Repeat([]byte(" "), MaxDesiredBytes+1)...)
 	var bomb bytes.Buffer
 	bomb.WriteByte(msgDesiredFlate)

@@ -24,7 +24,7 @@ func appStateFor(i int) []AppState {
 
 func TestClusterSpreadsDesiredAndNodeState(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	nodes := cluster(t, 8, ring, nil)
 	for i, n := range nodes {
 		if err := n.SetApps(appStateFor(i)); err != nil {
@@ -76,7 +76,7 @@ func TestClusterSpreadsDesiredAndNodeState(t *testing.T) {
 
 func TestNewerReplacesOlderEverywhere(t *testing.T) {
 	k := newKey(t)
-	nodes := cluster(t, 5, release.NewKeyring(k.Public()), nil)
+	nodes := cluster(t, 5, trustOf(k.Public()), nil)
 	seeder := nodes[0]
 	for _, seq := range []uint64{1, 3} {
 		if err := seeder.Publish(desired(t, k, "web", seq)); err != nil {
@@ -129,10 +129,10 @@ func TestNewerReplacesOlderEverywhere(t *testing.T) {
 func TestUntrustedStateIsNotRegossiped(t *testing.T) {
 	k := newKey(t)
 	rogueKey := newKey(t)
-	honest := cluster(t, 4, release.NewKeyring(k.Public()), nil)
+	honest := cluster(t, 4, trustOf(k.Public()), nil)
 
 	// The rogue trusts its own key, so it accepts and gossips its state.
-	rogue := startNode(t, testConfig("rogue", release.NewKeyring(k.Public(), rogueKey.Public())))
+	rogue := startNode(t, testConfig("rogue", trustOf(k.Public(), rogueKey.Public())))
 	join(t, rogue, honest[0])
 	if err := rogue.Publish(desired(t, rogueKey, "evil", 9)); err != nil {
 		t.Fatal(err)
@@ -164,7 +164,7 @@ func TestUntrustedStateIsNotRegossiped(t *testing.T) {
 
 func TestLateJoinerCatchesUpByPushPull(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	// No periodic push/pull: only the one a join does can carry the state.
 	slow := func(c *Config) { c.PushPullInterval = time.Hour }
 	nodes := cluster(t, 3, ring, slow)
@@ -194,14 +194,14 @@ func TestLateJoinerCatchesUpByPushPull(t *testing.T) {
 func TestEncryptedCluster(t *testing.T) {
 	k := newKey(t)
 	secret := []byte("0123456789abcdef")
-	nodes := cluster(t, 3, release.NewKeyring(k.Public()), func(c *Config) { c.SecretKeys = [][]byte{secret} })
+	nodes := cluster(t, 3, trustOf(k.Public()), func(c *Config) { c.SecretKeys = [][]byte{secret} })
 	if err := nodes[0].Publish(desired(t, k, "web", 2)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "every node holds web seq 2", func() bool { return allHold(nodes, "web", 2) })
 
 	// A node without the key cannot join.
-	cfg := testConfig("outsider", release.NewKeyring(k.Public()))
+	cfg := testConfig("outsider", trustOf(k.Public()))
 	cfg.JoinAttempts = 1
 	out := startNode(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -213,7 +213,7 @@ func TestEncryptedCluster(t *testing.T) {
 
 func TestPersistedSequenceSurvivesRestart(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gossip-state.json")
 
@@ -266,7 +266,7 @@ func TestPersistedSequenceSurvivesRestart(t *testing.T) {
 func TestPersistedSequenceOutlivesItsKey(t *testing.T) {
 	old, next := newKey(t), newKey(t)
 	path := filepath.Join(t.TempDir(), "state.json")
-	cfg := testConfig("rotate", release.NewKeyring(old.Public()))
+	cfg := testConfig("rotate", trustOf(old.Public()))
 	cfg.StatePath = path
 	n := startNode(t, cfg)
 	if err := n.Publish(desired(t, old, "web", 7)); err != nil {
@@ -276,7 +276,7 @@ func TestPersistedSequenceOutlivesItsKey(t *testing.T) {
 
 	// The old key is dropped from the keyring: the state is no longer
 	// served, but its sequence still holds older states off.
-	cfg.Keyring = release.NewKeyring(next.Public())
+	cfg.Trust = trustOf(next.Public())
 	n = startNode(t, cfg)
 	if _, _, ok := n.Desired("web@default"); ok {
 		t.Fatal("a state signed by a dropped key is still served")
@@ -297,7 +297,7 @@ func TestPersistedSequenceOutlivesItsKey(t *testing.T) {
 // count.
 func TestReleaseProgress(t *testing.T) {
 	k := newKey(t)
-	nodes := cluster(t, 5, release.NewKeyring(k.Public()), nil)
+	nodes := cluster(t, 5, trustOf(k.Public()), nil)
 	id := release.IDOf([]byte("web@2"))
 	other := release.IDOf([]byte("web@1"))
 	states := [][]AppState{

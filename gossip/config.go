@@ -28,9 +28,10 @@ type Config struct {
 	// this one, when it differs from the bound address (NAT, containers).
 	// With port 0 in BindAddr the OS-picked port is advertised.
 	AdvertiseAddr string
-	// Keyring holds the pinned public keys; desired states must verify
-	// against it. Required.
-	Keyring release.Keyring
+	// Trust holds the pinned keys: desired states must be signed by a
+	// rollout key, and the manifests inside them by enough release keys.
+	// Required.
+	Trust release.Trust
 	// StatePath is the file where accepted desired states persist, so the
 	// highest accepted sequence per app survives restarts. "" keeps them in
 	// memory only.
@@ -144,8 +145,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("gossip config: advertise address %q: host must be an IP address", c.AdvertiseAddr)
 		}
 	}
-	if len(c.Keyring) == 0 {
-		return errors.New("gossip config: keyring is empty; pin at least the rollout key")
+	if err := c.Trust.Validate(); err != nil {
+		return fmt.Errorf("gossip config: %w", err)
 	}
 	switch c.Role {
 	case "", RoleAgent, RoleSeeder:
@@ -161,8 +162,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gossip config: %w", err)
 	}
 	if c.SigningKey != nil {
-		if _, ok := c.Keyring[c.SigningKey.ID()]; !ok {
-			return fmt.Errorf("gossip config: signing key %s is not in the keyring; pin its public half", c.SigningKey.ID())
+		if _, ok := c.Trust.Rollout[c.SigningKey.ID()]; !ok {
+			return fmt.Errorf("gossip config: signing key %s is not a pinned rollout key; pin its public half", c.SigningKey.ID())
 		}
 	}
 	for name, d := range map[string]time.Duration{

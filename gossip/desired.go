@@ -51,7 +51,7 @@ func (n *Node) load() error {
 		n.highest[key] = max(n.highest[key], seq)
 	}
 	for _, sd := range f.Desired {
-		d, err := sd.Verify(n.cfg.Keyring)
+		d, err := n.cfg.Trust.VerifyDesired(sd)
 		if err != nil {
 			// The keyring changed since it was accepted. Its sequence stays
 			// a floor, but it is no longer served.
@@ -157,7 +157,7 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 		return nil
 	}
 	n.countVerification()
-	d, err := sd.Verify(n.cfg.Keyring)
+	d, err := n.cfg.Trust.VerifyDesired(sd)
 	if err != nil {
 		reason := reasonInvalid
 		if errors.Is(err, release.ErrUnknownKey) {
@@ -191,6 +191,11 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 	defer n.mu.Unlock()
 	key := d.Key()
 	high := n.highest[key]
+	if err := release.CheckSequence(high, d.Sequence); err != nil {
+		n.stats.RefusedInvalid++
+		n.logRefusalLocked(src, reasonInvalid, d.App, d.Sequence, sd.KeyID, err)
+		return nil, err
+	}
 	switch {
 	case d.Sequence == high:
 		n.stats.Duplicates++

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -77,12 +78,40 @@ func TestRefusedStatesChangeNothing(t *testing.T) {
 	b3, _ := json.Marshal(otherApp)
 	mismatched := signRaw(t, k, b3)
 
+	// Roles: a state signed by the release key, a target signed only by
+	// the rollout key.
+	byReleaseKey := func() release.SignedDesiredState {
+		d, _ := desired(t, k, "web", 10).Unverified()
+		sd, err := release.SignDesired(d, releaseKeyOf(k.ID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sd
+	}()
+	rolloutTarget := func() release.SignedDesiredState {
+		d, _ := desired(t, k, "web", 11).Unverified()
+		m, _ := d.Target.Unverified()
+		var err error
+		if d.Target, err = release.SignManifest(m, k); err != nil {
+			t.Fatal(err)
+		}
+		sd, err := release.SignDesired(d, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sd
+	}()
+
 	tests := []struct {
 		name string
 		msg  []byte
 		want func(Stats) uint64
 	}{
 		{"unknown key", mustMsg(t, desired(t, stranger, "web", 5)), func(s Stats) uint64 { return s.RefusedUntrusted }},
+		{"state signed by a release key", mustMsg(t, byReleaseKey), func(s Stats) uint64 { return s.RefusedUntrusted }},
+		{"target signed only by the rollout key", mustMsg(t, rolloutTarget), func(s Stats) uint64 { return s.RefusedUntrusted }},
+		{"sequence 2^64-1", mustMsg(t, desired(t, k, "web", math.MaxUint64)), func(s Stats) uint64 { return s.RefusedInvalid }},
+		{"sequence one past the jump bound", mustMsg(t, desired(t, k, "web", 2+release.MaxSequenceJump+1)), func(s Stats) uint64 { return s.RefusedInvalid }},
 		{"manifest by unknown key", mustMsg(t, strangeTarget), func(s Stats) uint64 { return s.RefusedUntrusted }},
 		{"tampered signature", mustMsg(t, tampered), func(s Stats) uint64 { return s.RefusedInvalid }},
 		{"non-canonical payload", mustMsg(t, nonCanonical), func(s Stats) uint64 { return s.RefusedInvalid }},
@@ -95,7 +124,7 @@ func TestRefusedStatesChangeNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n := startNode(t, testConfig("rx", release.NewKeyring(k.Public())))
+			n := startNode(t, testConfig("rx", trustOf(k.Public())))
 			if err := n.Publish(good); err != nil {
 				t.Fatal(err)
 			}
@@ -124,9 +153,38 @@ func TestRefusedStatesChangeNothing(t *testing.T) {
 	}
 }
 
+// TestSequenceJumpBound: a state with sequence 2^64-1, signed by the trusted
+// rollout key, is refused by a node that holds nothing (the bound is then
+// absolute) and by a node that holds a state; the next honest state is
+// taken afterwards, and a state at exactly the bound is taken.
+func TestSequenceJumpBound(t *testing.T) {
+	k := newKey(t)
+	n := startNode(t, testConfig("rx", trustOf(k.Public())))
+	n.handleMsg(mustMsg(t, desired(t, k, "web", math.MaxUint64)))
+	if err := n.Publish(desired(t, k, "web", math.MaxUint64)); err == nil || !errors.Is(err, release.ErrInvalid) {
+		t.Fatalf("Publish of seq 2^64-1 = %v, want ErrInvalid", err)
+	}
+	if st := n.Stats(); st.RefusedInvalid != 2 || st.Accepted != 0 {
+		t.Fatalf("stats %+v: want both refusals counted invalid, nothing accepted", st)
+	}
+	if h := n.HighestSeq("web@default"); h != 0 {
+		t.Fatalf("highest %d after refusals, want 0", h)
+	}
+	if err := n.Publish(desired(t, k, "web", 1)); err != nil {
+		t.Fatalf("honest state after the refusal: %v", err)
+	}
+	n.handleMsg(mustMsg(t, desired(t, k, "web", math.MaxUint64)))
+	if err := n.Publish(desired(t, k, "web", 1+release.MaxSequenceJump)); err != nil {
+		t.Fatalf("state at the bound: %v", err)
+	}
+	if h := n.HighestSeq("web@default"); h != 1+release.MaxSequenceJump {
+		t.Fatalf("highest %d", h)
+	}
+}
+
 func TestPublishRefusals(t *testing.T) {
 	k, stranger := newKey(t), newKey(t)
-	n := startNode(t, testConfig("seeder", release.NewKeyring(k.Public())))
+	n := startNode(t, testConfig("seeder", trustOf(k.Public())))
 	tampered := desired(t, k, "web", 3)
 	tampered.Sig = bytes.Clone(tampered.Sig)
 	tampered.Sig[10] ^= 0x80
@@ -153,7 +211,7 @@ func TestPublishRefusals(t *testing.T) {
 		t.Fatal("a refused state is held")
 	}
 
-	unstarted, err := New(testConfig("x", release.NewKeyring(k.Public())), zap.NewNop())
+	unstarted, err := New(testConfig("x", trustOf(k.Public())), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +223,7 @@ func TestPublishRefusals(t *testing.T) {
 func TestRefusalLoggedOnce(t *testing.T) {
 	k, stranger := newKey(t), newKey(t)
 	core, logs := observer.New(zapcore.DebugLevel)
-	n := startNodeLogger(t, testConfig("rx", release.NewKeyring(k.Public())), zap.New(core))
+	n := startNodeLogger(t, testConfig("rx", trustOf(k.Public())), zap.New(core))
 	if err := n.Publish(desired(t, k, "web", 5)); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +258,7 @@ func TestNewerStateReplacesQueuedBroadcast(t *testing.T) {
 	k := newKey(t)
 	// Alone, the node has nobody to gossip to, so its queue keeps what it
 	// holds.
-	n := startNode(t, testConfig("solo", release.NewKeyring(k.Public())))
+	n := startNode(t, testConfig("solo", trustOf(k.Public())))
 	for seq := uint64(1); seq <= 3; seq++ {
 		if err := n.Publish(desired(t, k, "web", seq)); err != nil {
 			t.Fatal(err)
@@ -231,7 +289,7 @@ func TestNewerStateReplacesQueuedBroadcast(t *testing.T) {
 
 func TestPushPullCarriesAllStates(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	src := startNode(t, testConfig("src", ring))
 	dst := startNode(t, testConfig("dst", ring))
 	for _, app := range []string{"web", "api", "worker"} {
@@ -260,7 +318,7 @@ func TestPushPullCarriesAllStates(t *testing.T) {
 // takes its default per-hop cost from this figure.
 func BenchmarkAcceptNewState(b *testing.B) {
 	k := newKey(b)
-	cfg := testConfig("bench", release.NewKeyring(k.Public()))
+	cfg := testConfig("bench", trustOf(k.Public()))
 	cfg.StatePath = filepath.Join(b.TempDir(), "gossip-state.json")
 	n := startNodeLogger(b, cfg, zap.NewNop())
 	states := make([]release.SignedDesiredState, b.N)

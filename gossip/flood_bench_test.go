@@ -84,7 +84,7 @@ func BenchmarkMergeFlood(b *testing.B) {
 	}{{"100k", floodSize}, {"fitting", floodFitting()}} {
 		b.Run(size.name, func(b *testing.B) {
 			k := newKey(b)
-			n := startNodeLogger(b, testConfig("rx", release.NewKeyring(k.Public())), zap.NewNop())
+			n := startNodeLogger(b, testConfig("rx", trustOf(k.Public())), zap.NewNop())
 			buf := floodPushPull(b, size.count, k.ID())
 			b.ReportMetric(float64(size.count), "states")
 			b.ResetTimer()

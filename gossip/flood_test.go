@@ -15,8 +15,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/swarmdeploy/swarm/release"
 )
 
 // testClock is a clock the test moves forward; memberlist's goroutines may
@@ -61,7 +59,7 @@ func TestPushPullFloodBounded(t *testing.T) {
 	k := newKey(t)
 	core, logs := observer.New(zapcore.DebugLevel)
 	var clock testClock
-	n := startNodePrep(t, testConfig("rx", release.NewKeyring(k.Public())), zap.New(core), func(n *Node) { n.now = clock.now })
+	n := startNodePrep(t, testConfig("rx", trustOf(k.Public())), zap.New(core), func(n *Node) { n.now = clock.now })
 
 	tests := []struct {
 		name string
@@ -155,7 +153,7 @@ func (p *floodPeer) MergeRemoteState(buf []byte, _ bool) {}
 func TestPushPullFloodEndToEnd(t *testing.T) {
 	k := newKey(t)
 	core, logs := observer.New(zapcore.DebugLevel)
-	cfg := testConfig("rx", release.NewKeyring(k.Public()))
+	cfg := testConfig("rx", trustOf(k.Public()))
 	cfg.PushPullInterval = time.Hour // only the join's push/pull: one flood, whose counts the test reads
 	rx := startNodeLogger(t, cfg, zap.New(core))
 	if err := rx.Publish(desired(t, k, "web", 1)); err != nil {

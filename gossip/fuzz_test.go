@@ -48,7 +48,7 @@ func fuzzKey(tb testing.TB) *release.PrivateKey {
 }
 
 // fuzzRing trusts fuzzKey.
-func fuzzRing(tb testing.TB) release.Keyring { return release.NewKeyring(fuzzKey(tb).Public()) }
+func fuzzRing(tb testing.TB) release.Trust { return trustOf(fuzzKey(tb).Public()) }
 
 // strangerKey is another fixed key, not trusted.
 func strangerKey(tb testing.TB) *release.PrivateKey {
@@ -62,7 +62,7 @@ func strangerKey(tb testing.TB) *release.PrivateKey {
 
 // fuzzNode is an offline node trusting ring (fuzzRing), with member "x"
 // of generation 3 (the seeds' app-state owner) joined.
-func fuzzNode(tb testing.TB, ring release.Keyring) *Node {
+func fuzzNode(tb testing.TB, ring release.Trust) *Node {
 	tb.Helper()
 	n, err := New(testConfig("rx", ring), zap.NewNop())
 	if err != nil {
@@ -267,14 +267,14 @@ func desiredCounters(s Stats) uint64 {
 
 // checkHeldVerify fails unless every state n holds verifies against ring
 // and no more than MaxDesiredStates are held.
-func checkHeldVerify(t *testing.T, n *Node, ring release.Keyring) {
+func checkHeldVerify(t *testing.T, n *Node, ring release.Trust) {
 	t.Helper()
 	all := n.DesiredAll()
 	if len(all) > MaxDesiredStates {
 		t.Fatalf("holds %d states, over %d", len(all), MaxDesiredStates)
 	}
 	for _, sd := range all {
-		if _, err := sd.Verify(ring); err != nil {
+		if _, err := ring.VerifyDesired(sd); err != nil {
 			t.Fatalf("holds a state that does not verify: %v", err)
 		}
 	}

@@ -1,8 +1,10 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"strings"
@@ -33,8 +35,34 @@ func newKey(t testing.TB) *release.PrivateKey {
 	return k
 }
 
+// releaseKeyOf is the release key that goes with the rollout key id in
+// these tests: derived from it, so that a test needs to hold one key only.
+// trustOf pins both.
+func releaseKeyOf(rolloutID string) *release.PrivateKey {
+	seed := sha256.Sum256([]byte("release key of " + rolloutID))
+	k, err := release.GenerateKey(bytes.NewReader(seed[:]))
+	if err != nil {
+		panic(err) // 32 bytes of seed are all it reads
+	}
+	return k
+}
+
+// trustOf pins each key as a rollout key and the release key derived from
+// it (releaseKeyOf) as a release key.
+func trustOf(rollout ...release.PublicKey) release.Trust {
+	tr := release.Trust{Release: release.Keyring{}, Rollout: release.NewKeyring(rollout...)}
+	for _, k := range rollout {
+		rk := releaseKeyOf(k.ID())
+		tr.Release[rk.ID()] = rk.Public()
+	}
+	return tr
+}
+
+// manifest signs a manifest with the release key that goes with the
+// rollout key k (releaseKeyOf).
 func manifest(t testing.TB, k *release.PrivateKey, app, version string) release.SignedManifest {
 	t.Helper()
+	k = releaseKeyOf(k.ID())
 	m := release.Manifest{
 		App:          app,
 		Version:      version,
@@ -76,11 +104,11 @@ func desired(t testing.TB, k *release.PrivateKey, app string, seq uint64) releas
 
 // testConfig is a node on 127.0.0.1 with an OS-picked port and timings cut
 // to milliseconds.
-func testConfig(name string, ring release.Keyring) Config {
+func testConfig(name string, ring release.Trust) Config {
 	return Config{
 		Name:             name,
 		BindAddr:         "127.0.0.1:0",
-		Keyring:          ring,
+		Trust:            ring,
 		Role:             RoleAgent,
 		TorrentAddr:      "127.0.0.1:6881",
 		GossipInterval:   20 * time.Millisecond,
@@ -136,20 +164,20 @@ func join(t testing.TB, n *Node, to ...*Node) {
 
 // cluster starts size nodes named node-00… and joins them to the first; the
 // first is the seeder.
-func cluster(t testing.TB, size int, ring release.Keyring, tweak func(*Config)) []*Node {
+func cluster(t testing.TB, size int, ring release.Trust, tweak func(*Config)) []*Node {
 	t.Helper()
 	return clusterPrep(t, size, ring, tweak, nil)
 }
 
 // clusterPrep is cluster with prep, when set, run on each node before it
 // starts.
-func clusterPrep(t testing.TB, size int, ring release.Keyring, tweak func(*Config), prep func(*Node)) []*Node {
+func clusterPrep(t testing.TB, size int, ring release.Trust, tweak func(*Config), prep func(*Node)) []*Node {
 	t.Helper()
 	nodes := make([]*Node, size)
 	// The seeder signs its announcement with a key every node pins.
 	sk := newKey(t)
-	ring = maps.Clone(ring)
-	ring[sk.ID()] = sk.Public()
+	ring.Rollout = maps.Clone(ring.Rollout)
+	ring.Rollout[sk.ID()] = sk.Public()
 	for i := range nodes {
 		cfg := testConfig(fmt.Sprintf("node-%02d", i), ring)
 		if i == 0 {

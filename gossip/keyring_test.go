@@ -113,7 +113,7 @@ func TestLoadKeyFile(t *testing.T) {
 }
 
 // encrypted starts size nodes holding keys, node-00 a signed seeder, joined.
-func encrypted(t *testing.T, size int, ring release.Keyring, keys ...[]byte) []*Node {
+func encrypted(t *testing.T, size int, ring release.Trust, keys ...[]byte) []*Node {
 	t.Helper()
 	return cluster(t, size, ring, func(c *Config) { c.SecretKeys = keys })
 }
@@ -124,7 +124,7 @@ func encrypted(t *testing.T, size int, ring release.Keyring, keys ...[]byte) []*
 // has spread a new state to everyone.
 func TestOutsiderLearnsNothing(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	nodes := encrypted(t, 3, ring, gossipKey(t))
 	if err := nodes[0].Publish(desired(t, k, "web", 1)); err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func connected(t *testing.T, step string, nodes []*Node) {
 // the old key cannot join, and one with the new key can.
 func TestKeyRotation(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	oldK, newK := gossipKey(t), gossipKey(t)
 	nodes := encrypted(t, 3, ring, oldK)
 	connected(t, "start", nodes)
@@ -254,7 +254,7 @@ func TestKeyRotation(t *testing.T) {
 // TestSetKeysRefusals: bad keys change nothing; a node started in the clear
 // cannot be switched to encryption while it runs.
 func TestSetKeysRefusals(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	a := gossipKey(t)
 	cfg := testConfig("keyed", ring)
 	cfg.SecretKeys = [][]byte{a}
@@ -287,7 +287,7 @@ func TestSetKeysRefusals(t *testing.T) {
 // by itself while it runs; a file made readable by others is refused and
 // the keys in use stay.
 func TestKeyFileReload(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	a, b := gossipKey(t), gossipKey(t)
 	path := filepath.Join(t.TempDir(), "gossip.key")
 	write := func(mode os.FileMode, keys ...[]byte) {
@@ -341,12 +341,12 @@ func TestKeyFileReload(t *testing.T) {
 // once. The claimant still sees itself as a seeder.
 func TestFakeSeeders(t *testing.T) {
 	rollout, stranger := newKey(t), newKey(t)
-	ring := release.NewKeyring(rollout.Public())
+	ring := trustOf(rollout.Public())
 	start := func(name string, role Role, sign *release.PrivateKey) *Node {
 		cfg := testConfig(name, ring)
 		cfg.Role, cfg.SigningKey = role, sign
 		if sign == stranger {
-			cfg.Keyring = release.NewKeyring(stranger.Public())
+			cfg.Trust = trustOf(stranger.Public())
 		}
 		return startNode(t, cfg)
 	}
@@ -384,7 +384,7 @@ func TestFakeSeeders(t *testing.T) {
 // 127.0.0.1, in the clear and encrypted: the cost encryption adds to each
 // packet's round trip (seal and open, both ways).
 func BenchmarkPing(b *testing.B) {
-	ring := release.NewKeyring(newKey(b).Public())
+	ring := trustOf(newKey(b).Public())
 	for _, bc := range []struct {
 		name string
 		keys [][]byte
@@ -417,14 +417,14 @@ func BenchmarkPing(b *testing.B) {
 // member that claims the seeder role: one ed25519 verification.
 func BenchmarkVerifyAnnouncement(b *testing.B) {
 	key := newKey(b)
-	ring := release.NewKeyring(key.Public())
+	ring := trustOf(key.Public())
 	m, err := encodeMeta("seeder", RoleSeeder, "10.0.0.1:6881", "prod", 1, key)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
 		w, _ := decodeMeta(m)
-		if err := verifyAnnouncement("seeder", w, ring); err != nil {
+		if err := verifyAnnouncement("seeder", w, ring.Rollout); err != nil {
 			b.Fatal(err)
 		}
 	}

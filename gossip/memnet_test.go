@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-
-	"github.com/swarmdeploy/swarm/release"
 )
 
 // onMem moves a test node from 127.0.0.1 to network.
@@ -27,7 +25,7 @@ func onMem(network *MemNetwork) func(*Config) {
 // survives, spreads a state and refuses an untrusted one, as on UDP.
 func TestMemNetworkCluster(t *testing.T) {
 	k, rogueKey := newKey(t), newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	network := NewMemNetwork()
 	nodes := cluster(t, 30, ring, onMem(network))
 	for _, n := range nodes {
@@ -36,7 +34,7 @@ func TestMemNetworkCluster(t *testing.T) {
 		}
 	}
 
-	rogueCfg := testConfig("rogue", release.NewKeyring(k.Public(), rogueKey.Public()))
+	rogueCfg := testConfig("rogue", trustOf(k.Public(), rogueKey.Public()))
 	onMem(network)(&rogueCfg)
 	rogue := startNode(t, rogueCfg)
 	join(t, rogue, nodes[len(nodes)-1])
@@ -82,7 +80,7 @@ func TestMemNetworkCluster(t *testing.T) {
 }
 
 func TestMemNetworkRefusesAddresses(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	for _, tweak := range []func(*Config){
 		func(c *Config) { c.BindAddr = "127.0.0.1:0" },
 		func(c *Config) { c.BindAddr, c.AdvertiseAddr = "", "10.0.0.1" },

@@ -109,7 +109,7 @@ func bigApp(i int, errMsg string) AppState {
 }
 
 func TestSetAppsLimits(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	n := startNode(t, testConfig("limits", ring))
 
 	// A long error is cut to fit.
@@ -171,7 +171,7 @@ func TestSetAppsLimits(t *testing.T) {
 }
 
 func TestSetAppsValidates(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	n := startNode(t, testConfig("v", ring))
 	tests := []struct {
 		name string

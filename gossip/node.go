@@ -476,7 +476,7 @@ func (n *Node) setMember(m *memberlist.Node) (fake error) {
 		ns.Role, ns.TorrentAddr, ns.Env = w.Role, w.Torrent, w.Env
 	}
 	if ns.Role == RoleSeeder && m.Name != n.cfg.Name {
-		if err := verifyAnnouncement(m.Name, w, n.cfg.Keyring); err != nil {
+		if err := verifyAnnouncement(m.Name, w, n.cfg.Trust.Rollout); err != nil {
 			ns.Role = RoleAgent
 			if n.countFakeSeeder(m.Name, w.Gen) {
 				fake = err

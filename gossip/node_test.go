@@ -17,9 +17,9 @@ import (
 )
 
 func TestConfigValidate(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	signer := newKey(t)
-	ok := func() Config { return Config{Name: "a", Keyring: ring} }
+	ok := func() Config { return Config{Name: "a", Trust: ring} }
 	tests := []struct {
 		name   string
 		mutate func(*Config)
@@ -28,12 +28,16 @@ func TestConfigValidate(t *testing.T) {
 		{"minimal", func(*Config) {}, ""},
 		{"full", func(c *Config) {
 			c.BindAddr, c.AdvertiseAddr, c.Role, c.SecretKeys = "127.0.0.1:0", "10.0.0.1:7946", RoleSeeder, [][]byte{make([]byte, 32), make([]byte, 16)}
-			c.Keyring = release.NewKeyring(signer.Public())
+			c.Trust = trustOf(signer.Public())
 			c.SigningKey = signer
 		}, ""},
 		{"advertise without port", func(c *Config) { c.AdvertiseAddr = "10.0.0.1" }, ""},
 		{"no name", func(c *Config) { c.Name = "" }, "name is required"},
-		{"no keyring", func(c *Config) { c.Keyring = nil }, "keyring is empty"},
+		{"no keys", func(c *Config) { c.Trust = release.Trust{} }, "no release key pinned"},
+		{"no rollout key", func(c *Config) { c.Trust.Rollout = nil }, "no rollout key pinned"},
+		{"key in both roles", func(c *Config) {
+			c.Trust = release.Trust{Release: c.Trust.Release, Rollout: c.Trust.Release}
+		}, "one role"},
 		{"bind without port", func(c *Config) { c.BindAddr = "127.0.0.1" }, "bind address"},
 		{"bind port not a number", func(c *Config) { c.BindAddr = "127.0.0.1:gossip" }, "bind address"},
 		{"advertise hostname", func(c *Config) { c.AdvertiseAddr = "example.com:7946" }, "must be an IP"},
@@ -45,7 +49,7 @@ func TestConfigValidate(t *testing.T) {
 				c.SecretKeys = append(c.SecretKeys, append(make([]byte, 31), byte(i)))
 			}
 		}, "17 gossip keys, over 16"},
-		{"signing key not pinned", func(c *Config) { c.SigningKey = newKey(t) }, "is not in the keyring"},
+		{"signing key not pinned", func(c *Config) { c.SigningKey = newKey(t) }, "is not a pinned rollout key"},
 		{"negative interval", func(c *Config) { c.ProbeInterval = -time.Second }, "probe interval is negative"},
 		{"rumour off", func(c *Config) { c.RumourFanout = -1 }, ""},
 		{"rumour fan-out too large", func(c *Config) { c.RumourFanout = 65 }, "rumour fan-out 65"},
@@ -79,7 +83,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestJoinRefusesMalformedAddress(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	n := startNode(t, testConfig("j", ring))
 	for _, addr := range []string{"", "nohost", "127.0.0.1", ":7946", "127.0.0.1:x", "127.0.0.1:0", "127.0.0.1:70000", "[::1"} {
 		t.Run(addr, func(t *testing.T) {
@@ -98,7 +102,7 @@ func TestJoinRefusesMalformedAddress(t *testing.T) {
 }
 
 func TestJoinGivesUp(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	// A port nobody listens on: bind one, note it, close it.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -130,7 +134,7 @@ func TestJoinGivesUp(t *testing.T) {
 }
 
 func TestStartPortInUse(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	a := startNode(t, testConfig("a", ring))
 	_, port, _ := net.SplitHostPort(a.Addr())
 
@@ -154,7 +158,7 @@ func TestStartPortInUse(t *testing.T) {
 }
 
 func TestAddrIsTheBoundPort(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	n, err := New(testConfig("a", ring), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +180,7 @@ func TestAddrIsTheBoundPort(t *testing.T) {
 }
 
 func TestCloseIsIdempotent(t *testing.T) {
-	ring := release.NewKeyring(newKey(t).Public())
+	ring := trustOf(newKey(t).Public())
 	never, _ := New(testConfig("never", ring), zap.NewNop())
 	if err := never.Close(); err != nil {
 		t.Fatal(err)
@@ -202,7 +206,7 @@ func TestCloseIsIdempotent(t *testing.T) {
 
 func TestChangesOnAcceptAndMembership(t *testing.T) {
 	k := newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	a := startNode(t, testConfig("a", ring))
 	drain := func() {
 		for {

@@ -18,7 +18,7 @@ import (
 // send can carry a state published after it formed. Each node joins every
 // earlier one: a join's push/pull exchanges the whole member list, so the
 // membership is complete without gossip.
-func directCluster(t *testing.T, size int, ring release.Keyring, fanout int) []*Node {
+func directCluster(t *testing.T, size int, ring release.Trust, fanout int) []*Node {
 	t.Helper()
 	network := NewMemNetwork()
 	nodes := make([]*Node, size)
@@ -39,7 +39,7 @@ func directCluster(t *testing.T, size int, ring release.Keyring, fanout int) []*
 	return nodes
 }
 
-func directConfig(name string, ring release.Keyring, network *MemNetwork, fanout int) Config {
+func directConfig(name string, ring release.Trust, network *MemNetwork, fanout int) Config {
 	cfg := testConfig(name, ring)
 	onMem(network)(&cfg)
 	cfg.GossipInterval = time.Hour
@@ -70,7 +70,7 @@ func sumStats(nodes []*Node) Stats {
 func TestRumourReachesEveryNodeWithoutGossip(t *testing.T) {
 	const size, fanout = 16, 10
 	k := newKey(t)
-	nodes := directCluster(t, size, release.NewKeyring(k.Public()), fanout)
+	nodes := directCluster(t, size, trustOf(k.Public()), fanout)
 
 	sd := desired(t, k, "web", 1)
 	if err := nodes[0].Publish(sd); err != nil {
@@ -132,12 +132,12 @@ func TestRumourReachesEveryNodeWithoutGossip(t *testing.T) {
 // as gossip, and a refused state is not sent on.
 func TestRumourRefusesTamperedAndUntrusted(t *testing.T) {
 	k, rogueKey := newKey(t), newKey(t)
-	ring := release.NewKeyring(k.Public())
+	ring := trustOf(k.Public())
 	honest := directCluster(t, 4, ring, 8)
 
 	// The rogue trusts its own key, so it accepts its state and sends it to
 	// every member it knows.
-	rogue := startNode(t, directConfig("rogue", release.NewKeyring(k.Public(), rogueKey.Public()), honest[0].cfg.Network, 8))
+	rogue := startNode(t, directConfig("rogue", trustOf(k.Public(), rogueKey.Public()), honest[0].cfg.Network, 8))
 	join(t, rogue, honest...)
 	waitFor(t, "the rogue knows every honest node", func() bool { return rogue.NumMembers() == len(honest)+1 })
 	if err := rogue.Publish(desired(t, rogueKey, "evil", 9)); err != nil {
@@ -193,7 +193,7 @@ func TestRumourRefusesTamperedAndUntrusted(t *testing.T) {
 // out directly.
 func TestRumourStreamsLargeState(t *testing.T) {
 	k := newKey(t)
-	nodes := directCluster(t, 3, release.NewKeyring(k.Public()), 2)
+	nodes := directCluster(t, 3, trustOf(k.Public()), 2)
 	sd := desired(t, k, "web", 1)
 	js, err := json.Marshal(sd)
 	if err != nil {
@@ -201,7 +201,7 @@ func TestRumourStreamsLargeState(t *testing.T) {
 	}
 	// Padding JSON accepts: the same signed state, too large for a packet.
 	msg := append(append([]byte{msgDesired}, js...), bytes.Repeat([]byte(" "), 2*udpBufferSize)...)
-	d, err := sd.Verify(nodes[0].cfg.Keyring)
+	d, err := nodes[0].cfg.Trust.VerifyDesired(sd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestRumourFanout(t *testing.T) {
 }
 
 func TestRandomPeers(t *testing.T) {
-	n, err := New(Config{Name: "self", Keyring: release.NewKeyring(newKey(t).Public())}, nil)
+	n, err := New(Config{Name: "self", Trust: trustOf(newKey(t).Public())}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

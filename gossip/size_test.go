@@ -132,7 +132,7 @@ func TestAppStateSizes(t *testing.T) {
 // differ in generation, sequences and digest as in a real fleet.
 func fleetNode(b *testing.B, members, apps int) (*Node, time.Duration) {
 	b.Helper()
-	rx, err := New(testConfig("web-00000.prod.dc1", release.NewKeyring(newKey(b).Public())), zap.NewNop())
+	rx, err := New(testConfig("web-00000.prod.dc1", trustOf(newKey(b).Public())), zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -73,7 +73,7 @@ type Stats struct {
 	Duplicates       uint64 // states with the sequence already held
 	RefusedUntrusted uint64 // signed by a key (or carrying a manifest signed by a key) not in the keyring
 	RefusedStale     uint64 // verified but older than the state held
-	RefusedInvalid   uint64 // bad signature, non-canonical payload, invalid fields or undecodable message
+	RefusedInvalid   uint64 // bad signature, non-canonical payload, invalid fields, too few release signatures, a sequence over release.MaxSequenceJump ahead, or undecodable message
 	// RefusedOverCap counts desired states refused unread, their signatures
 	// unchecked, for a cap: past MaxDesiredStates in one push/pull, over
 	// MaxDesiredBytes, in a push/pull whose desired states are over their

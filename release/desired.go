@@ -46,6 +46,24 @@ func (s RolloutState) Final() bool {
 	return false
 }
 
+// MaxSequenceJump is how far a desired state's sequence may run ahead of
+// the highest a node holds for its (app, environment); for a node that holds
+// none it is an absolute bound. The seeder numbers states one after another,
+// so an honest state is never near it; a state beyond it, even one signed by
+// a trusted rollout key, would leave every node with a floor that no later
+// state could pass, and is refused.
+const MaxSequenceJump = 1 << 20
+
+// CheckSequence refuses seq when it is more than MaxSequenceJump past held,
+// the highest sequence held for the same (app, environment).
+func CheckSequence(held, seq uint64) error {
+	if seq > held && seq-held > MaxSequenceJump {
+		return fmt.Errorf("%w desired state: sequence %d is %d past the highest held (%d); a state may run at most %d ahead",
+			ErrInvalid, seq, seq-held, held, MaxSequenceJump)
+	}
+	return nil
+}
+
 // maxBad bounds DesiredState.Bad: the most recent rollbacks are kept.
 const maxBad = 8
 

@@ -117,12 +117,12 @@ func desiredSeeds(t testing.TB) map[string]SignedDesiredState {
 // one the test keys actually signed.
 func FuzzVerifyDesired(f *testing.F) {
 	rel, roll := testKey(1), testKey(2)
-	ring := NewKeyring(rel.Public(), roll.Public())
-	impostors := Keyring{rel.ID(): testKey(3).Public(), roll.ID(): testKey(4).Public()}
+	trust := Trust{Release: NewKeyring(rel.Public()), Rollout: NewKeyring(roll.Public())}
+	impostors := Trust{Release: Keyring{rel.ID(): testKey(3).Public()}, Rollout: Keyring{roll.ID(): testKey(4).Public()}}
 
 	signed := map[string]bool{}
 	for name, s := range desiredSeeds(f) {
-		if _, err := s.Verify(ring); err != nil {
+		if _, err := trust.VerifyDesired(s); err != nil {
 			f.Fatalf("seed %s does not verify: %v", name, err)
 		}
 		signed[string(s.Payload)] = true
@@ -144,17 +144,17 @@ func FuzzVerifyDesired(f *testing.F) {
 			return
 		}
 		_, _ = s.Unverified()
-		if got, err := s.Verify(impostors); err == nil {
+		if got, err := impostors.VerifyDesired(s); err == nil {
 			t.Fatalf("verified against impostor keys: %+v", got)
 		}
-		got, err := s.Verify(ring)
+		got, err := trust.VerifyDesired(s)
 		if err != nil {
 			return
 		}
 		if !signed[string(s.Payload)] {
 			t.Fatalf("verified a payload the test keys never signed: %s", s.Payload)
 		}
-		if !ed25519.Verify(ring[s.KeyID].key, signedBytes(domainDesired, s.Payload), s.Sig) {
+		if !ed25519.Verify(trust.Rollout[s.KeyID].key, signedBytes(domainDesired, s.Payload), s.Sig) {
 			t.Fatal("Verify accepted a signature that does not verify")
 		}
 		if b, err := json.Marshal(got); err != nil || !bytes.Equal(b, s.Payload) {
@@ -167,12 +167,12 @@ func FuzzVerifyDesired(f *testing.F) {
 			if m == nil {
 				continue
 			}
-			pub, ok := ring[m.KeyID]
+			pub, ok := trust.Release[m.KeyID]
 			if !ok || !ed25519.Verify(pub.key, signedBytes(domainManifest, m.Payload), m.Sig) {
 				t.Fatalf("verified state carries a manifest whose signature does not verify: %s", m.Payload)
 			}
 		}
-		checkVerifiedDesired(t, ring, data, s, got)
+		checkVerifiedDesired(t, trust, data, s, got)
 	})
 }
 
@@ -181,7 +181,7 @@ func FuzzVerifyDesired(f *testing.F) {
 // inside verify on their own and are of the state's app; the same bytes
 // never verify as a signed manifest; and any change to the payload bytes
 // breaks the signature.
-func checkVerifiedDesired(t *testing.T, ring Keyring, data []byte, s SignedDesiredState, got DesiredState) {
+func checkVerifiedDesired(t *testing.T, trust Trust, data []byte, s SignedDesiredState, got DesiredState) {
 	t.Helper()
 	if u, err := s.Unverified(); err != nil || !bytes.Equal(mustJSON(t, u), mustJSON(t, got)) {
 		t.Fatalf("Unverified = %+v, %v; Verify = %+v", u, err, got)
@@ -190,20 +190,20 @@ func checkVerifiedDesired(t *testing.T, ring Keyring, data []byte, s SignedDesir
 		if m == nil {
 			continue
 		}
-		if mm, err := m.Verify(ring); err != nil || mm.App != got.App {
+		if mm, err := trust.VerifyManifest(*m); err != nil || mm.App != got.App {
 			t.Fatalf("state of app %s carries manifest %+v: %v", got.App, mm, err)
 		}
 	}
 	var asManifest SignedManifest
 	if json.Unmarshal(data, &asManifest) == nil {
-		if m, err := asManifest.Verify(ring); err == nil {
+		if m, err := asManifest.Verify(trust.Rollout); err == nil {
 			t.Fatalf("a signed desired state verified as a manifest: %+v", m)
 		}
 	}
 	for _, p := range payloadMutations(s.Payload, len(data)) {
 		mut := s
 		mut.Payload = p
-		if d, err := mut.Verify(ring); !errors.Is(err, ErrBadSignature) {
+		if d, err := trust.VerifyDesired(mut); !errors.Is(err, ErrBadSignature) {
 			t.Fatalf("payload changed to %q: Verify = %+v, %v; want ErrBadSignature", p, d, err)
 		}
 	}

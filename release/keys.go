@@ -112,15 +112,40 @@ func NewKeyring(keys ...PublicKey) Keyring {
 	return r
 }
 
-// Key file names written by WriteKeyPair.
+// Role is what a key signs. A key has one role; Trust refuses a key pinned
+// in both.
+type Role string
+
+// Key roles.
 const (
-	PrivateKeyFile = "swarm.key"
-	PublicKeyFile  = "swarm.pub"
+	// RoleRelease keys sign manifests: release engineers and CI hold them
+	// (swarm publish --key, swarm sign --key).
+	RoleRelease Role = "release"
+	// RoleRollout keys sign desired states: the seeder holds one (--key).
+	RoleRollout Role = "rollout"
 )
 
-// WriteKeyPair writes k to dir/swarm.key (mode 0600) and its public half to
-// dir/swarm.pub (0644). It refuses to overwrite an existing key.
-func WriteKeyPair(dir string, k *PrivateKey) (privPath, pubPath string, err error) {
+// ParseRole checks a role name.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case RoleRelease, RoleRollout:
+		return r, nil
+	}
+	return "", fmt.Errorf("%w key role %q: use %q (signs manifests) or %q (the seeder's key, signs desired states)", ErrInvalid, s, RoleRelease, RoleRollout)
+}
+
+// KeyFiles are the file names WriteKeyPair uses for a key of role:
+// "<role>.key" and "<role>.pub".
+func KeyFiles(role Role) (private, public string) {
+	return string(role) + ".key", string(role) + ".pub"
+}
+
+// WriteKeyPair writes k to dir/<role>.key (mode 0600) and its public half
+// to dir/<role>.pub (0644). It refuses to overwrite an existing key.
+func WriteKeyPair(dir string, role Role, k *PrivateKey) (privPath, pubPath string, err error) {
+	if _, err := ParseRole(string(role)); err != nil {
+		return "", "", err
+	}
 	privPEM, err := k.MarshalPEM()
 	if err != nil {
 		return "", "", err
@@ -132,7 +157,8 @@ func WriteKeyPair(dir string, k *PrivateKey) (privPath, pubPath string, err erro
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", fmt.Errorf("create key dir: %w", err)
 	}
-	privPath, pubPath = filepath.Join(dir, PrivateKeyFile), filepath.Join(dir, PublicKeyFile)
+	privName, pubName := KeyFiles(role)
+	privPath, pubPath = filepath.Join(dir, privName), filepath.Join(dir, pubName)
 	for _, p := range []string{privPath, pubPath} {
 		if _, err := os.Lstat(p); err == nil {
 			return "", "", fmt.Errorf("%w %s already exists; remove it or choose another --out", ErrKeyFile, p)
@@ -171,7 +197,7 @@ func LoadPrivateKey(path string) (*PrivateKey, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w %s does not exist; create one with 'swarm keygen --out DIR'", ErrKeyFile, path)
+			return nil, fmt.Errorf("%w %s does not exist; create one with 'swarm keygen --role release|rollout --out DIR'", ErrKeyFile, path)
 		}
 		return nil, fmt.Errorf("%w %s: %w", ErrKeyFile, path, err)
 	}
@@ -194,7 +220,7 @@ func LoadPublicKey(path string) (PublicKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return PublicKey{}, fmt.Errorf("%w %s does not exist; copy the seeder's swarm.pub here", ErrKeyFile, path)
+			return PublicKey{}, fmt.Errorf("%w %s does not exist; copy the public key (release.pub or rollout.pub, from 'swarm keygen') here", ErrKeyFile, path)
 		}
 		return PublicKey{}, fmt.Errorf("%w %s: %w", ErrKeyFile, path, err)
 	}

@@ -35,8 +35,14 @@ type Envelope struct {
 	Sig     []byte          `json:"sig"`
 }
 
-// SignedManifest is a manifest signed by a release key.
-type SignedManifest struct{ Envelope }
+// SignedManifest is a manifest signed by one or more release keys (k of n,
+// Trust.ReleaseThreshold). The envelope holds the first signature, so a
+// manifest with one signature reads and encodes as it always has; More holds
+// the others, over the same payload.
+type SignedManifest struct {
+	Envelope
+	More []Signature `json:"sigs,omitempty"`
+}
 
 // SignedDesiredState is a desired state signed by a rollout key.
 type SignedDesiredState struct{ Envelope }
@@ -47,17 +53,15 @@ func SignManifest(m Manifest, k *PrivateKey) (SignedManifest, error) {
 		return SignedManifest{}, err
 	}
 	env, err := seal(domainManifest, m, k)
-	return SignedManifest{env}, err
+	return SignedManifest{Envelope: env}, err
 }
 
-// Verify checks the signature against ring and returns the valid manifest.
+// Verify checks that at least one key of ring signed the manifest and
+// returns it; Trust.VerifyManifest also applies the release threshold.
 func (s SignedManifest) Verify(ring Keyring) (Manifest, error) {
-	var m Manifest
-	if err := s.open(domainManifest, ring, &m); err != nil {
+	m, _, err := s.count(ring)
+	if err != nil {
 		return Manifest{}, fmt.Errorf("manifest: %w", err)
-	}
-	if err := m.Validate(); err != nil {
-		return Manifest{}, err
 	}
 	return m, nil
 }
@@ -77,35 +81,6 @@ func SignDesired(d DesiredState, k *PrivateKey) (SignedDesiredState, error) {
 	}
 	env, err := seal(domainDesired, d, k)
 	return SignedDesiredState{env}, err
-}
-
-// Verify checks the state's signature and those of the manifests inside it
-// against ring, and returns the valid state.
-func (s SignedDesiredState) Verify(ring Keyring) (DesiredState, error) {
-	var d DesiredState
-	if err := s.open(domainDesired, ring, &d); err != nil {
-		return DesiredState{}, fmt.Errorf("desired state: %w", err)
-	}
-	if err := d.Validate(); err != nil {
-		return DesiredState{}, err
-	}
-	tm, err := d.Target.Verify(ring)
-	if err != nil {
-		return DesiredState{}, fmt.Errorf("desired state target: %w", err)
-	}
-	if tm.App != d.App {
-		return DesiredState{}, fmt.Errorf("%w desired state: app %q carries a manifest of app %q", ErrInvalid, d.App, tm.App)
-	}
-	if d.Previous != nil {
-		pm, err := d.Previous.Verify(ring)
-		if err != nil {
-			return DesiredState{}, fmt.Errorf("desired state previous: %w", err)
-		}
-		if pm.App != d.App {
-			return DesiredState{}, fmt.Errorf("%w desired state: app %q carries a previous manifest of app %q", ErrInvalid, d.App, pm.App)
-		}
-	}
-	return d, nil
 }
 
 // Unverified decodes the state without checking signatures.
@@ -138,11 +113,17 @@ func (e Envelope) open(domain string, ring Keyring, v any) error {
 	if !ed25519.Verify(pub.key, signedBytes(domain, e.Payload), e.Sig) {
 		return fmt.Errorf("%w from key %s", ErrBadSignature, e.KeyID)
 	}
-	if err := json.Unmarshal(e.Payload, v); err != nil {
+	return decodeCanonical(e.Payload, v)
+}
+
+// decodeCanonical decodes payload into v and checks that it is the
+// canonical encoding of what it decodes to.
+func decodeCanonical(payload []byte, v any) error {
+	if err := json.Unmarshal(payload, v); err != nil {
 		return fmt.Errorf("decode payload: %w", err)
 	}
 	canon, err := json.Marshal(v)
-	if err != nil || !bytes.Equal(canon, e.Payload) {
+	if err != nil || !bytes.Equal(canon, payload) {
 		return fmt.Errorf("%w: payload is not in canonical form", ErrBadSignature)
 	}
 	return nil

@@ -173,7 +173,7 @@ func TestManifestSignVerify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := SignedManifest{tt.env()}.Verify(tt.ring)
+			_, err := SignedManifest{Envelope: tt.env()}.Verify(tt.ring)
 			checkErr(t, err, tt.want)
 		})
 	}
@@ -184,7 +184,7 @@ func TestManifestSignVerify(t *testing.T) {
 			e := s.Envelope
 			e.Payload = bytes.Clone(e.Payload)
 			e.Payload[i] ^= 0x20
-			if _, err := (SignedManifest{e}).Verify(ring); !errors.Is(err, ErrBadSignature) {
+			if _, err := (SignedManifest{Envelope: e}).Verify(ring); !errors.Is(err, ErrBadSignature) {
 				t.Fatalf("payload byte %d flipped: err = %v, want ErrBadSignature", i, err)
 			}
 		}
@@ -212,11 +212,11 @@ func TestSignRefusesInvalid(t *testing.T) {
 
 func TestDesiredSignVerify(t *testing.T) {
 	rel, roll, stranger := testKey(1), testKey(2), testKey(3)
-	ring := NewKeyring(rel.Public(), roll.Public())
+	ring := Trust{Release: NewKeyring(rel.Public()), Rollout: NewKeyring(roll.Public())}
 	d := testDesired(t, rel)
 	s := mustSignDesired(t, d, roll)
 
-	got, err := s.Verify(ring)
+	got, err := ring.VerifyDesired(s)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -231,18 +231,28 @@ func TestDesiredSignVerify(t *testing.T) {
 	tests := []struct {
 		name   string
 		signed func(t *testing.T) SignedDesiredState
-		ring   Keyring
+		ring   Trust
 		want   error
 	}{
-		{"rollout key unknown", func(*testing.T) SignedDesiredState { return s }, NewKeyring(rel.Public()), ErrUnknownKey},
+		{"rollout key unknown", func(*testing.T) SignedDesiredState { return s }, Trust{Release: ring.Release, Rollout: NewKeyring(stranger.Public())}, ErrUnknownKey},
+		{"state signed by a release key", func(t *testing.T) SignedDesiredState { return mustSignDesired(t, d, rel) }, ring, ErrUnknownKey},
+		{"target signed only by the rollout key", func(t *testing.T) SignedDesiredState {
+			d := d
+			d.Target = mustSignManifest(t, testManifest("web", "6.6.6"), roll)
+			return mustSignDesired(t, d, roll)
+		}, ring, ErrUnknownKey},
+		{"target below the threshold", func(*testing.T) SignedDesiredState { return s }, Trust{Release: NewKeyring(rel.Public(), stranger.Public()), Rollout: ring.Rollout, ReleaseThreshold: 2}, ErrTooFewSignatures},
 		{"manifest signature replayed as a desired state", func(t *testing.T) SignedDesiredState {
 			// A manifest envelope whose payload also decodes as a desired
 			// state: only the domain keeps it from verifying.
 			return SignedDesiredState{rawEnvelope(domainManifest, s.Payload, roll)}
 		}, ring, ErrBadSignature},
 		{"manifest envelope as desired state", func(*testing.T) SignedDesiredState {
+			return SignedDesiredState{d.Target.Envelope} // signed by a release key
+		}, ring, ErrUnknownKey},
+		{"manifest envelope as desired state, one ring", func(*testing.T) SignedDesiredState {
 			return SignedDesiredState{d.Target.Envelope}
-		}, ring, ErrBadSignature},
+		}, Trust{Release: ring.Release, Rollout: NewKeyring(rel.Public())}, ErrBadSignature},
 		{"target signed by an untrusted key", func(t *testing.T) SignedDesiredState {
 			d := d
 			d.Target = mustSignManifest(t, testManifest("web", "6.6.6"), stranger)
@@ -258,7 +268,7 @@ func TestDesiredSignVerify(t *testing.T) {
 			d := d
 			m := testManifest("web", "6.6.6")
 			b, _ := json.Marshal(m)
-			d.Target = SignedManifest{Envelope{Payload: b, KeyID: rel.ID(), Sig: d.Target.Sig}}
+			d.Target = SignedManifest{Envelope: Envelope{Payload: b, KeyID: rel.ID(), Sig: d.Target.Sig}}
 			return mustSignDesired(t, d, roll)
 		}, ring, ErrBadSignature},
 		{"target of another app", func(t *testing.T) SignedDesiredState {
@@ -299,7 +309,7 @@ func TestDesiredSignVerify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := tt.signed(t).Verify(tt.ring)
+			_, err := tt.ring.VerifyDesired(tt.signed(t))
 			checkErr(t, err, tt.want)
 		})
 	}
@@ -386,11 +396,11 @@ func TestKeyPEMRoundTrip(t *testing.T) {
 func TestWriteKeyPair(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "keys")
 	k := testKey(5)
-	privPath, pubPath, err := WriteKeyPair(dir, k)
+	privPath, pubPath, err := WriteKeyPair(dir, RoleRelease, k)
 	if err != nil {
 		t.Fatalf("WriteKeyPair: %v", err)
 	}
-	if privPath != filepath.Join(dir, PrivateKeyFile) || pubPath != filepath.Join(dir, PublicKeyFile) {
+	if privPath != filepath.Join(dir, "release.key") || pubPath != filepath.Join(dir, "release.pub") {
 		t.Errorf("paths %s, %s", privPath, pubPath)
 	}
 	for path, want := range map[string]fs.FileMode{privPath: 0o600, pubPath: 0o644} {
@@ -412,7 +422,7 @@ func TestWriteKeyPair(t *testing.T) {
 
 	t.Run("refuses to overwrite", func(t *testing.T) {
 		before, _ := os.ReadFile(privPath)
-		_, _, err := WriteKeyPair(dir, testKey(6))
+		_, _, err := WriteKeyPair(dir, RoleRelease, testKey(6))
 		checkErr(t, err, ErrKeyFile)
 		if after, _ := os.ReadFile(privPath); !bytes.Equal(before, after) {
 			t.Error("existing private key was changed")
@@ -420,12 +430,12 @@ func TestWriteKeyPair(t *testing.T) {
 	})
 	t.Run("refuses when only the public key exists", func(t *testing.T) {
 		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, PublicKeyFile), []byte("old"), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "release.pub"), []byte("old"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, _, err := WriteKeyPair(dir, testKey(6))
+		_, _, err := WriteKeyPair(dir, RoleRelease, testKey(6))
 		checkErr(t, err, ErrKeyFile)
-		if _, err := os.Lstat(filepath.Join(dir, PrivateKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(dir, "release.key")); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("private key written although the pair was refused: %v", err)
 		}
 	})

@@ -40,7 +40,8 @@ addr() { grep "^$2=" "$1" | cut -d= -f2-; }
 
 mkdir -p "$DIR/logs"
 echo "== workspace $DIR"
-"$BIN" keygen --out "$DIR/keys"
+"$BIN" keygen --role release --out "$DIR/keys" # signs manifests: swarm publish
+"$BIN" keygen --role rollout --out "$DIR/keys" # the seeder's: signs desired states
 # The seeder's API needs a bearer token; every command below reads it from
 # SWARM_API_TOKEN (or would take --api-token-file "$DIR/keys/api-token").
 "$BIN" api-token generate --out "$DIR/keys/api-token"
@@ -49,7 +50,8 @@ export SWARM_API_TOKEN
 # Every process encrypts its gossip with this key (mode 0600).
 "$BIN" gossip-key generate --out "$DIR/keys/gossip.key"
 
-"$BIN" seeder --store "$DIR/store" --key "$DIR/keys/swarm.key" --name seeder \
+"$BIN" seeder --store "$DIR/store" --key "$DIR/keys/rollout.key" \
+	--trust-release "$DIR/keys/release.pub" --name seeder \
 	--api-token-file "$DIR/keys/api-token" --gossip-key-file "$DIR/keys/gossip.key" \
 	--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 --api 127.0.0.1:0 \
 	--addr-file "$DIR/seeder.addrs" 2>"$DIR/logs/seeder.log" &
@@ -61,7 +63,8 @@ echo "== seeder up: api $API, gossip $GOSSIP"
 
 for i in $(seq 1 "$AGENTS"); do
 	"$BIN" agent --data "$DIR/agent-$i" --name "agent-$i" --join "$GOSSIP" \
-		--trust "$DIR/keys/swarm.pub" --gossip-key-file "$DIR/keys/gossip.key" \
+		--trust-release "$DIR/keys/release.pub" --trust-rollout "$DIR/keys/rollout.pub" \
+		--gossip-key-file "$DIR/keys/gossip.key" \
 		--hook "$ROOT/testdata/hooks/install.sh" \
 		--health-check "$ROOT/testdata/hooks/healthy.sh" \
 		--gossip 127.0.0.1:0 --torrent 127.0.0.1:0 \
@@ -72,7 +75,7 @@ for i in $(seq 1 "$AGENTS"); do wait_file "$DIR/agent-$i.addrs"; done
 echo "== $AGENTS agents up"
 
 pub() { "$BIN" publish "$ROOT/testdata/apps/hello/v$1" --app hello --version "$1.0.0" \
-	--key "$DIR/keys/swarm.key" --seeder "$API" --wait --wait-timeout 3m "${@:2}"; }
+	--key "$DIR/keys/release.key" --seeder "$API" --wait --wait-timeout 3m "${@:2}"; }
 
 echo
 echo "== publish hello v1.0.0 to every agent at once"

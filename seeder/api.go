@@ -151,6 +151,11 @@ func (s *Seeder) routes() http.Handler {
 	})
 	mux.HandleFunc("POST "+PathReleases, s.handlePublish)
 	mux.HandleFunc("GET "+PathReleases, s.handleList)
+	mux.HandleFunc("GET "+PathReleases+"/{app}/{version}", func(w http.ResponseWriter, r *http.Request) {
+		info, err := s.Release(r.PathValue("app"), r.PathValue("version"))
+		s.answer(w, "release", info, err)
+	})
+	mux.HandleFunc("POST "+PathReleases+"/{app}/{version}/signatures", s.handleSign)
 	mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.Status())
 	})
@@ -265,8 +270,11 @@ func (s *Seeder) handlePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	code := http.StatusCreated
-	if res.Existed {
+	switch {
+	case res.Existed:
 		code = http.StatusOK
+	case res.Pending:
+		code = http.StatusAccepted
 	}
 	writeJSON(w, code, res)
 }
@@ -300,6 +308,18 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// handleSign adds a release signature (a JSON release.Signature) to a
+// stored manifest: PathReleases/{app}/{version}/signatures.
+func (s *Seeder) handleSign(w http.ResponseWriter, r *http.Request) {
+	var sig release.Signature
+	err := readBody(r, &sig)
+	var res PublishResult
+	if err == nil {
+		res, err = s.AddSignature(r.PathValue("app"), r.PathValue("version"), sig)
+	}
+	s.answer(w, "sign", res, err)
+}
+
 // apiStatus maps an error of a publish or a rollout command to an HTTP
 // status: the one place that does.
 func apiStatus(err error) int {
@@ -315,7 +335,8 @@ func apiStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrVersionConflict),
 		errors.Is(err, rollout.ErrFinal), errors.Is(err, rollout.ErrNotPaused), errors.Is(err, rollout.ErrPaused),
-		errors.Is(err, rollout.ErrNoPrevious), errors.Is(err, rollout.ErrSameTarget):
+		errors.Is(err, rollout.ErrNoPrevious), errors.Is(err, rollout.ErrSameTarget),
+		errors.Is(err, ErrReplay), errors.Is(err, release.ErrTooFewSignatures):
 		return http.StatusConflict
 	case errors.Is(err, release.ErrInvalid), errors.Is(err, ErrBundleMismatch):
 		return http.StatusBadRequest

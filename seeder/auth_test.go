@@ -172,7 +172,7 @@ func TestAPITokenNotLogged(t *testing.T) {
 	var logs syncBuffer
 	tok := testToken(t)
 	s, err := New(Config{StoreDir: t.TempDir(), Key: key, Name: "seeder", GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0",
-		APIAddr: "127.0.0.1:0", APIToken: tok}, bufferLogger(&logs))
+		APIAddr: "127.0.0.1:0", APIToken: tok, Trust: release.Trust{Release: release.NewKeyring(releaseKeyOf(key).Public())}}, bufferLogger(&logs))
 	if err != nil {
 		t.Fatal(err)
 	}

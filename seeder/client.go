@@ -177,6 +177,34 @@ func (c *Client) Publish(ctx context.Context, sm release.SignedManifest, bundle 
 	return res, c.do(req, &res)
 }
 
+// Release fetches the stored release of app at version with its signed
+// manifest.
+func (c *Client) Release(ctx context.Context, app, version string) (ReleaseInfo, error) {
+	var info ReleaseInfo
+	if err := c.call(ctx, http.MethodGet, releasePath(app, version), nil, &info); err != nil {
+		return ReleaseInfo{}, err
+	}
+	// The API indents its answers, the signed payload too: compact it back
+	// to the bytes that were signed.
+	var b bytes.Buffer
+	if err := json.Compact(&b, info.Signed.Payload); err != nil {
+		return ReleaseInfo{}, fmt.Errorf("decode answer from %s: manifest payload: %w", c.base, err)
+	}
+	info.Signed.Payload = b.Bytes()
+	return info, nil
+}
+
+// AddSignature adds a release key's signature to the stored manifest of
+// app at version (Seeder.AddSignature).
+func (c *Client) AddSignature(ctx context.Context, app, version string, sig release.Signature) (PublishResult, error) {
+	var res PublishResult
+	return res, c.call(ctx, http.MethodPost, releasePath(app, version)+"/signatures", sig, &res)
+}
+
+func releasePath(app, version string) string {
+	return PathReleases + "/" + url.PathEscape(app) + "/" + url.PathEscape(version)
+}
+
 // Rollouts fetches the status of every rollout.
 func (c *Client) Rollouts(ctx context.Context) ([]rollout.Status, error) {
 	var out []rollout.Status

@@ -29,8 +29,9 @@ func TestStatusListsOnlySignedSeeders(t *testing.T) {
 		if sign != nil {
 			name, ring = "fake-untrusted", release.NewKeyring(stranger.Public())
 		}
+		trust := release.Trust{Release: release.NewKeyring(f.rel.Public()), Rollout: ring}
 		n, err := gossip.New(gossip.Config{
-			Name: name, BindAddr: "127.0.0.1:0", Keyring: ring, Role: gossip.RoleSeeder, SigningKey: sign,
+			Name: name, BindAddr: "127.0.0.1:0", Trust: trust, Role: gossip.RoleSeeder, SigningKey: sign,
 			TorrentAddr: "127.0.0.1:1", LeaveTimeout: 200 * time.Millisecond,
 		}, zaptest.NewLogger(t).Named(name))
 		if err != nil {

@@ -15,11 +15,12 @@ import (
 )
 
 // fuzzSigner is what the request fuzz targets sign with: a deterministic
-// key, its keyring, and a manifest it signed.
+// rollout key (key), a release key that signed the manifest sm, and the
+// trust that pins both.
 type fuzzSigner struct {
-	key  *release.PrivateKey
-	ring release.Keyring
-	sm   release.SignedManifest
+	key   *release.PrivateKey
+	trust release.Trust
+	sm    release.SignedManifest
 }
 
 func newFuzzSigner(t testing.TB) fuzzSigner {
@@ -31,11 +32,16 @@ func newFuzzSigner(t testing.TB) fuzzSigner {
 	m := release.Manifest{App: "web", Version: "1.0.0", ReleaseID: release.IDOf([]byte("web")), BundleSize: 1,
 		InfoHash: "0123456789abcdef0123456789abcdef01234567", PieceLength: 1 << 18,
 		Created: time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC)}
-	sm, err := release.SignManifest(m, key)
+	rel, err := release.GenerateKey(bytes.NewReader(bytes.Repeat([]byte{2}, 32)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fuzzSigner{key: key, ring: release.NewKeyring(key.Public()), sm: sm}
+	sm, err := release.SignManifest(m, rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := release.Trust{Release: release.NewKeyring(rel.Public()), Rollout: release.NewKeyring(key.Public())}
+	return fuzzSigner{key: key, trust: trust, sm: sm}
 }
 
 // runAccepted checks what the seeder does with a rollout it accepted for
@@ -62,7 +68,7 @@ func (s fuzzSigner) runAccepted(t *testing.T, env string, plan release.Plan, fle
 		if err != nil {
 			t.Fatalf("%s: the seeder cannot sign the state for an accepted plan %+v: %v", what, plan, err)
 		}
-		got, err := sd.Verify(s.ring)
+		got, err := s.trust.VerifyDesired(sd)
 		if err != nil {
 			t.Fatalf("%s: nodes refuse the state for an accepted plan %+v: %v", what, plan, err)
 		}
@@ -161,7 +167,7 @@ func FuzzPublishRequest(f *testing.F) {
 		if len(data) > 0 && !json.Valid(data) {
 			t.Fatalf("accepted a rollout header that is not one JSON value: %q", data)
 		}
-		if m, err := sm.Verify(s.ring); err != nil || m.App != "web" {
+		if m, err := s.trust.VerifyManifest(sm); err != nil || m.App != "web" {
 			t.Fatalf("the manifest header no longer verifies: %v", err)
 		}
 		_, again, err := decodePublish(manifestHeader, base64.StdEncoding.EncodeToString(mustMarshal(t, opts)))

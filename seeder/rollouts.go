@@ -79,7 +79,10 @@ func (s *Seeder) Command(app, env, verb string) (rollout.Status, error) {
 }
 
 // RollbackTo rolls app in env back to version, which must be in the
-// seeder's store; "" is the rollout's previous release.
+// seeder's store with enough release signatures; "" is the rollout's
+// previous release. It is the one way to make an environment target a
+// release it has been through before (a publish of one is refused with
+// ErrReplay).
 func (s *Seeder) RollbackTo(app, env, version string) (rollout.Status, error) {
 	if version == "" {
 		return s.Command(app, env, VerbRollback)
@@ -90,6 +93,9 @@ func (s *Seeder) RollbackTo(app, env, version string) (rollout.Status, error) {
 	r, ok := s.store.byVersion(app, version)
 	if !ok {
 		return rollout.Status{}, fmt.Errorf("rollback %s: %w: no version %s of %s in the seeder's store", app, ErrNotFound, version, app)
+	}
+	if _, err := s.trust.VerifyManifest(r.Signed); err != nil {
+		return rollout.Status{}, fmt.Errorf("rollback %s to %s: %w", app, version, err)
 	}
 	return s.command(app, env, VerbRollback, func(d release.DesiredState, _ []rollout.Node, _ *rollout.Memory) (release.DesiredState, error) {
 		return rollout.Rollback(d, &r.Signed, "")
@@ -143,11 +149,11 @@ func (s *Seeder) PromoteRelease(app, from, to string, plan *release.Plan) (rollo
 	if err != nil {
 		return rollout.Status{}, err
 	}
-	m, err := src.Target.Verify(s.ring)
+	m, err := s.trust.VerifyManifest(src.Target)
 	if err != nil {
 		return rollout.Status{}, fmt.Errorf("promote %s from %s: %w", app, from, err)
 	}
-	d, err := s.issue(env, p, src.Target, m)
+	d, _, err := s.issue(env, p, src.Target, m, nil)
 	if err != nil {
 		return rollout.Status{}, fmt.Errorf("promote %s %s to %s: %w", app, m.Version, to, err)
 	}

@@ -50,6 +50,11 @@ func startControlled(t *testing.T, store string, key *release.PrivateKey) *fixtu
 	})
 }
 
+// trust is what an agent of f's seeder pins.
+func (f *fixture) trust() release.Trust {
+	return release.Trust{Release: release.NewKeyring(f.rel.Public()), Rollout: release.NewKeyring(f.key.Public())}
+}
+
 // fakeAgent is a gossip member in the agent role that reports whatever a
 // test tells it: the controller cannot tell it from a real agent.
 type fakeAgent struct {
@@ -65,7 +70,7 @@ func startAgents(t *testing.T, f *fixture, env string, n int) []*fakeAgent {
 	for i := range n {
 		cfg := fastGossip()
 		cfg.Name, cfg.BindAddr, cfg.Env = fmt.Sprintf("%s-%02d", env, i), "127.0.0.1:0", env
-		cfg.Keyring, cfg.Role = release.NewKeyring(f.key.Public()), gossip.RoleAgent
+		cfg.Trust, cfg.Role = f.trust(), gossip.RoleAgent
 		g, err := gossip.New(cfg, zaptest.NewLogger(t).Named(cfg.Name))
 		if err != nil {
 			t.Fatal(err)
@@ -277,17 +282,21 @@ func TestRollbackCommand(t *testing.T) {
 	_, err = f.c.RollbackTo(ctx, "web", "", "1.0.0")
 	refused(t, err, http.StatusConflict, "1.0.0 release is already the target")
 
-	// Publishing 3.0.0 anew clears it from the bad releases.
-	res, err := f.c.PublishBundle(ctx, b3, nil)
-	if err != nil || !res.Existed {
-		t.Fatalf("republish: %+v %v", res, err)
+	// Publishing 3.0.0 again is a replay: refused, nothing issued. Going
+	// back to it is the operator's explicit rollback, which clears it from
+	// the bad releases.
+	seq := d.Sequence
+	_, err = f.c.PublishBundle(ctx, b3, nil)
+	refused(t, err, http.StatusConflict, "swarm rollout rollback web --env default --to 3.0.0")
+	if d = desiredIn(t, f, "web", ""); d.Sequence != seq {
+		t.Fatalf("refused republish issued seq %d", d.Sequence)
+	}
+	if _, err := f.c.RollbackTo(ctx, "web", "", "3.0.0"); err != nil {
+		t.Fatal(err)
 	}
 	d = desiredIn(t, f, "web", "")
-	if d.IsBad(b3.Manifest.ReleaseID) || d.Rollback || d.Published != d.Sequence {
-		t.Fatalf("republished state %+v", d)
-	}
-	if pm, _ := d.Previous.Unverified(); pm.Version != "1.0.0" {
-		t.Errorf("previous of the republish is %s, want 1.0.0 (what the environment runs)", pm.Version)
+	if tm, _ := d.Target.Unverified(); d.IsBad(b3.Manifest.ReleaseID) || tm.Version != "3.0.0" {
+		t.Fatalf("state after rollback to 3.0.0: %+v", d)
 	}
 }
 

@@ -30,11 +30,15 @@ const MinDesiredTTL = 2 * time.Second
 type Config struct {
 	// StoreDir holds the release store; required.
 	StoreDir string
-	// Key signs desired states; required. Its public half is always trusted
-	// for manifests too.
+	// Key is the rollout key: it signs desired states; required. It is no
+	// release key: manifests must be signed by keys of Trust.Release.
 	Key *release.PrivateKey
-	// Trust lists more release keys whose manifests the seeder accepts.
-	Trust []release.PublicKey
+	// Trust pins the release keys whose manifests the seeder accepts
+	// (Release, required) and how many of them must sign a release before
+	// its rollout starts (ReleaseThreshold; 0 = 1). Rollout lists other
+	// seeders' rollout keys, whose desired states it accepts over gossip;
+	// Key's public half is always added.
+	Trust release.Trust
 	// Name is the seeder's gossip node name. Default "seeder-<hostname>".
 	Name string
 	// GossipAddr, TorrentAddr and APIAddr are listen addresses ("host:port";
@@ -113,6 +117,12 @@ func (c *Config) Validate() error {
 	if c.DesiredTTL < 0 || (c.DesiredTTL > 0 && c.DesiredTTL < MinDesiredTTL) {
 		return fmt.Errorf("seeder: --desired-ttl %v: use at least %v (the seeder re-signs at half of it), or 0 for states that never expire", c.DesiredTTL, MinDesiredTTL)
 	}
+	if len(c.Trust.Release) == 0 {
+		return errors.New("seeder: no release key pinned: give the public key of each key that signs releases with --trust-release")
+	}
+	if err := c.trust().Validate(); err != nil {
+		return fmt.Errorf("seeder: %w", err)
+	}
 	if c.Name == "" {
 		h, _ := os.Hostname()
 		c.Name = "seeder-" + h
@@ -185,6 +195,18 @@ func (c *Config) validateAPISecurity() error {
 	return nil
 }
 
+// trust is Trust with the seeder's own rollout key added.
+func (c *Config) trust() release.Trust {
+	t := release.Trust{Release: c.Trust.Release, Rollout: release.Keyring{}, ReleaseThreshold: c.Trust.ReleaseThreshold}
+	for id, k := range c.Trust.Rollout {
+		t.Rollout[id] = k
+	}
+	if c.Key != nil {
+		t.Rollout[c.Key.ID()] = c.Key.Public()
+	}
+	return t
+}
+
 // CheckHostPort checks "host:port" with a numeric port in 0..65535.
 func CheckHostPort(a string) error {
 	host, port, err := net.SplitHostPort(a)
@@ -203,7 +225,7 @@ func CheckHostPort(a string) error {
 type Seeder struct {
 	cfg   Config
 	log   *zap.Logger
-	ring  release.Keyring
+	trust release.Trust
 	store *store
 
 	gossip  *gossip.Node
@@ -216,7 +238,11 @@ type Seeder struct {
 	// publishMu makes one desired state issued at a time, by a publish, a
 	// command or the controller; it also guards ctl.
 	publishMu sync.Mutex
-	ctl       controller
+	// signMu makes one change at a time to a stored release's signatures
+	// (AddSignature, a publish of a pending release); taken before
+	// publishMu.
+	signMu sync.Mutex
+	ctl    controller
 
 	startOnce sync.Once
 	startErr  error
@@ -230,9 +256,8 @@ func New(cfg Config, log *zap.Logger) (*Seeder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ring := release.NewKeyring(append([]release.PublicKey{cfg.Key.Public()}, cfg.Trust...)...)
 	return &Seeder{
-		cfg: cfg, log: log.Named("seeder"), ring: ring, store: newStore(cfg.StoreDir),
+		cfg: cfg, log: log.Named("seeder"), trust: cfg.trust(), store: newStore(cfg.StoreDir),
 		ctl: newController(), stop: make(chan struct{}), limits: defaultAPILimits(),
 	}, nil
 }
@@ -250,7 +275,7 @@ func (s *Seeder) start() (err error) {
 			s.closeParts()
 		}
 	}()
-	if err := s.store.open(s.ring); err != nil {
+	if err := s.store.open(s.trust.Release); err != nil {
 		return err
 	}
 
@@ -263,7 +288,7 @@ func (s *Seeder) start() (err error) {
 	}
 
 	gc := s.cfg.Gossip
-	gc.Name, gc.BindAddr, gc.Keyring = s.cfg.Name, s.cfg.GossipAddr, s.ring
+	gc.Name, gc.BindAddr, gc.Trust = s.cfg.Name, s.cfg.GossipAddr, s.trust
 	gc.StatePath, gc.Role, gc.TorrentAddr = s.store.desiredPath(), gossip.RoleSeeder, s.torrent.Addr()
 	// Agents take this node for the origin only if its announcement
 	// verifies against their pinned keys.
@@ -402,8 +427,20 @@ type PublishResult struct {
 	ReleaseID release.ID `json:"release_id"`
 	InfoHash  string     `json:"infohash"`
 	Magnet    string     `json:"magnet"`
-	Sequence  uint64     `json:"seq"`
-	Existed   bool       `json:"existed"`
+	// Sequence is the desired state that targets the release; 0 while it
+	// is pending.
+	Sequence uint64 `json:"seq"`
+	// Existed: the store already held the release, so no byte was
+	// uploaded; Note says whether anything was issued.
+	Existed bool `json:"existed"`
+	// Pending: the release has Signatures of the Threshold release
+	// signatures it needs; its rollout starts when the last one arrives
+	// (swarm sign).
+	Pending    bool `json:"pending,omitempty"`
+	Signatures int  `json:"signatures"`
+	Threshold  int  `json:"threshold"`
+	// Note says in a sentence what happened when it was not a plain start.
+	Note string `json:"note,omitempty"`
 }
 
 // PublishOptions says where and how a published release rolls out.
@@ -414,38 +451,106 @@ type PublishOptions struct {
 	Plan *release.Plan `json:"plan,omitempty"`
 }
 
+// ErrReplay reports a publish that would make an environment target a
+// release it has been through already: only `swarm rollout rollback --to`
+// does that, on purpose.
+var ErrReplay = errors.New("release published before")
+
 // Publish verifies a signed manifest, stores the bundle streamed from body,
 // seeds it and starts a rollout that makes it the app's target in o.Env.
-// Publishing a release anew clears it from the environment's bad releases;
-// publishing the release the environment already targets starts nothing.
+//
+// A publish never moves an environment back. A release counts as older
+// than the environment's current target when it was published before: the
+// store already holds it (and it is not waiting for signatures), or the
+// environment's desired state names it as its previous or a bad release.
+// Publishing such a release is refused with ErrReplay, before any byte of
+// the body is read; publishing the current target again is a no-op.
+// A manifest with fewer release signatures than the threshold is stored
+// and seeded but starts no rollout until AddSignature brings the rest.
 // A refused plan or a failed publish leaves the store and the desired state
 // as they were.
 func (s *Seeder) Publish(ctx context.Context, sm release.SignedManifest, body io.Reader, o PublishOptions) (PublishResult, error) {
-	m, err := sm.Verify(s.ring)
-	if err != nil {
+	m, n, err := s.trust.CountManifest(sm)
+	if err != nil && !errors.Is(err, release.ErrTooFewSignatures) {
 		return PublishResult{}, fmt.Errorf("publish: %w", err)
 	}
 	env, plan, err := s.rolloutOptions(o.Env, o.Plan)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
 	}
-	existed, err := s.store.put(m, sm, body)
-	if err != nil {
+	s.signMu.Lock()
+	stored, existed := s.store.get(m.ReleaseID)
+	if existed && stored.Pending != nil {
+		defer s.signMu.Unlock()
+		return s.publishPendingLocked(stored, sm)
+	}
+	s.signMu.Unlock() // not across the upload: publishes stream in parallel
+	replay := func(cur release.DesiredState) error { return s.replayed(cur, m, existed) }
+	if cur, _, ok := s.gossip.Desired(release.StateKey(m.App, env)); ok {
+		// Checked again under publishMu when issuing; here so that a
+		// replay is refused before a byte of its body is read.
+		if err := replay(cur); err != nil {
+			return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
+		}
+	}
+	var pending *PublishOptions
+	if n < s.trust.Threshold() {
+		pending = &PublishOptions{Env: env, Plan: &plan}
+	}
+	if existed, err = s.store.put(m, sm, body, pending); err != nil {
 		return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
 	}
 	if err := s.torrent.Seed(m); err != nil {
 		return PublishResult{}, fmt.Errorf("publish %s %s: seed: %w", m.App, m.Version, err)
 	}
-	d, err := s.issue(env, plan, sm, m)
+	res := s.result(env, m, n, existed)
+	if pending != nil {
+		res.Pending = true
+		res.Note = fmt.Sprintf("stored with %d of %d release signatures; its rollout starts when the last arrives (swarm sign --app %s --version %s)", n, res.Threshold, m.App, m.Version)
+		s.log.Info("published, waiting for release signatures", zap.String("app", m.App), zap.String("env", env),
+			zap.String("version", m.Version), zap.Int("signatures", n), zap.Int("threshold", res.Threshold))
+		return res, nil
+	}
+	d, issued, err := s.issue(env, plan, sm, m, replay)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
 	}
+	res.Sequence = d.Sequence
+	if !issued {
+		res.Note = fmt.Sprintf("%s %s is already the target in %s (seq %d); nothing issued", m.App, m.Version, env, d.Sequence)
+	}
 	s.log.Info("published", zap.String("app", m.App), zap.String("env", env), zap.String("version", m.Version),
-		zap.String("release_id", string(m.ReleaseID)), zap.Uint64("seq", d.Sequence), zap.Bool("existed", existed))
+		zap.String("release_id", string(m.ReleaseID)), zap.Uint64("seq", d.Sequence), zap.Bool("existed", existed), zap.Bool("issued", issued))
+	return res, nil
+}
+
+func (s *Seeder) result(env string, m release.Manifest, signatures int, existed bool) PublishResult {
 	return PublishResult{
 		App: m.App, Env: env, Version: m.Version, ReleaseID: m.ReleaseID, InfoHash: m.InfoHash,
-		Magnet: swarm.MagnetURI(m, s.torrent.Addr()), Sequence: d.Sequence, Existed: existed,
-	}, nil
+		Magnet: swarm.MagnetURI(m, s.torrent.Addr()), Existed: existed,
+		Signatures: signatures, Threshold: s.trust.Threshold(),
+	}
+}
+
+// replayed refuses to make m the target of cur's environment when m was
+// published before (see Publish); stored says the store already holds it.
+func (s *Seeder) replayed(cur release.DesiredState, m release.Manifest, stored bool) error {
+	if tm, err := cur.Target.Unverified(); err == nil && tm.ReleaseID == m.ReleaseID {
+		return nil // the current target: a no-op
+	}
+	old := stored || cur.IsBad(m.ReleaseID)
+	if cur.Previous != nil {
+		if pm, err := cur.Previous.Unverified(); err == nil && pm.ReleaseID == m.ReleaseID {
+			old = true
+		}
+	}
+	if !old {
+		return nil
+	}
+	tm, _ := cur.Target.Unverified()
+	return fmt.Errorf("%w: %s %s (%s) was published before and %s targets %s now; a publish never moves an environment back: "+
+		"to return to it on purpose, run 'swarm rollout rollback %s --env %s --to %s'",
+		ErrReplay, m.App, m.Version, m.ReleaseID.Short(), cur.EnvName(), tm.Version, m.App, cur.EnvName(), m.Version)
 }
 
 // rolloutOptions checks an environment and a plan (nil: the default plan)
@@ -464,8 +569,9 @@ func (s *Seeder) rolloutOptions(env string, plan *release.Plan) (string, release
 
 // issue starts a rollout of sm in env under plan: a signed desired state
 // from rollout.Start. If env already targets sm, it issues nothing and
-// returns the current state.
-func (s *Seeder) issue(env string, plan release.Plan, sm release.SignedManifest, m release.Manifest) (release.DesiredState, error) {
+// returns the current state with issued false. replay, when set, may refuse
+// the new target given the current state.
+func (s *Seeder) issue(env string, plan release.Plan, sm release.SignedManifest, m release.Manifest, replay func(release.DesiredState) error) (d release.DesiredState, issued bool, err error) {
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	key := release.StateKey(m.App, env)
@@ -474,16 +580,45 @@ func (s *Seeder) issue(env string, plan release.Plan, sm release.SignedManifest,
 	if cur, _, ok := s.gossip.Desired(key); ok {
 		tm, err := cur.Target.Unverified()
 		if err == nil && tm.ReleaseID == m.ReleaseID {
-			return cur, nil
+			return cur, false, nil
+		}
+		if replay != nil {
+			if err := replay(cur); err != nil {
+				return release.DesiredState{}, false, err
+			}
 		}
 		prev, bad = rollout.PreviousFor(&cur, m.ReleaseID, rolloutNodes(s.agents(env), m.App)), cur.Bad
+		prev = s.freshPrevious(m.App, env, prev)
 	}
 	names, settled := s.ctl.membership(env, s.agents(env), s.cfg.Now(), s.cfg.Settle)
-	d, err := rollout.Start(env, plan, sm, prev, bad, names, settled)
+	next, err := rollout.Start(env, plan, sm, prev, bad, names, settled)
 	if err != nil {
-		return release.DesiredState{}, err
+		return release.DesiredState{}, false, err
 	}
-	return s.signLocked(d)
+	d, err = s.signLocked(next)
+	return d, err == nil, err
+}
+
+// freshPrevious is prev as the store holds it, with every signature added
+// since; nil when even that has fewer release signatures than the threshold
+// (after the threshold was raised): every node would refuse a state that
+// carried it, so the new state has no release to roll back to.
+func (s *Seeder) freshPrevious(app, env string, prev *release.SignedManifest) *release.SignedManifest {
+	if prev == nil {
+		return nil
+	}
+	if pm, err := prev.Unverified(); err == nil {
+		if r, ok := s.store.get(pm.ReleaseID); ok {
+			p := r.Signed
+			prev = &p
+		}
+	}
+	if _, err := s.trust.VerifyManifest(*prev); err != nil {
+		s.log.Warn("previous release left out of the new desired state: no rollback to it", zap.String("app", app),
+			zap.String("env", env), zap.Error(err))
+		return nil
+	}
+	return prev
 }
 
 // signLocked numbers d as the next state of its key, signs it and gossips
@@ -506,12 +641,25 @@ func (s *Seeder) resignLocked(d release.DesiredState) (release.DesiredState, err
 	if s.cfg.DesiredTTL > 0 {
 		d.Expires = s.cfg.Now().UTC().Add(s.cfg.DesiredTTL)
 	}
+	if err := release.CheckSequence(s.gossip.HighestSeq(d.Key()), d.Sequence); err != nil {
+		return release.DesiredState{}, fmt.Errorf("sign desired state: %w", err) // never: it is the next one
+	}
 	sd, err := release.SignDesired(d, s.cfg.Key)
 	if err != nil {
 		return release.DesiredState{}, fmt.Errorf("sign desired state: %w", err)
 	}
 	if err := s.gossip.Publish(sd); err != nil {
 		return release.DesiredState{}, fmt.Errorf("gossip desired state: %w", err)
+	}
+	if tm, err := d.Target.Unverified(); err == nil {
+		gone, err := s.store.supersede(d.App, d.EnvName(), tm.ReleaseID)
+		for _, m := range gone {
+			s.log.Info("pending release superseded: it will not roll out", zap.String("app", m.App), zap.String("env", d.EnvName()),
+				zap.String("version", m.Version), zap.String("target", tm.Version))
+		}
+		if err != nil {
+			s.log.Error("cannot clear a superseded pending release", zap.String("app", d.App), zap.Error(err))
+		}
 	}
 	return d, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -23,12 +24,26 @@ import (
 )
 
 type fixture struct {
-	s      *Seeder
-	c      *Client
-	key    *release.PrivateKey
-	store  string
-	token  string // the API token c sends
-	cancel context.CancelFunc
+	s *Seeder
+	c *Client
+	// key is the seeder's rollout key; rel the release key that signs the
+	// manifests the tests publish.
+	key, rel *release.PrivateKey
+	store    string
+	token    string // the API token c sends
+	cancel   context.CancelFunc
+}
+
+// releaseKeyOf is the release key that goes with a test's rollout key:
+// derived from it, so that a seeder restarted with the same key trusts the
+// same release key.
+func releaseKeyOf(rollout *release.PrivateKey) *release.PrivateKey {
+	seed := sha256.Sum256([]byte("release key of " + rollout.ID()))
+	k, err := release.GenerateKey(bytes.NewReader(seed[:]))
+	if err != nil {
+		panic(err) // it reads 32 bytes of seed
+	}
+	return k
 }
 
 // send sends req to f's seeder with its API token.
@@ -68,6 +83,10 @@ func startSeederConfig(t *testing.T, cfg Config) *fixture {
 func startSeederTuned(t *testing.T, cfg Config, tune func(*Seeder)) *fixture {
 	t.Helper()
 	key, store := cfg.Key, cfg.StoreDir
+	rel := releaseKeyOf(key)
+	if cfg.Trust.Release == nil {
+		cfg.Trust.Release = release.NewKeyring(rel.Public())
+	}
 	cfg.Name, cfg.GossipAddr, cfg.TorrentAddr, cfg.APIAddr = "seeder", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if cfg.APIToken == "" && !cfg.InsecureAPI {
 		cfg.APIToken = testToken(t)
@@ -95,7 +114,7 @@ func startSeederTuned(t *testing.T, cfg Config, tune func(*Seeder)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{s: s, c: c, key: key, store: store, token: cfg.APIToken, cancel: cancel}
+	return &fixture{s: s, c: c, key: key, rel: rel, store: store, token: cfg.APIToken, cancel: cancel}
 }
 
 func testToken(t *testing.T) string {
@@ -127,7 +146,7 @@ func appTree(t *testing.T, content string, size int) string {
 
 func pack(t *testing.T, f *fixture, src, app, version string) *Bundle {
 	t.Helper()
-	b, err := Pack(PackOptions{Source: src, App: app, Version: version, Key: f.key, TempDir: t.TempDir()})
+	b, err := Pack(PackOptions{Source: src, App: app, Version: version, Key: f.rel, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,12 +298,12 @@ func TestPublishRefusals(t *testing.T) {
 		code int
 	}{
 		{"untrusted key", resign(v2, stranger), freshBytes, http.StatusForbidden},
-		{"same bytes under another version", resign(alias, f.key), bundle, http.StatusConflict},
+		{"same bytes under another version", resign(alias, f.rel), bundle, http.StatusConflict},
 		{"version conflict", other.Signed, otherBytes, http.StatusConflict},
-		{"bytes do not hash to the release id", resign(wrongHash, f.key), freshBytes, http.StatusBadRequest},
-		{"infohash does not match", resign(wrongInfo, f.key), freshBytes, http.StatusBadRequest},
-		{"truncated upload", resign(short, f.key), freshBytes[:len(freshBytes)/2], http.StatusBadRequest},
-		{"too many bytes", resign(short, f.key), append(slices.Clone(freshBytes), 1, 2, 3), http.StatusBadRequest},
+		{"bytes do not hash to the release id", resign(wrongHash, f.rel), freshBytes, http.StatusBadRequest},
+		{"infohash does not match", resign(wrongInfo, f.rel), freshBytes, http.StatusBadRequest},
+		{"truncated upload", resign(short, f.rel), freshBytes[:len(freshBytes)/2], http.StatusBadRequest},
+		{"too many bytes", resign(short, f.rel), append(slices.Clone(freshBytes), 1, 2, 3), http.StatusBadRequest},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -355,6 +374,7 @@ func TestPublishFullDisk(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	key, _ := release.GenerateKey(rand.Reader)
 	tok := testToken(t)
+	rel := release.Trust{Release: release.NewKeyring(releaseKeyOf(key).Public())}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -362,16 +382,19 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"no store", Config{Key: key}, "--store"},
 		{"no key", Config{StoreDir: "x"}, "--key"},
-		{"bad api", Config{StoreDir: "x", Key: key, APIAddr: "nope"}, "--api"},
-		{"bad port", Config{StoreDir: "x", Key: key, GossipAddr: "1.2.3.4:99999"}, "--gossip"},
-		{"negative rate", Config{StoreDir: "x", Key: key, UploadRate: -1}, "negative"},
-		{"no authentication", Config{StoreDir: "x", Key: key}, "--api-token-file"},
-		{"short token", Config{StoreDir: "x", Key: key, APIToken: "secret"}, "swarm api-token generate"},
-		{"client CA without TLS", Config{StoreDir: "x", Key: key, APIClientCAs: x509.NewCertPool()}, "--tls-cert"},
-		{"every interface without TLS", Config{StoreDir: "x", Key: key, APIToken: tok, APIAddr: "0.0.0.0:7700"}, "--tls-cert and --tls-key"},
-		{"no host without TLS", Config{StoreDir: "x", Key: key, APIToken: tok, APIAddr: ":7700"}, "not a loopback address"},
-		{"a name without TLS", Config{StoreDir: "x", Key: key, APIToken: tok, APIAddr: "seeder.example:7700"}, "--insecure-api"},
-		{"negative bundle size", Config{StoreDir: "x", Key: key, APIToken: tok, MaxBundleSize: -1}, "--max-bundle-size"},
+		{"no release key", Config{StoreDir: "x", Key: key}, "--trust-release"},
+		{"rollout key as release key", Config{StoreDir: "x", Key: key, Trust: release.Trust{Release: release.NewKeyring(key.Public())}}, "one role"},
+		{"threshold above keys", Config{StoreDir: "x", Key: key, Trust: release.Trust{Release: rel.Release, ReleaseThreshold: 2}}, "cannot be met"},
+		{"bad api", Config{StoreDir: "x", Key: key, Trust: rel, APIAddr: "nope"}, "--api"},
+		{"bad port", Config{StoreDir: "x", Key: key, Trust: rel, GossipAddr: "1.2.3.4:99999"}, "--gossip"},
+		{"negative rate", Config{StoreDir: "x", Key: key, Trust: rel, UploadRate: -1}, "negative"},
+		{"no authentication", Config{StoreDir: "x", Key: key, Trust: rel}, "--api-token-file"},
+		{"short token", Config{StoreDir: "x", Key: key, Trust: rel, APIToken: "secret"}, "swarm api-token generate"},
+		{"client CA without TLS", Config{StoreDir: "x", Key: key, Trust: rel, APIClientCAs: x509.NewCertPool()}, "--tls-cert"},
+		{"every interface without TLS", Config{StoreDir: "x", Key: key, Trust: rel, APIToken: tok, APIAddr: "0.0.0.0:7700"}, "--tls-cert and --tls-key"},
+		{"no host without TLS", Config{StoreDir: "x", Key: key, Trust: rel, APIToken: tok, APIAddr: ":7700"}, "not a loopback address"},
+		{"a name without TLS", Config{StoreDir: "x", Key: key, Trust: rel, APIToken: tok, APIAddr: "seeder.example:7700"}, "--insecure-api"},
+		{"negative bundle size", Config{StoreDir: "x", Key: key, Trust: rel, APIToken: tok, MaxBundleSize: -1}, "--max-bundle-size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
@@ -401,6 +424,7 @@ func TestConfigValidateAPISecurity(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.StoreDir, tc.cfg.Key = "x", key
+			tc.cfg.Trust = release.Trust{Release: release.NewKeyring(releaseKeyOf(key).Public())}
 			if err := tc.cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,6 +32,8 @@ var (
 //
 //	<dir>/releases/<hex id>/bundle.tar.zst   the bundle (swarm.BundlePath)
 //	<dir>/releases/<hex id>/manifest.json    its signed manifest
+//	<dir>/releases/<hex id>/pending.json     where it rolls out, while it
+//	                                         waits for release signatures
 //	<dir>/tmp/                               uploads in progress
 //	<dir>/desired.json                       accepted desired states (gossip)
 //
@@ -45,7 +48,14 @@ type store struct {
 type storedRelease struct {
 	Manifest release.Manifest
 	Signed   release.SignedManifest
+	// Pending, while the release has fewer release signatures than the
+	// threshold, says where and how it rolls out once it has them. It is
+	// cleared when the rollout starts, or when another release becomes the
+	// target of its environment first (the release is then superseded).
+	Pending *PublishOptions
 }
+
+const pendingFile = "pending.json"
 
 func newStore(dir string) *store {
 	return &store{dir: dir, releases: map[release.ID]storedRelease{}}
@@ -91,11 +101,85 @@ func (s *store) open(ring release.Keyring) error {
 		}
 		m, err := sm.Verify(ring)
 		if err != nil {
+			return fmt.Errorf("store: release %s: %w; pin its release key with --trust-release", e.Name(), err)
+		}
+		r := storedRelease{Manifest: m, Signed: sm}
+		if b, err := os.ReadFile(filepath.Join(s.releasesDir(), e.Name(), pendingFile)); err == nil {
+			r.Pending = &PublishOptions{}
+			if err := json.Unmarshal(b, r.Pending); err != nil {
+				return fmt.Errorf("store: release %s: %s: %w", e.Name(), pendingFile, err)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("store: release %s: %w", e.Name(), err)
 		}
-		s.releases[m.ReleaseID] = storedRelease{Manifest: m, Signed: sm}
+		s.releases[m.ReleaseID] = r
 	}
 	return nil
+}
+
+// setSigned replaces the stored signed manifest of id (more signatures,
+// same payload).
+func (s *store) setSigned(id release.ID, sm release.SignedManifest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.releases[id]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	mb, err := json.Marshal(sm)
+	if err != nil {
+		return fmt.Errorf("store: encode manifest: %w", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(s.releasesDir(), id.Hex(), "manifest.json"), mb, 0o644); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	r.Signed = sm
+	s.releases[id] = r
+	return nil
+}
+
+// clearPending forgets where id was to roll out: its rollout started, or
+// another release became the target first.
+func (s *store) clearPending(id release.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clearPendingLocked(id)
+}
+
+func (s *store) clearPendingLocked(id release.ID) error {
+	r, ok := s.releases[id]
+	if !ok || r.Pending == nil {
+		return nil
+	}
+	dir := filepath.Join(s.releasesDir(), id.Hex())
+	if err := os.Remove(filepath.Join(dir, pendingFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	r.Pending = nil
+	s.releases[id] = r
+	return nil
+}
+
+// supersede clears the pending rollout of every release of app waiting for
+// env except target, which has just become env's target: a release that
+// gets its last signature later must not move the environment back to it.
+func (s *store) supersede(app, env string, target release.ID) ([]release.Manifest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []release.Manifest
+	for id, r := range s.releases {
+		if id == target || r.Pending == nil || r.Manifest.App != app || envName(r.Pending.Env) != env {
+			continue
+		}
+		if err := s.clearPendingLocked(id); err != nil {
+			return out, err
+		}
+		out = append(out, r.Manifest)
+	}
+	return out, nil
 }
 
 func (s *store) get(id release.ID) (storedRelease, bool) {
@@ -162,7 +246,8 @@ func (s *store) admit(m release.Manifest) (bool, error) {
 // checked before the upload (to refuse early) and again under the lock
 // where the release appears, so of two concurrent publishes of one version
 // with different content exactly one is stored.
-func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reader) (existed bool, err error) {
+// pending, when set, is written with it (pending.json) in the same rename.
+func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reader, pending *PublishOptions) (existed bool, err error) {
 	if stored, err := s.admit(m); err != nil || stored {
 		// The same release again: keep what is stored, read nothing.
 		return stored, err
@@ -188,6 +273,15 @@ func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reade
 	if err := atomicfile.WriteFile(filepath.Join(relDir, "manifest.json"), mb, 0o644); err != nil {
 		return false, fmt.Errorf("store: %w", err)
 	}
+	if pending != nil {
+		pb, err := json.Marshal(pending)
+		if err != nil {
+			return false, fmt.Errorf("store: encode rollout options: %w", err)
+		}
+		if err := atomicfile.WriteFile(filepath.Join(relDir, pendingFile), pb, 0o644); err != nil {
+			return false, fmt.Errorf("store: %w", err)
+		}
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -203,7 +297,7 @@ func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reade
 	if err := atomicfile.SyncDir(s.releasesDir()); err != nil {
 		return false, fmt.Errorf("store: %w", err)
 	}
-	s.releases[m.ReleaseID] = storedRelease{Manifest: m, Signed: sm}
+	s.releases[m.ReleaseID] = storedRelease{Manifest: m, Signed: sm, Pending: pending}
 	return false, nil
 }
 

@@ -14,7 +14,8 @@ type agentOptions struct {
 	healthInterval           time.Duration
 	healthFailures           int
 	gossip, torrent          string
-	join, trust              []string
+	join                     []string
+	trust                    trustFlags
 	joinTimeout, hookTimeout time.Duration
 	healthTimeout            time.Duration
 	keep, maxConns, feeders  int
@@ -28,22 +29,27 @@ type agentOptions struct {
 func newAgentCmd(ios streams, g *globalOptions) *cobra.Command {
 	o := &agentOptions{}
 	cmd := &cobra.Command{
-		Use:   "agent --data DIR --join HOST:PORT --trust PUBFILE --gossip-key-file FILE",
+		Use:   "agent --data DIR --join HOST:PORT --trust-release PUBFILE --trust-rollout PUBFILE --gossip-key-file FILE",
 		Short: "Run the node daemon: follow desired state, download, install, report",
 		Long: `agent joins the gossip cluster, follows the desired state of every app,
 downloads each target release from its peers and the origin, verifies it,
 runs the local hook (argv: HOOK install, with SWARM_APP, SWARM_VERSION,
 SWARM_RELEASE_ID, SWARM_RELEASE_DIR and SWARM_PREVIOUS_DIR in its environment),
-switches DIR/releases/<app>/current atomically and gossips its state.`,
+switches DIR/releases/<app>/current atomically and gossips its state.
+
+It pins keys by role: desired states must be signed by a --trust-rollout key
+(the seeder's), manifests by --release-threshold of the --trust-release keys.
+A key given in both roles is refused.`,
 		Example: `  swarm agent --data /var/lib/swarm --join seeder.example:7946 \
-    --trust /etc/swarm/swarm.pub --gossip-key-file /etc/swarm/gossip.key --hook /etc/swarm/install \
+    --trust-release /etc/swarm/release.pub --trust-rollout /etc/swarm/rollout.pub \
+    --gossip-key-file /etc/swarm/gossip.key --hook /etc/swarm/install \
     --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return agentRun(cmd, ios, g, o) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.data, "data", "", "data directory: bundles, releases, state (required)")
 	f.StringSliceVar(&o.join, "join", nil, "gossip addresses to join, comma-separated host:port")
-	f.StringSliceVar(&o.trust, "trust", nil, "pinned public key file(s) of the seeder (required)")
+	o.trust.add(f, "public key file(s) of the rollout keys whose signed desired states are accepted: the seeder's rollout.pub (repeatable, required)")
 	f.StringVar(&o.hook, "hook", "", "install hook executable, run before a release becomes current")
 	f.StringVar(&o.health, "health-check", "", "health check executable, run after the switch; failure restores the previous release")
 	f.DurationVar(&o.healthInterval, "health-interval", 10*time.Second, "run the health check this often after activation (negative: only after activation)")
@@ -71,8 +77,8 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 	if o.data == "" {
 		return usageErrorf("agent: --data DIR is required")
 	}
-	if len(o.trust) == 0 {
-		return usageErrorf("agent: --trust PUBFILE is required: the seeder's swarm.pub")
+	if len(o.trust.release) == 0 || len(o.trust.rollout) == 0 {
+		return usageErrorf("agent: --trust-release PUBFILE and --trust-rollout PUBFILE are required: the release keys' release.pub and the seeder's rollout.pub")
 	}
 	if err := checkAddrFlags("--gossip", o.gossip, "--torrent", o.torrent); err != nil {
 		return err
@@ -103,7 +109,7 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 	if feeders == 0 {
 		feeders = -1 // agent.Config: negative = none
 	}
-	trust, err := loadTrust(o.trust)
+	trust, err := o.trust.load("agent")
 	if err != nil {
 		return err
 	}

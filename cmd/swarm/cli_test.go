@@ -151,25 +151,29 @@ func repo(t *testing.T, parts ...string) string {
 }
 
 // cluster is a seeder process, its keys and its API token, for the CLI
-// tests.
+// tests: key and pub are the release key (swarm publish), rkey and rpub the
+// seeder's rollout key, gkey the gossip key file.
 type cluster struct {
-	dir, key, pub, api, gossip string
-	tokenFile, token           string
-	gkey                       string // gossip key file
-	seeder                     *daemon
+	dir, key, pub, rkey, rpub, api, gossip string
+	tokenFile, token                       string
+	gkey                                   string
+	seeder                                 *daemon
 }
 
 // startSeeder starts a seeder with an API token and puts the token in
 // $SWARM_API_TOKEN for the rest of the test, so every command the test
 // runs authenticates (t.Setenv: these tests do not run in parallel).
-func startSeeder(t *testing.T) cluster {
+func startSeeder(t *testing.T, extra ...string) cluster {
 	t.Helper()
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
-	if r := run(t, 10*time.Second, "keygen", "--out", keys); r.code != 0 {
-		t.Fatalf("keygen: %d %s", r.code, r.stderr)
+	for _, role := range []string{"release", "rollout"} {
+		if r := run(t, 10*time.Second, "keygen", "--role", role, "--out", keys); r.code != 0 {
+			t.Fatalf("keygen: %d %s", r.code, r.stderr)
+		}
 	}
-	c := cluster{dir: dir, key: filepath.Join(keys, "swarm.key"), pub: filepath.Join(keys, "swarm.pub"),
+	c := cluster{dir: dir, key: filepath.Join(keys, "release.key"), pub: filepath.Join(keys, "release.pub"),
+		rkey: filepath.Join(keys, "rollout.key"), rpub: filepath.Join(keys, "rollout.pub"),
 		tokenFile: filepath.Join(keys, "api-token"), gkey: filepath.Join(keys, "gossip.key")}
 	if r := run(t, 10*time.Second, "api-token", "generate", "--out", c.tokenFile); r.code != 0 {
 		t.Fatalf("api-token generate: %d %s", r.code, r.stderr)
@@ -184,9 +188,10 @@ func startSeeder(t *testing.T) cluster {
 		t.Fatalf("gossip-key generate: %d %s", r.code, r.stderr)
 	}
 	addrs := filepath.Join(dir, "seeder.addrs")
-	c.seeder = startDaemon(t, "seeder", "--store", filepath.Join(dir, "store"), "--key", c.key, "--name", "seeder",
+	args := []string{"seeder", "--store", filepath.Join(dir, "store"), "--key", c.rkey, "--trust-release", c.pub, "--name", "seeder",
 		"--api-token-file", c.tokenFile, "--gossip-key-file", c.gkey,
-		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0", "--addr-file", addrs)
+		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0", "--addr-file", addrs}
+	c.seeder = startDaemon(t, append(args, extra...)...)
 	a := readAddrs(t, c.seeder, addrs)
 	c.api, c.gossip = a["api"], a["gossip"]
 	return c
@@ -194,22 +199,61 @@ func startSeeder(t *testing.T) cluster {
 
 func TestKeygenModes(t *testing.T) {
 	dir := t.TempDir()
-	r := run(t, 10*time.Second, "keygen", "--out", dir)
-	if r.code != 0 {
-		t.Fatalf("keygen: %d %s", r.code, r.stderr)
-	}
-	for name, want := range map[string]os.FileMode{"swarm.key": 0o600, "swarm.pub": 0o644} {
-		st, err := os.Stat(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
+	for _, role := range []string{"release", "rollout"} {
+		r := run(t, 10*time.Second, "keygen", "--role", role, "--out", dir)
+		if r.code != 0 || !strings.Contains(r.stdout, "role         "+role) {
+			t.Fatalf("keygen --role %s: %d %s %s", role, r.code, r.stdout, r.stderr)
 		}
-		if st.Mode().Perm() != want {
-			t.Errorf("%s mode %04o, want %04o", name, st.Mode().Perm(), want)
+		for name, want := range map[string]os.FileMode{role + ".key": 0o600, role + ".pub": 0o644} {
+			st, err := os.Stat(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != want {
+				t.Errorf("%s mode %04o, want %04o", name, st.Mode().Perm(), want)
+			}
 		}
 	}
 	// A second keygen must not overwrite the key.
-	if r := run(t, 10*time.Second, "keygen", "--out", dir); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
+	if r := run(t, 10*time.Second, "keygen", "--role", "release", "--out", dir); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
 		t.Errorf("second keygen: code %d, stderr %q", r.code, r.stderr)
+	}
+	errLine(t, run(t, 10*time.Second, "keygen", "--out", t.TempDir()), exitUsage, "--role is required", "release", "rollout")
+	errLine(t, run(t, 10*time.Second, "keygen", "--role", "swarm", "--out", t.TempDir()), exitUsage, "--role", "key role")
+}
+
+// TestSignCommand: a seeder that wants 2 of 2 release signatures stores a
+// release published with one, starts nothing, and starts the rollout when
+// 'swarm sign' brings the second. A rollout key cannot sign a release.
+func TestSignCommand(t *testing.T) {
+	keys2 := t.TempDir()
+	if r := run(t, 10*time.Second, "keygen", "--role", "release", "--out", keys2); r.code != 0 {
+		t.Fatalf("keygen: %d %s", r.code, r.stderr)
+	}
+	key2, pub2 := filepath.Join(keys2, "release.key"), filepath.Join(keys2, "release.pub")
+	c := startSeeder(t, "--trust-release", pub2, "--release-threshold", "2")
+	v1 := repo(t, "testdata", "apps", "hello", "v1")
+	r := run(t, time.Minute, "publish", v1, "--app", "hello", "--version", "1.0.0", "--key", c.key, "--seeder", c.api)
+	if r.code != 0 || !strings.Contains(r.stdout, "waiting for release signatures: 1 of 2") {
+		t.Fatalf("publish with 1 of 2: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, 10*time.Second, "rollout", "status", "hello", "--seeder", c.api); r.code == 0 {
+		t.Fatalf("a rollout exists before the second signature:\n%s", r.stdout)
+	}
+	sign := func(key string) result {
+		return run(t, 20*time.Second, "sign", "--app", "hello", "--version", "1.0.0", "--key", key, "--seeder", c.api)
+	}
+	errLine(t, sign(c.rkey), exitUsage, "rollout key", "--trust-release")
+	errLine(t, run(t, 20*time.Second, "sign", "--app", "hello", "--version", "9.9.9", "--key", key2, "--seeder", c.api), exitUsage, "no version 9.9.9")
+	r = sign(key2)
+	if r.code != 0 || !strings.Contains(r.stdout, "signatures  2 of 2") || !strings.Contains(r.stdout, "rollout started") {
+		t.Fatalf("sign: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, 10*time.Second, "rollout", "status", "hello", "--seeder", c.api, "--json"); r.code != 0 || !strings.Contains(r.stdout, `"version": "1.0.0"`) {
+		t.Fatalf("rollout status after the second signature: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := sign(key2); r.code != 0 || !strings.Contains(r.stdout, "already signed") {
+		t.Fatalf("signing twice: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }
 
@@ -218,7 +262,7 @@ func TestPublishToAgents(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("agent-%d", i)
 		d := startDaemon(t, "agent", "--data", filepath.Join(c.dir, name), "--name", name, "--join", c.gossip,
-			"--trust", c.pub, "--gossip-key-file", c.gkey, "--hook", repo(t, "testdata", "hooks", "install.sh"),
+			"--trust-release", c.pub, "--trust-rollout", c.rpub, "--gossip-key-file", c.gkey, "--hook", repo(t, "testdata", "hooks", "install.sh"),
 			"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--addr-file", filepath.Join(c.dir, name+".addrs"))
 		readAddrs(t, d, filepath.Join(c.dir, name+".addrs"))
 	}
@@ -335,8 +379,10 @@ func TestBadInput(t *testing.T) {
 	empty := t.TempDir()
 	v1 := repo(t, "testdata", "apps", "hello", "v1")
 	v2 := repo(t, "testdata", "apps", "hello", "v2")
-	if r := run(t, time.Minute, "publish", v1, "--app", "hello", "--version", "1.0.0", "--key", c.key, "--seeder", c.api); r.code != 0 {
-		t.Fatalf("first publish: %d %s", r.code, r.stderr)
+	for _, v := range []struct{ path, version string }{{v1, "1.0.0"}, {v2, "2.0.0"}} {
+		if r := run(t, time.Minute, "publish", v.path, "--app", "hello", "--version", v.version, "--key", c.key, "--seeder", c.api); r.code != 0 {
+			t.Fatalf("publish %s: %d %s", v.version, r.code, r.stderr)
+		}
 	}
 	before := storeEntries(t, c)
 
@@ -390,32 +436,42 @@ func TestBadInput(t *testing.T) {
 		{"publish unreachable seeder", publish(v1, "hello", "3.0.0", c.key, "http://127.0.0.1:1"), exitFailure, []string{"unreachable", "--seeder"}},
 		{"publish missing key", publish(v1, "hello", "3.0.0", filepath.Join(empty, "no.key"), c.api), exitUsage, []string{"does not exist", "swarm keygen"}},
 		{"publish group-readable key", publish(v1, "hello", "3.0.0", openKey, c.api), exitUsage, []string{"chmod 600"}},
-		{"seeder group-readable key", []string{"seeder", "--store", t.TempDir(), "--key", openKey}, exitUsage, []string{"chmod 600"}},
-		{"seeder port in use", []string{"seeder", "--store", t.TempDir(), "--key", c.key, "--api-token-file", c.tokenFile, "--gossip-key-file", c.gkey, "--gossip", "127.0.0.1:0",
+		{"publish signed by the rollout key", publish(v1, "hello", "3.0.0", c.rkey, c.api), exitUsage, []string{"rollout key", "release key"}},
+		{"publish replays an older release", publish(v1, "hello", "1.0.0", c.key, c.api), exitUsage, []string{"published before", "swarm rollout rollback hello --env default --to 1.0.0"}},
+		{"seeder group-readable key", []string{"seeder", "--store", t.TempDir(), "--key", openKey, "--trust-release", c.pub}, exitUsage, []string{"chmod 600"}},
+		{"seeder without release keys", []string{"seeder", "--store", t.TempDir(), "--key", c.rkey}, exitUsage, []string{"--trust-release"}},
+		{"seeder threshold above keys", []string{"seeder", "--store", t.TempDir(), "--key", c.rkey, "--trust-release", c.pub, "--release-threshold", "2"}, exitUsage, []string{"--release-threshold 2"}},
+		{"seeder rollout key as release key", []string{"seeder", "--store", t.TempDir(), "--key", c.rkey, "--trust-release", c.rpub,
+			"--api-token-file", c.tokenFile, "--gossip-key-file", c.gkey, "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0"}, exitUsage, []string{"both as a release key and as a rollout key"}},
+		{"seeder port in use", []string{"seeder", "--store", t.TempDir(), "--key", c.rkey, "--trust-release", c.pub, "--api-token-file", c.tokenFile, "--gossip-key-file", c.gkey, "--gossip", "127.0.0.1:0",
 			"--torrent", "127.0.0.1:0", "--api", busy.Addr().String()}, exitFailure, []string{busy.Addr().String(), "in use"}},
-		{"agent unwritable data dir", []string{"agent", "--data", filepath.Join(notDir, "data"), "--trust", c.pub, "--gossip-key-file", c.gkey,
+		{"agent unwritable data dir", []string{"agent", "--data", filepath.Join(notDir, "data"), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--gossip-key-file", c.gkey,
 			"--join", c.gossip, "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitFailure, []string{"data dir", "--data"}},
-		{"agent malformed join", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", "127.0.0.1:notaport"}, exitUsage, []string{"--join"}},
-		{"agent torrent port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--gossip-key-file", c.gkey, "--join", c.gossip,
+		{"agent malformed join", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", "127.0.0.1:notaport"}, exitUsage, []string{"--join"}},
+		{"agent torrent port in use", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--gossip-key-file", c.gkey, "--join", c.gossip,
 			"--gossip", "127.0.0.1:0", "--torrent", busy.Addr().String()}, exitFailure, []string{"in use"}},
-		{"agent gossip port in use", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--gossip-key-file", c.gkey, "--join", c.gossip,
+		{"agent gossip port in use", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--gossip-key-file", c.gkey, "--join", c.gossip,
 			"--gossip", busy.Addr().String(), "--torrent", "127.0.0.1:0"}, exitFailure, []string{"in use", "--gossip"}},
-		{"agent missing trust", []string{"agent", "--data", t.TempDir(), "--join", c.gossip}, exitUsage, []string{"--trust"}},
-		{"agent without gossip key", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent missing trust", []string{"agent", "--data", t.TempDir(), "--join", c.gossip}, exitUsage, []string{"--trust-release", "--trust-rollout"}},
+		{"agent missing rollout key", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--join", c.gossip}, exitUsage, []string{"--trust-rollout"}},
+		{"agent removed --trust", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip}, exitUsage, []string{"unknown flag: --trust"}},
+		{"agent key in both roles", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.pub, "--gossip-key-file", c.gkey,
+			"--join", c.gossip, "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitUsage, []string{"both as a release key and as a rollout key", "one role"}},
+		{"agent without gossip key", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip,
 			"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitUsage, []string{"--gossip-key-file", "swarm gossip-key generate", "--insecure-gossip"}},
-		{"seeder without gossip key", []string{"seeder", "--store", t.TempDir(), "--key", c.key,
+		{"seeder without gossip key", []string{"seeder", "--store", t.TempDir(), "--key", c.rkey, "--trust-release", c.pub, "--api-token-file", c.tokenFile,
 			"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0"}, exitUsage, []string{"--gossip-key-file", "--insecure-gossip"}},
-		{"agent gossip key readable by others", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent gossip key readable by others", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip,
 			"--gossip-key-file", openGossipKey}, exitUsage, []string{"--gossip-key-file", "chmod 600 " + openGossipKey}},
-		{"seeder gossip key readable by others", []string{"seeder", "--store", t.TempDir(), "--key", c.key,
+		{"seeder gossip key readable by others", []string{"seeder", "--store", t.TempDir(), "--key", c.rkey, "--trust-release", c.pub,
 			"--gossip-key-file", openGossipKey}, exitUsage, []string{"--gossip-key-file", "chmod 600 " + openGossipKey}},
-		{"agent malformed gossip key", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent malformed gossip key", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip,
 			"--gossip-key-file", badGossipKey}, exitUsage, []string{"line 1 is not a base64 key", "swarm gossip-key generate"}},
-		{"agent missing gossip key", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent missing gossip key", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip,
 			"--gossip-key-file", filepath.Join(empty, "none.key")}, exitUsage, []string{"does not exist", "swarm gossip-key generate"}},
-		{"agent gossip key and insecure", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent gossip key and insecure", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip,
 			"--gossip-key-file", c.gkey, "--insecure-gossip"}, exitUsage, []string{"exclude each other"}},
-		{"agent insecure cannot join an encrypted cluster", []string{"agent", "--data", t.TempDir(), "--trust", c.pub, "--join", c.gossip,
+		{"agent insecure cannot join an encrypted cluster", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip,
 			"--insecure-gossip", "--join-timeout", "3s", "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitFailure, []string{"join"}},
 		{"gossip key exists", []string{"gossip-key", "generate", "--out", c.gkey}, exitUsage, []string{"already exists"}},
 		{"unknown flag", []string{"status", "--nope"}, exitUsage, []string{"unknown flag"}},
@@ -455,7 +511,7 @@ func lastLine(s string) string {
 }
 
 func TestHelpHasExamples(t *testing.T) {
-	for _, cmd := range []string{"keygen", "api-token", "gossip-key", "seeder", "agent", "publish", "status", "version"} {
+	for _, cmd := range []string{"keygen", "api-token", "gossip-key", "seeder", "agent", "publish", "sign", "status", "version"} {
 		r := run(t, 10*time.Second, cmd, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") {
 			t.Errorf("swarm %s --help: code %d, no Examples section:\n%s", cmd, r.code, r.stdout)

@@ -8,6 +8,7 @@ import (
 
 	"strings"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/swarmdeploy/swarm/release"
@@ -45,8 +46,37 @@ func checkAddrFlags(flagAddr ...string) error {
 	return nil
 }
 
-// loadTrust reads the public keys named by --trust.
-func loadTrust(paths []string) ([]release.PublicKey, error) {
+// trustFlags are the key pinning flags the agent and the seeder share.
+type trustFlags struct {
+	release, rollout []string
+	threshold        int
+}
+
+func (t *trustFlags) add(f *pflag.FlagSet, rolloutUsage string) {
+	f.StringSliceVar(&t.release, "trust-release", nil, "public key file(s) of the release keys whose signed manifests are accepted (repeatable, required)")
+	f.StringSliceVar(&t.rollout, "trust-rollout", nil, rolloutUsage)
+	f.IntVar(&t.threshold, "release-threshold", 1, "how many distinct --trust-release keys must have signed a manifest (k of n)")
+}
+
+// load reads the pinned keys into a release.Trust; it does not check the
+// roles against each other (Trust.Validate does, in the daemon's New).
+func (t *trustFlags) load(cmd string) (release.Trust, error) {
+	rel, err := loadTrust("--trust-release", t.release)
+	if err != nil {
+		return release.Trust{}, err
+	}
+	roll, err := loadTrust("--trust-rollout", t.rollout)
+	if err != nil {
+		return release.Trust{}, err
+	}
+	if t.threshold < 1 || t.threshold > len(rel) {
+		return release.Trust{}, usageErrorf("%s: --release-threshold %d: need 1 to %d, the number of --trust-release keys", cmd, t.threshold, len(rel))
+	}
+	return release.Trust{Release: release.NewKeyring(rel...), Rollout: release.NewKeyring(roll...), ReleaseThreshold: t.threshold}, nil
+}
+
+// loadTrust reads the public keys named by a key flag.
+func loadTrust(flag string, paths []string) ([]release.PublicKey, error) {
 	var keys []release.PublicKey
 	for _, p := range paths {
 		for _, f := range strings.Split(p, ",") {
@@ -55,7 +85,7 @@ func loadTrust(paths []string) ([]release.PublicKey, error) {
 			}
 			k, err := release.LoadPublicKey(f)
 			if err != nil {
-				return nil, usageErrorf("--trust: %w", err)
+				return nil, usageErrorf("%s: %w", flag, err)
 			}
 			keys = append(keys, k)
 		}

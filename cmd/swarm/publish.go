@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -121,16 +120,7 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 	out, err := client.PublishBundle(uctx, b, up, seeder.PublishOptions{Env: o.env, Plan: &plan})
 	_ = up.Finish()
 	if err != nil {
-		m := b.Manifest
-		var refused *seeder.ErrRefused
-		if errors.As(err, &refused) {
-			msg := strings.TrimPrefix(refused.Message, fmt.Sprintf("publish %s %s: ", m.App, m.Version))
-			if refused.Status/100 == 4 {
-				return usageErrorf("publish %s %s: seeder refused it (%d): %s", m.App, m.Version, refused.Status, msg)
-			}
-			return fmt.Errorf("publish %s %s: seeder failed (%d): %s", m.App, m.Version, refused.Status, msg)
-		}
-		return fmt.Errorf("publish %s %s: %w", m.App, m.Version, err)
+		return refusal("publish", b.Manifest.App, b.Manifest.Version, err)
 	}
 	if o.json && !o.wait {
 		enc := json.NewEncoder(ios.Out)
@@ -138,7 +128,10 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 		return enc.Encode(out)
 	}
 	note := ""
-	if out.Existed {
+	switch {
+	case out.Pending:
+		note = fmt.Sprintf(" (waiting for release signatures: %d of %d)", out.Signatures, out.Threshold)
+	case out.Existed:
 		note = " (already stored)"
 	}
 	m := b.Manifest
@@ -149,6 +142,15 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 	fmt.Fprintf(ios.Out, "  size        %s (unpacked %s, %d files)\n", humanBytes(m.BundleSize), humanBytes(m.UnpackedSize), b.Files)
 	fmt.Fprintf(ios.Out, "  sequence    %d\n", out.Sequence)
 	fmt.Fprintf(ios.Out, "  rollout     %s in %s\n", describePlan(plan), o.env)
+	if out.Note != "" {
+		fmt.Fprintf(ios.Out, "  note        %s\n", out.Note)
+	}
+	if o.wait && out.Pending {
+		fmt.Fprintf(ios.Err, "waiting for the last release signature (swarm sign) before following the rollout\n")
+		if err := waitTarget(ctx, client, out.App, o.env, out.ReleaseID, o.waitTimeout); err != nil {
+			return err
+		}
+	}
 	if o.wait {
 		return followRollout(ctx, ios, client, out.App, o.env, out.ReleaseID, o.waitTimeout, o.json)
 	}
@@ -169,6 +171,26 @@ func describePlan(p release.Plan) string {
 		s += ", no auto rollback"
 	}
 	return s
+}
+
+// waitTarget polls until id is app's target in env (a pending release got
+// its last signature), or timeout passes.
+func waitTarget(ctx context.Context, client *seeder.Client, app, env string, id release.ID, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		qctx, qcancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := client.Rollout(qctx, app, env)
+		qcancel()
+		if err == nil && st.ReleaseID == id {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish --wait: %s in %s did not get its release signatures within %s; add them with 'swarm sign --app %s --version VERSION'", app, env, timeout, app)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // followRollout polls the rollout of id until it ends: nil when it

@@ -100,11 +100,15 @@ func newRootCmd(ios streams) *cobra.Command {
 A seeder packs and signs each release; every node runs 'swarm agent', learns
 the release it should run over gossip, downloads it from the other nodes with
 BitTorrent, verifies and installs it with a local hook, and gossips its health.`,
-		Example: `  swarm keygen --out /etc/swarm
+		Example: `  swarm keygen --role release --out ~/.swarm         # a release engineer's or CI's key
+  swarm keygen --role rollout --out /etc/swarm       # the seeder's key
+  swarm gossip-key generate --out /etc/swarm/gossip.key
   swarm api-token generate --out /etc/swarm/api-token
-  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key --api-token-file /etc/swarm/api-token
-  swarm agent --data /var/lib/swarm --join seeder.example:7946 --trust /etc/swarm/swarm.pub --hook /etc/swarm/install
-  swarm publish ./build --app web --version 1.4.2 --key /etc/swarm/swarm.key --seeder http://127.0.0.1:7700 \
+  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/rollout.key --trust-release /etc/swarm/release.pub \
+    --gossip-key-file /etc/swarm/gossip.key --api-token-file /etc/swarm/api-token
+  swarm agent --data /var/lib/swarm --join seeder.example:7946 --trust-release /etc/swarm/release.pub \
+    --trust-rollout /etc/swarm/rollout.pub --gossip-key-file /etc/swarm/gossip.key --hook /etc/swarm/install
+  swarm publish ./build --app web --version 1.4.2 --key ~/.swarm/release.key --seeder http://127.0.0.1:7700 \
     --api-token-file /etc/swarm/api-token
   swarm status --seeder http://127.0.0.1:7700 --api-token-file /etc/swarm/api-token`,
 		SilenceUsage:  true,
@@ -124,6 +128,7 @@ BitTorrent, verifies and installs it with a local hook, and gossips its health.`
 		newSeederCmd(ios, g),
 		newAgentCmd(ios, g),
 		newPublishCmd(ios, g),
+		newSignCmd(ios),
 		newStatusCmd(ios),
 		newRolloutCmd(ios),
 		newBenchCmd(ios, g),

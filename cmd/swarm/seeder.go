@@ -12,7 +12,8 @@ import (
 type seederOptions struct {
 	store, key, name     string
 	gossip, torrent, api string
-	trust, join          []string
+	join                 []string
+	trust                trustFlags
 	uploadRate, addrFile string
 	maxConns             int
 	desiredTTL           time.Duration
@@ -27,11 +28,17 @@ type seederOptions struct {
 func newSeederCmd(ios streams, g *globalOptions) *cobra.Command {
 	o := &seederOptions{}
 	cmd := &cobra.Command{
-		Use:   "seeder --store DIR --key FILE --gossip-key-file FILE",
+		Use:   "seeder --store DIR --key ROLLOUT.KEY --trust-release PUBFILE --gossip-key-file FILE --api-token-file FILE",
 		Short: "Run the origin daemon: release store, signing, seeding, HTTP API",
 		Long: `seeder keeps the release store, accepts 'swarm publish' on its HTTP API,
 seeds every stored release over BitTorrent, signs the desired state of each
 app and gossips it to the agents. Its API listens on 127.0.0.1 by default.
+
+--key is the rollout key ('swarm keygen --role rollout'): it signs desired
+states and nothing else. Releases must be signed by --release-threshold of
+the --trust-release keys; one with fewer is stored and starts rolling out
+when 'swarm sign' brings the last signature.
+
 Its gossip is encrypted with the keys of --gossip-key-file
 (make one with 'swarm gossip-key generate').
 
@@ -41,21 +48,23 @@ client certificate that CA issued. The seeder refuses to start with
 neither, and refuses an --api address that is not loopback without
 --tls-cert and --tls-key; --insecure-api lifts both refusals.`,
 		Example: `  swarm api-token generate --out /etc/swarm/api-token
-  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key \
+  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/rollout.key \
+    --trust-release /etc/swarm/release.pub \
     --gossip-key-file /etc/swarm/gossip.key --api-token-file /etc/swarm/api-token \
     --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881 --api 127.0.0.1:7700
-  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/swarm.key --gossip-key-file /etc/swarm/gossip.key --api 0.0.0.0:7700 \
+  swarm seeder --store /var/lib/swarm/store --key /etc/swarm/rollout.key --trust-release /etc/swarm/release.pub \
+    --gossip-key-file /etc/swarm/gossip.key --api 0.0.0.0:7700 \
     --tls-cert seeder.crt --tls-key seeder.key --tls-client-ca clients-ca.crt`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return seederRun(cmd, ios, g, o) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.store, "store", "", "release store directory (required)")
-	f.StringVar(&o.key, "key", "", "private key file that signs desired states (required, mode 0600)")
+	f.StringVar(&o.key, "key", "", "rollout key file that signs desired states (required, mode 0600)")
 	f.StringVar(&o.name, "name", "", "node name in the cluster (default seeder-<hostname>)")
 	f.StringVar(&o.gossip, "gossip", "0.0.0.0:7946", "gossip listen address host:port")
 	f.StringVar(&o.torrent, "torrent", "0.0.0.0:6881", "BitTorrent listen address host:port")
 	f.StringVar(&o.api, "api", "127.0.0.1:7700", "HTTP API listen address host:port")
-	f.StringSliceVar(&o.trust, "trust", nil, "more public key files whose signed releases are accepted")
+	o.trust.add(f, "public key file(s) of other seeders' rollout keys whose desired states are accepted (this seeder's own is always)")
 	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of other members to join, comma-separated")
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "origin upload cap in bytes/s, e.g. 100MiB (0 = none)")
 	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release: the origin's upload slots")
@@ -110,7 +119,10 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 		return usageErrorf("seeder: --store DIR is required")
 	}
 	if o.key == "" {
-		return usageErrorf("seeder: --key FILE is required; create one with 'swarm keygen --out DIR'")
+		return usageErrorf("seeder: --key FILE is required: the rollout key; create one with 'swarm keygen --role rollout --out DIR'")
+	}
+	if len(o.trust.release) == 0 {
+		return usageErrorf("seeder: --trust-release PUBFILE is required: the public key of each release key (release.pub) whose manifests it accepts")
 	}
 	if err := checkAddrFlags("--gossip", o.gossip, "--torrent", o.torrent, "--api", o.api); err != nil {
 		return err
@@ -126,7 +138,7 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	if o.maxConns <= 0 {
 		return usageErrorf("seeder: --max-conns %d: need at least 1", o.maxConns)
 	}
-	trust, err := loadTrust(o.trust)
+	trust, err := o.trust.load("seeder")
 	if err != nil {
 		return err
 	}
