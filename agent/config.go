@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -77,6 +78,9 @@ type Config struct {
 	// next to the seeder: the seeder's bundle directory, read instead of a
 	// copy of the agent's own (see swarm.Config.SharedDir). Empty on a node.
 	SharedBundleDir string
+	// OpenBundle opens a bundle for unpacking (installer.Config.OpenBundle);
+	// nil on a node. Tests use it to make an unpack slow.
+	OpenBundle func(path string) (io.ReadCloser, error)
 	// Gossip adjusts gossip timing; identity and address fields are ignored.
 	Gossip gossip.Config
 	// Tick is how often the agent re-reads the cluster without being woken

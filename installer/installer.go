@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -494,7 +495,11 @@ func (i *Installer) unpack(ctx context.Context, a *app, m release.Manifest, bund
 	if err := mkdirSync(a.dir); err != nil {
 		return err
 	}
-	f, err := os.Open(bundlePath)
+	open := i.cfg.OpenBundle
+	if open == nil {
+		open = func(p string) (io.ReadCloser, error) { return os.Open(p) }
+	}
+	f, err := open(bundlePath)
 	if err != nil {
 		return fmt.Errorf("open bundle: %w", err)
 	}
