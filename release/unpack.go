@@ -141,13 +141,14 @@ func unpack(ctx context.Context, r io.Reader, dir string, opts UnpackOptions) er
 	files, entries := 0, 0
 	seen := map[string]bool{}
 	links := linkSet{}
+	headerOver := func() error {
+		return fmt.Errorf("%w: a tar header of more than %d bytes after entry %d; %s", ErrTooLarge, maxHeaderBytes, entries, republish)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		out.limit(maxHeaderBytes, func() error {
-			return fmt.Errorf("%w: a tar header of more than %d bytes after entry %d; %s", ErrTooLarge, maxHeaderBytes, entries, republish)
-		})
+		out.limit(maxHeaderBytes, headerOver)
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
