@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -87,6 +88,9 @@ type Config struct {
 	// GossipKeyInterval is how often the key file is read again; default
 	// gossip.KeyFileInterval.
 	GossipKeyInterval time.Duration
+	// OpenBundle opens a bundle for unpacking (installer.Config.OpenBundle);
+	// nil on a node. Tests use it to make an unpack slow.
+	OpenBundle func(path string) (io.ReadCloser, error)
 	// Gossip adjusts gossip timing; identity and address fields are ignored.
 	Gossip gossip.Config
 	// Tick is how often the agent re-reads the cluster without being woken

@@ -45,7 +45,15 @@ func (a *Agent) reconcile(ctx context.Context) {
 		act := next(d, m.ReleaseID, l)
 		if w != nil && w.id != m.ReleaseID {
 			w.cancel() // its target was replaced
-			<-w.done
+			select {
+			case <-w.done:
+			default:
+				// Still stopping (an unpack or hook winding down): it
+				// must not write this app's state after its successor, and
+				// other apps must not wait for it. Its exit pokes
+				// reconcile, which comes back to this app then.
+				continue
+			}
 		}
 		switch act {
 		case actActive:

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -273,6 +274,9 @@ type AgentOptions struct {
 	Join string
 	// Env is the agent's environment; empty = release.DefaultEnv.
 	Env string
+	// OpenBundle is the agent's agent.Config.OpenBundle: tests make its
+	// unpacks slow with it.
+	OpenBundle func(path string) (io.ReadCloser, error)
 }
 
 // AddAgent starts one more agent named name that joins the seeder. Its data
@@ -310,6 +314,7 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 		Keep:         o.Keep, MinFreeBytes: o.MinFreeBytes,
 		OriginFeeders: c.cfg.OriginFeeders, OriginFallback: c.cfg.OriginFallback,
 		HealthInterval: c.cfg.HealthInterval, HealthFailures: c.cfg.HealthFailures,
+		OpenBundle: o.OpenBundle,
 	}, c.log)
 	if err != nil {
 		return nil, err

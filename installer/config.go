@@ -3,6 +3,7 @@ package installer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"time"
@@ -47,6 +48,9 @@ type Config struct {
 	// KillGrace is how long a hook or health check that timed out gets
 	// between SIGTERM and SIGKILL to its process group; default 5s.
 	KillGrace time.Duration
+	// OpenBundle opens a bundle file for unpacking; nil means os.Open.
+	// Tests use it to make an unpack slow; a node leaves it nil.
+	OpenBundle func(path string) (io.ReadCloser, error)
 }
 
 // Validate checks the fields and that the hook and health check, if set,

@@ -27,7 +27,9 @@
 // changes nothing but leaving the hook log; a failed health check switches
 // back to the release that was current, or, on a first install, to no current
 // release at all (current is removed: nothing that failed its check stays
-// active). Either way the failed release directory is removed.
+// active). Either way the failed release directory is removed. An unpack
+// stops soon after Install's ctx ends (release.Unpack checks it on every
+// read) and removes its temporary tree.
 //
 // Hook and health check get the agent's environment plus SWARM_APP,
 // SWARM_VERSION, SWARM_RELEASE_ID, SWARM_RELEASE_DIR and SWARM_PREVIOUS_DIR

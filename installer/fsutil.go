@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -45,11 +46,15 @@ func mkdirSync(dir string) error {
 
 // syncTree fsyncs every regular file and directory under root, deepest first,
 // so that a tree renamed into place after it holds its contents after a crash.
-// release.Unpack writes without syncing.
-func syncTree(root string) error {
+// release.Unpack writes without syncing. It stops between files once ctx
+// ends.
+func syncTree(ctx context.Context, root string) error {
 	var dirs []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		switch {
@@ -72,6 +77,9 @@ func syncTree(root string) error {
 		return fmt.Errorf("sync %s: %w", root, err)
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := atomicfile.SyncDir(dirs[i]); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -245,7 +246,10 @@ func (i *Installer) state(appName string) (cur, prev *release.Manifest, err erro
 // fails the release that was current stays or becomes current again, and the
 // error says which step failed: it wraps ErrHookFailed, ErrHookTimeout,
 // ErrHealthFailed, ctx's error, or release's unpack errors
-// (release.ErrIDMismatch, release.ErrTooLarge, release.ErrUnsafeEntry).
+// (release.ErrIDMismatch, release.ErrTooLarge, release.ErrUnsafeEntry,
+// release.ErrTrailingData, release.ErrEntryBody, release.ErrTooManyEntries).
+// The unpack stops soon after ctx ends, however large the bundle, and
+// leaves nothing behind.
 //
 // A release that is current already is not touched: Install returns
 // AlreadyCurrent. Installing the previous release again reuses its
@@ -298,7 +302,7 @@ func (i *Installer) install(ctx context.Context, a *app, m release.Manifest, bun
 	reused := sameRelease(prev0, &m) && isDir(dir)
 	if reused {
 		log.Info("previous release directory reused")
-	} else if err := i.unpack(a, m, bundlePath); err != nil {
+	} else if err := i.unpack(ctx, a, m, bundlePath); err != nil {
 		return Result{}, err
 	}
 	discard := func() {
@@ -484,12 +488,18 @@ func checkManifest(m release.Manifest) error {
 
 // unpack puts the bundle's tree at releases/<app>/<dir>: unpacked into a
 // temporary directory beside it, synced, then renamed into place, replacing a
-// directory an earlier failed attempt left under that name.
-func (i *Installer) unpack(a *app, m release.Manifest, bundlePath string) error {
+// directory an earlier failed attempt left under that name. If it fails or
+// ctx ends, the temporary directory is removed (and, should the process die
+// first, loading the app removes it).
+func (i *Installer) unpack(ctx context.Context, a *app, m release.Manifest, bundlePath string) error {
 	if err := mkdirSync(a.dir); err != nil {
 		return err
 	}
-	f, err := os.Open(bundlePath)
+	open := i.cfg.OpenBundle
+	if open == nil {
+		open = func(p string) (io.ReadCloser, error) { return os.Open(p) }
+	}
+	f, err := open(bundlePath)
 	if err != nil {
 		return fmt.Errorf("open bundle: %w", err)
 	}
@@ -504,14 +514,17 @@ func (i *Installer) unpack(a *app, m release.Manifest, bundlePath string) error 
 			os.RemoveAll(tmp)
 		}
 	}()
-	opts := release.UnpackOptions{MaxBytes: m.UnpackedSize, ExpectID: m.ReleaseID}
-	if err := release.Unpack(bufio.NewReaderSize(f, 1<<20), tmp, opts); err != nil {
+	opts := release.UnpackOptions{
+		Name:     m.App + " " + m.Version,
+		MaxBytes: m.UnpackedSize, MaxBundleBytes: m.BundleSize, ExpectID: m.ReleaseID,
+	}
+	if err := release.Unpack(ctx, bufio.NewReaderSize(f, 1<<20), tmp, opts); err != nil {
 		return err
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("unpack: %w", err)
 	}
-	if err := syncTree(tmp); err != nil {
+	if err := syncTree(ctx, tmp); err != nil {
 		return fmt.Errorf("unpack: %w", err)
 	}
 	if err := a.writeMeta(m, i.now()); err != nil {

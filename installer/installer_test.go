@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -280,6 +282,12 @@ func TestBadBundleChangesNothing(t *testing.T) {
 		{"bundle file missing", func(f *fixture, m *release.Manifest, path *string) {
 			*path = filepath.Join(f.work, "nope.tar.zst")
 		}, fs.ErrNotExist},
+		{"bundle longer than the manifest says", func(f *fixture, m *release.Manifest, _ *string) {
+			m.BundleSize--
+		}, release.ErrTooLarge},
+		{"zeros after the tar end, signed for", func(f *fixture, m *release.Manifest, path *string) {
+			*path, m.ReleaseID, m.BundleSize = zeroTail(f, *path)
+		}, release.ErrTrailingData},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -312,6 +320,36 @@ func TestBadBundleChangesNothing(t *testing.T) {
 			f.noLeftovers("web")
 		})
 	}
+}
+
+// zeroTail rewrites the bundle at path with 64 MiB of zeros after its tar
+// archive, in the same zstd stream, and returns the new bundle's path, id
+// and size: a manifest that matches it byte for byte.
+func zeroTail(f *fixture, path string) (string, release.ID, int64) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	dec, err := zstd.NewReader(bytes.NewReader(b))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer dec.Close()
+	raw, err := io.ReadAll(dec)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer enc.Close()
+	out := enc.EncodeAll(append(raw, make([]byte, 64<<20)...), nil)
+	p := filepath.Join(f.work, "zero-tail.tar.zst")
+	if err := os.WriteFile(p, out, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	return p, release.IDOf(out), int64(len(out))
 }
 
 // evilBundle writes a bundle whose one entry climbs out of the tree.
@@ -578,6 +616,64 @@ func TestInstallCanceledContext(t *testing.T) {
 		t.Fatalf("install with a canceled context = %v", err)
 	}
 	f.wantActive(inst, "web", nil, nil)
+}
+
+// TestInstallCanceledMidUnpack: a context that ends while the bundle
+// unpacks stops the install there: the previous release stays active,
+// state.json is untouched, the hook does not run and nothing of the
+// half-unpacked tree is left.
+func TestInstallCanceledMidUnpack(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cfg := f.config()
+	var reads atomic.Int64
+	cfg.OpenBundle = func(p string) (io.ReadCloser, error) {
+		file, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		return readFunc{file, func() {
+			if reads.Add(1) == 1 {
+				cancel() // as the first bytes arrive
+			}
+		}}, nil
+	}
+	inst := f.installer(cfg)
+	m1, p1 := f.bundle("web", "1")
+	f.install(inst, m1, p1)
+	before, _ := os.ReadFile(filepath.Join(f.appDir("web"), stateName))
+	reads.Store(0)
+	m2, p2 := f.bundle("web", "2")
+
+	_, err := inst.Install(ctx, m2, p2)
+
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("install = %v; want context.Canceled", err)
+	}
+	f.wantActive(inst, "web", &m1, nil)
+	if got := f.releaseDirs("web"); !slices.Equal(got, []string{m1.Dir()}) {
+		t.Errorf("release dirs = %v; want only %s", got, m1.Dir())
+	}
+	if after, _ := os.ReadFile(filepath.Join(f.appDir("web"), stateName)); !bytes.Equal(after, before) {
+		t.Error("state.json changed")
+	}
+	if f.runs("install", "2") != 0 {
+		t.Error("hook ran for an interrupted install")
+	}
+	f.noLeftovers("web")
+}
+
+// readFunc is a bundle file that calls fn before every read.
+type readFunc struct {
+	*os.File
+	fn func()
+}
+
+func (r readFunc) Read(p []byte) (int, error) {
+	r.fn()
+	return r.File.Read(p)
 }
 
 func TestInstallWithoutHooks(t *testing.T) {

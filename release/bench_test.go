@@ -145,7 +145,7 @@ func BenchmarkUnpack(b *testing.B) {
 		if err := os.Mkdir(dst, 0o755); err != nil {
 			b.Fatal(err)
 		}
-		if err := Unpack(bytes.NewReader(bundle.Bytes()), dst, opts); err != nil {
+		if err := Unpack(b.Context(), bytes.NewReader(bundle.Bytes()), dst, opts); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

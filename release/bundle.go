@@ -49,8 +49,9 @@ type PackOptions struct {
 // with zstd at fixed settings. The same tree always gives the same bytes, and
 // so the same release id. Only directories, regular files and symlinks that
 // stay inside the tree are packed; anything else is refused with
-// ErrUnsafeEntry. fsys should implement fs.ReadLinkFS (os.DirFS does) for
-// symlinks to be packed.
+// ErrUnsafeEntry. A tree of more than DefaultMaxEntries entries, which
+// Unpack would refuse, is refused with ErrTooManyEntries. fsys should
+// implement fs.ReadLinkFS (os.DirFS does) for symlinks to be packed.
 func Pack(w io.Writer, fsys fs.FS, opts PackOptions) (PackResult, error) {
 	h := sha256.New()
 	cw := &countWriter{}
@@ -99,6 +100,7 @@ type packer struct {
 	tw       *tar.Writer
 	progress func(int64)
 	links    linkSet
+	entries  int
 	files    int
 	unpacked int64
 	read     int64
@@ -110,6 +112,10 @@ func (p *packer) visit(name string, d fs.DirEntry, err error) error {
 	}
 	if name == "." {
 		return nil
+	}
+	// Unpack refuses more: a release no node would install fails here.
+	if p.entries++; p.entries > DefaultMaxEntries {
+		return fmt.Errorf("%w: more than %d files, directories and symlinks; pack fewer (ship many small files as one archive inside the release)", ErrTooManyEntries, DefaultMaxEntries)
 	}
 	hdr := &tar.Header{
 		Name:    name,

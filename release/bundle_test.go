@@ -3,9 +3,11 @@ package release
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/fstest"
@@ -436,7 +439,7 @@ func TestPackUnpackRoundTrip(t *testing.T) {
 	}
 
 	dst := t.TempDir()
-	if err := Unpack(bytes.NewReader(b), dst, UnpackOptions{MaxBytes: res.UnpackedSize, ExpectID: res.ID}); err != nil {
+	if err := Unpack(t.Context(), bytes.NewReader(b), dst, UnpackOptions{MaxBytes: res.UnpackedSize, ExpectID: res.ID}); err != nil {
 		t.Fatalf("Unpack: %v", err)
 	}
 	want, got := snapshot(t, src), snapshot(t, dst)
@@ -666,7 +669,7 @@ func TestUnpackRefuses(t *testing.T) {
 			if opts.MaxBytes == 0 && tt.name != "zero MaxBytes" {
 				opts.MaxBytes = 1 << 20
 			}
-			err := Unpack(bytes.NewReader(tt.bundle(box)), box.out, opts)
+			err := Unpack(t.Context(), bytes.NewReader(tt.bundle(box)), box.out, opts)
 			checkErr(t, err, tt.want)
 			box.checkContained(t)
 		})
@@ -677,7 +680,7 @@ func TestUnpackTruncatedEverywhere(t *testing.T) {
 	b, res := pack(t, mapFS(sampleTree()), PackOptions{})
 	for n := 0; n < len(b); n += 1 + n/8 {
 		box := newUnpackBox(t)
-		if err := Unpack(bytes.NewReader(b[:n]), box.out, UnpackOptions{MaxBytes: res.UnpackedSize}); err == nil {
+		if err := Unpack(t.Context(), bytes.NewReader(b[:n]), box.out, UnpackOptions{MaxBytes: res.UnpackedSize}); err == nil {
 			t.Errorf("bundle truncated to %d of %d bytes unpacked without error", n, len(b))
 		}
 		box.checkContained(t)
@@ -699,7 +702,7 @@ func TestUnpackLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			box := newUnpackBox(t)
-			checkErr(t, Unpack(bytes.NewReader(b), box.out, tt.opts), tt.want)
+			checkErr(t, Unpack(t.Context(), bytes.NewReader(b), box.out, tt.opts), tt.want)
 			box.checkContained(t)
 		})
 	}
@@ -713,7 +716,7 @@ func TestUnpackIgnoresUmaskAndModeBits(t *testing.T) {
 		tarEntry{hdr: tar.Header{Name: "d/y", Typeflag: tar.TypeReg, Mode: 0o600, Size: 1}, body: "y"},
 	)
 	box := newUnpackBox(t)
-	if err := Unpack(bytes.NewReader(b), box.out, UnpackOptions{MaxBytes: 2}); err != nil {
+	if err := Unpack(t.Context(), bytes.NewReader(b), box.out, UnpackOptions{MaxBytes: 2}); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{
@@ -731,7 +734,7 @@ func TestUnpackIgnoresUmaskAndModeBits(t *testing.T) {
 
 func TestUnpackNeedsDir(t *testing.T) {
 	b, res := pack(t, mapFS(sampleTree()), PackOptions{})
-	err := Unpack(bytes.NewReader(b), filepath.Join(t.TempDir(), "missing"), UnpackOptions{MaxBytes: res.UnpackedSize})
+	err := Unpack(t.Context(), bytes.NewReader(b), filepath.Join(t.TempDir(), "missing"), UnpackOptions{MaxBytes: res.UnpackedSize})
 	checkErr(t, err, fs.ErrNotExist)
 }
 
@@ -768,4 +771,326 @@ func TestLinkSet(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rawFrame wraps data in one zstd frame by hand, as raw blocks, followed in
+// the same frame by zeros zero bytes as RLE blocks (four bytes per 128 KiB):
+// a gigabyte of zeros costs 32 KiB and no encoding time.
+func rawFrame(data []byte, zeros int64) []byte {
+	const maxBlock = 128 << 10
+	out := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 13 << 3} // magic; no size, no checksum; 8 MiB window
+	block := func(typ byte, size int, last bool) {
+		h := uint32(size)<<3 | uint32(typ)<<1
+		if last {
+			h |= 1
+		}
+		out = append(out, byte(h), byte(h>>8), byte(h>>16))
+	}
+	for len(data) > 0 {
+		n := min(len(data), maxBlock)
+		block(0, n, n == len(data) && zeros == 0)
+		out = append(out, data[:n]...)
+		data = data[n:]
+	}
+	for zeros > 0 {
+		n := min(zeros, maxBlock)
+		zeros -= n
+		block(1, int(n), zeros == 0)
+		out = append(out, 0)
+	}
+	return out
+}
+
+// untar decompresses a bundle to its tar stream.
+func untar(t testing.TB, b []byte) []byte {
+	t.Helper()
+	dec, err := zstd.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	raw, err := io.ReadAll(dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestUnpackRefusesTrailingData: Pack's tar ends with the end-of-archive
+// marker and nothing after it; any tail, in the same zstd frame or in
+// another, is refused without being decoded, a gigabyte of zeros included.
+func TestUnpackRefusesTrailingData(t *testing.T) {
+	b, res := pack(t, mapFS(sampleTree()), PackOptions{})
+	raw := untar(t, b)
+	if !bytes.Equal(raw[len(raw)-1024:], make([]byte, 1024)) {
+		t.Fatal("Pack's tar does not end with two zero blocks")
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	tests := []struct {
+		name   string
+		bundle []byte
+		want   error
+	}{
+		{"as packed, in a frame of raw blocks", rawFrame(raw, 0), nil},
+		{"1 GiB of zeros in the same frame", rawFrame(raw, 1<<30), ErrTrailingData},
+		{"one more zero block", rawFrame(raw, 512), ErrTrailingData},
+		{"GNU tar's record padding", rawFrame(raw, int64(10240-len(raw)%10240)), ErrTrailingData},
+		{"one zero byte", rawFrame(raw, 1), ErrTrailingData},
+		{"zeros compressed by zstd", enc.EncodeAll(append(slices.Clip(raw), make([]byte, 16<<20)...), nil), ErrTrailingData},
+		{"zeros in a second frame", append(slices.Clip(b), rawFrame(nil, 1<<30)...), ErrTrailingData},
+		{"another tar in a second frame", append(slices.Clip(b), zstdBytes(t, rawTar(t, reg("evil", "x")))...), ErrTrailingData},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			box := newUnpackBox(t)
+			err := Unpack(t.Context(), bytes.NewReader(tt.bundle), box.out, UnpackOptions{Name: "web 1.0.0", MaxBytes: res.UnpackedSize})
+			checkErr(t, err, tt.want)
+			if err != nil && !strings.Contains(err.Error(), "web 1.0.0") {
+				t.Errorf("error %q does not name the release", err)
+			}
+			box.checkContained(t)
+		})
+	}
+}
+
+// tarWithBody writes hdr, then body padded to a block, by hand: tar.Writer
+// refuses to write a body for a directory or symlink.
+func tarWithBody(t testing.TB, hdr tar.Header, body string, rest ...tarEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	hdr.Size = int64(len(body))
+	if err := tw.WriteHeader(&hdr); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	buf.WriteString(body)
+	buf.Write(make([]byte, (512-len(body)%512)%512))
+	for _, e := range rest {
+		h := e.hdr
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, e.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestUnpackRefusesBodyOnNonRegular(t *testing.T) {
+	// A body that is itself a tar header: a reader that skips the body
+	// unread sees a file there that no listing shows.
+	hidden := rawTar(t, reg("hidden", "x"))
+	hidden = hidden[:len(hidden)-1024]
+	tests := []struct {
+		name string
+		tar  []byte
+	}{
+		{"dir", tarWithBody(t, tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755}, "hello", reg("f", "x"))},
+		{"symlink", tarWithBody(t, tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "f", Mode: 0o777}, "hello", reg("f", "x"))},
+		{"dir hiding an entry", tarWithBody(t, tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755}, string(hidden), reg("f", "x"))},
+		{"dir declaring a body it lacks", tarWithBody(t, tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755}, "", reg("f", "x"))},
+	}
+	tests[3].tar = rawTar(t, tarEntry{hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, Size: 1 << 40}}, reg("f", "x"))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			box := newUnpackBox(t)
+			err := Unpack(t.Context(), bytes.NewReader(zstdBytes(t, tt.tar)), box.out, UnpackOptions{MaxBytes: 1 << 20})
+			checkErr(t, err, ErrEntryBody)
+			box.checkContained(t)
+			if _, err := os.Lstat(filepath.Join(box.out, "hidden")); err == nil {
+				t.Error("the hidden entry was unpacked")
+			}
+		})
+	}
+}
+
+func TestUnpackEntryLimit(t *testing.T) {
+	entries := func(n int) []tarEntry {
+		out := []tarEntry{dirEnt("d/")}
+		for i := range n - 1 {
+			out = append(out, reg(fmt.Sprintf("d/f%06d", i), ""))
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		entries int
+		max     int
+		want    error
+	}{
+		{"at the limit", 10, 10, nil},
+		{"one over the limit", 11, 10, ErrTooManyEntries},
+		{"100 000 empty files, default limit", 100_000, 0, ErrTooManyEntries},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			box := newUnpackBox(t)
+			b := zstdBytes(t, rawTar(t, entries(tt.entries)...))
+			err := Unpack(t.Context(), bytes.NewReader(b), box.out, UnpackOptions{MaxBytes: 1, MaxEntries: tt.max})
+			checkErr(t, err, tt.want)
+			box.checkContained(t)
+		})
+	}
+}
+
+func TestPackRefusesTooManyEntries(t *testing.T) {
+	fsys := fstest.MapFS{}
+	for i := range DefaultMaxEntries + 1 {
+		fsys[fmt.Sprintf("f%06d", i)] = &fstest.MapFile{Mode: 0o644}
+	}
+	_, err := Pack(io.Discard, fsys, PackOptions{})
+	checkErr(t, err, ErrTooManyEntries)
+	delete(fsys, "f000000")
+	if _, err := Pack(io.Discard, fsys, PackOptions{}); err != nil {
+		t.Fatalf("exactly DefaultMaxEntries entries: %v", err)
+	}
+}
+
+func TestUnpackBounds(t *testing.T) {
+	b, res := pack(t, mapFS(sampleTree()), PackOptions{})
+	bigPAX := zstdBytes(t, rawTar(t, tarEntry{hdr: tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1, Format: tar.FormatPAX,
+		PAXRecords: map[string]string{"comment": strings.Repeat("x", maxHeaderBytes)}}, body: "x"}))
+	tests := []struct {
+		name   string
+		bundle func() io.Reader
+		opts   UnpackOptions
+		want   error
+	}{
+		{"bundle of exactly its size", bytesOf(b), UnpackOptions{MaxBytes: res.UnpackedSize, MaxBundleBytes: res.BundleSize, ExpectID: res.ID}, nil},
+		{"bundle one byte longer than its manifest says", bytesOf(b), UnpackOptions{MaxBytes: res.UnpackedSize, MaxBundleBytes: res.BundleSize - 1}, ErrTooLarge},
+		{"file bytes one short", bytesOf(b), UnpackOptions{MaxBytes: res.UnpackedSize - 1, MaxBundleBytes: res.BundleSize}, ErrTooLarge},
+		{"header larger than a header's budget", bytesOf(bigPAX), UnpackOptions{MaxBytes: 1}, ErrTooLarge},
+		{"1 GiB tail, bounded by the bundle size", withSkippable(b, 1<<30, nil),
+			UnpackOptions{MaxBytes: res.UnpackedSize, MaxBundleBytes: res.BundleSize}, ErrTooLarge},
+		{"1 GiB tail, caught by the id", withSkippable(b, 1<<30, nil),
+			UnpackOptions{MaxBytes: res.UnpackedSize, ExpectID: res.ID}, ErrIDMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			box := newUnpackBox(t)
+			checkErr(t, Unpack(t.Context(), tt.bundle(), box.out, tt.opts), tt.want)
+			box.checkContained(t)
+		})
+	}
+}
+
+func bytesOf(b []byte) func() io.Reader { return func() io.Reader { return bytes.NewReader(b) } }
+
+// withSkippable is b followed by a zstd skippable frame of n zero bytes,
+// which a decoder reads and drops: it decodes to nothing. The zeros are
+// made as they are read; progress, when set, is called with their count.
+func withSkippable(b []byte, n uint32, progress func(int64)) func() io.Reader {
+	return func() io.Reader {
+		hdr := []byte{0x50, 0x2a, 0x4d, 0x18, byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24)}
+		return io.MultiReader(bytes.NewReader(b), bytes.NewReader(hdr), &zeroReader{left: int64(n), progress: progress})
+	}
+}
+
+// zeroReader reads left zero bytes.
+type zeroReader struct {
+	left, read int64
+	progress   func(int64)
+}
+
+func (z *zeroReader) Read(p []byte) (int, error) {
+	if z.left == 0 {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), z.left))
+	clear(p[:n])
+	z.left -= int64(n)
+	z.read += int64(n)
+	if z.progress != nil {
+		z.progress(z.read)
+	}
+	return n, nil
+}
+
+// TestUnpackCancel: however much is left of a bundle, Unpack returns within
+// a second of its context ending (the bound issue 13 sets), with nothing
+// outside its target: cancelled while it writes a gigabyte of zeros to one
+// file, and while the zstd decoder skips a gigabyte of trailing frame.
+func TestUnpackCancel(t *testing.T) {
+	var hdr bytes.Buffer
+	tw := tar.NewWriter(&hdr)
+	// WriteHeader writes the header block at once; the body is ours.
+	if err := tw.WriteHeader(&tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 30}); err != nil {
+		t.Fatal(err)
+	}
+	// The body's zeros and then the end-of-archive marker's.
+	fileBomb := rawFrame(hdr.Bytes(), 1<<30+1024)
+	b, res := pack(t, mapFS(sampleTree()), PackOptions{})
+
+	tests := []struct {
+		name string
+		run  func(ctx context.Context, cancel func(), box unpackBox) error
+	}{
+		{"writing a 1 GiB file", func(ctx context.Context, cancel func(), box unpackBox) error {
+			go func() {
+				for ctx.Err() == nil {
+					if st, err := os.Stat(filepath.Join(box.out, "zeros")); err == nil && st.Size() >= 32<<20 {
+						cancel()
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			return Unpack(ctx, bytes.NewReader(fileBomb), box.out, UnpackOptions{MaxBytes: 1 << 30})
+		}},
+		{"skipping a 1 GiB tail", func(ctx context.Context, cancel func(), box unpackBox) error {
+			r := withSkippable(b, 1<<30, func(n int64) {
+				if n >= 64<<20 {
+					cancel()
+				}
+			})
+			return Unpack(ctx, r(), box.out, UnpackOptions{MaxBytes: res.UnpackedSize})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			box := newUnpackBox(t)
+			ctx, stop := context.WithCancel(t.Context())
+			defer stop()
+			var once sync.Once
+			var cancelled time.Time
+			cancel := func() {
+				once.Do(func() {
+					cancelled = time.Now()
+					stop()
+				})
+			}
+			err := tt.run(ctx, cancel, box)
+			returned := time.Now()
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Unpack = %v, want context.Canceled", err)
+			}
+			if took := returned.Sub(cancelled); took > time.Second {
+				t.Errorf("Unpack returned %v after cancel; want within 1s", took)
+			} else {
+				t.Logf("returned %v after cancel", took)
+			}
+			box.checkContained(t)
+		})
+	}
+	t.Run("cancelled before it starts", func(t *testing.T) {
+		box := newUnpackBox(t)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		err := Unpack(ctx, bytes.NewReader(b), box.out, UnpackOptions{MaxBytes: res.UnpackedSize})
+		checkErr(t, err, context.Canceled)
+		if ents, _ := os.ReadDir(box.out); len(ents) != 0 {
+			t.Errorf("a cancelled unpack created %d entries", len(ents))
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package release
 
 import (
+	"archive/tar"
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -45,6 +47,11 @@ func FuzzUnpack(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte("\x28\xb5\x2f\xfd")) // zstd magic, nothing after
+	// What Unpack refuses since issue 13: data after the end-of-archive
+	// marker, and a body on a directory (which a tar reader would skip).
+	valid := unpackSeeds(f)["valid"]
+	f.Add(enc.EncodeAll(append(slices.Clip(valid), make([]byte, 4096)...), nil))
+	f.Add(enc.EncodeAll(tarWithBody(f, tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755}, "body", reg("f", "x")), nil))
 
 	// One scratch dir per worker process, emptied after every input: cheaper
 	// than a t.TempDir per input, which matters when the fuzzer minimizes.
@@ -56,7 +63,7 @@ func FuzzUnpack(f *testing.F) {
 				t.Fatal(err)
 			}
 			box := newUnpackBoxIn(t, parent)
-			err = Unpack(bytes.NewReader(in), box.out, UnpackOptions{MaxBytes: 1 << 10})
+			err = Unpack(t.Context(), bytes.NewReader(in), box.out, UnpackOptions{MaxBytes: 1 << 10})
 			box.checkContained(t)
 			if err == nil {
 				checkLinksInside(t, box.out)

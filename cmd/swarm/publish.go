@@ -109,6 +109,8 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 		return usageErrorf("publish: nothing to release in %s: it holds no regular file", o.path)
 	case errors.Is(err, release.ErrUnsafeEntry):
 		return usageErrorf("publish: %w; remove it from %s", err, o.path)
+	case errors.Is(err, release.ErrTooManyEntries):
+		return usageErrorf("publish: %s: %w", o.path, err)
 	case err != nil:
 		return fmt.Errorf("publish: %w", err)
 	}
