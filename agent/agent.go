@@ -94,6 +94,7 @@ func (a *Agent) start() (err error) {
 	ic := installer.Config{
 		Dir: a.cfg.DataDir, Hook: a.cfg.Hook, HookTimeout: a.cfg.HookTimeout,
 		HealthCheck: a.cfg.HealthCheck, HealthTimeout: a.cfg.HealthTimeout, Keep: a.cfg.Keep,
+		HookEnv: a.cfg.HookEnv,
 	}
 	if err := ic.Validate(); err != nil {
 		return fmt.Errorf("agent: %w", err)

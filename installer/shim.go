@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -161,7 +162,7 @@ func (s *shim) run() int {
 	r, err := s.start()
 	if err != nil {
 		s.logf("%v", err)
-		if errors.Is(err, unix.ENOENT) {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, exec.ErrNotFound) {
 			return shimExitNotFound
 		}
 		return shimExitCannotExec
@@ -228,9 +229,14 @@ func (s *shim) start() (*os.File, error) {
 			env = append(env, kv)
 		}
 	}
-	// syscall.ForkExec, not os/exec: nothing but the shim's own reaper
-	// may wait for this child.
-	s.hook, err = syscall.ForkExec(s.argv[0], s.argv, &syscall.ProcAttr{
+	path, err := exec.LookPath(s.argv[0])
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	// syscall.ForkExec, not os/exec's Start: nothing but the shim's own
+	// reaper may wait for this child.
+	s.hook, err = syscall.ForkExec(path, s.argv, &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{null.Fd(), w.Fd(), w.Fd()},
 	})
