@@ -80,7 +80,10 @@ const shimOutputWait = time.Second
 // Installer starts its own executable as the shim (Config.Shim).
 func MaybeRunShim() {
 	if len(os.Args) > 1 && os.Args[1] == ShimCommand {
-		os.Exit(ShimMain(os.Args[2:]))
+		// syscall.Exit, not os.Exit: a test binary built with -race would
+		// otherwise sleep a second at exit for late race reports, on every
+		// hook run, and one built with -cover would write its profile.
+		syscall.Exit(ShimMain(os.Args[2:]))
 	}
 }
 
