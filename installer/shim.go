@@ -74,6 +74,10 @@ const (
 // only if a process outside the run holds it.
 const shimOutputWait = time.Second
 
+// shimHandOverWait is how long the shim goes on copying after a hook that
+// succeeded and left processes running, before the drainer takes over.
+const shimHandOverWait = 100 * time.Millisecond
+
 // MaybeRunShim runs the shim and exits when this process was started as
 // one (its first argument is ShimCommand), and returns at once otherwise.
 // Call it first in main, and in TestMain of tests that run hooks: the
@@ -185,7 +189,9 @@ func (s *shim) run() int {
 	// half way through killing.
 
 	if s.done && s.status.Exited() && s.status.ExitStatus() == 0 {
-		wait := time.Duration(0)
+		// Copy what the hook wrote before the drainer takes over, so that
+		// it lands before the agent's footer line.
+		wait := shimHandOverWait
 		if left, err := descendants(s.self); err == nil && len(left) == 0 {
 			wait = shimOutputWait // the pipe closes as soon as it is drained
 		}
@@ -287,9 +293,11 @@ func (s *shim) killAll() {
 	if len(left) > 0 {
 		s.logf("killing %s after %v", describe(left), s.grace)
 	}
-	for len(left) > 0 {
+	// A process in uninterruptible sleep (a hung NFS read) cannot die
+	// yet: back off rather than spin until the agent gives up on the shim.
+	for pause := 5 * time.Millisecond; len(left) > 0; pause = min(2*pause, 200*time.Millisecond) {
 		s.signalAll(left, unix.SIGKILL)
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(pause)
 		s.reap()
 		left, _ = descendants(s.self)
 	}
