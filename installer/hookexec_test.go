@@ -337,3 +337,21 @@ func alive(pid int) bool {
 	p, err := readProc(pid)
 	return err == nil && p.state != 'Z'
 }
+
+// TestShimGuard: an Installer inside a program that was started as the shim
+// but did not run it refuses to run hooks instead of starting itself again.
+func TestShimGuard(t *testing.T) {
+	t.Setenv(shimGuard, "1")
+	f := newFixture(t)
+	inst := f.installer(f.config())
+	m, p := f.bundle("web", "1")
+
+	_, err := inst.Install(t.Context(), m, p)
+
+	if !errors.Is(err, ErrHookFailed) || !strings.Contains(err.Error(), "MaybeRunShim") {
+		t.Fatalf("install = %v; want ErrHookFailed naming MaybeRunShim", err)
+	}
+	if f.runs("install", "1") != 0 {
+		t.Error("the hook ran")
+	}
+}
