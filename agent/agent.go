@@ -95,6 +95,7 @@ func (a *Agent) start() (err error) {
 		Dir: a.cfg.DataDir, Hook: a.cfg.Hook, HookTimeout: a.cfg.HookTimeout,
 		HealthCheck: a.cfg.HealthCheck, HealthTimeout: a.cfg.HealthTimeout, Keep: a.cfg.Keep,
 		OpenBundle: a.cfg.OpenBundle,
+		HookEnv:    a.cfg.HookEnv,
 	}
 	if err := ic.Validate(); err != nil {
 		return fmt.Errorf("agent: %w", err)

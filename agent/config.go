@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/installer"
 	"github.com/swarmdeploy/swarm/release"
 )
 
@@ -38,6 +39,11 @@ type Config struct {
 	HealthCheck   string
 	HookTimeout   time.Duration
 	HealthTimeout time.Duration
+	// HookEnv names the variables of the agent's environment that hooks and
+	// health checks also get (--hook-env); they get nothing else of it but
+	// the documented PATH and SWARM_* (installer.HookEnvironment), so that
+	// the agent's secrets stay out of them.
+	HookEnv []string
 	// HealthInterval is how often the health check runs against an active
 	// release after its activation. Default 10s; negative turns the
 	// periodic check off (the check after activation still runs).
@@ -174,6 +180,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConns < 0 {
 		return errors.New("agent: max conns must not be negative")
+	}
+	if err := installer.CheckHookEnv(c.HookEnv); err != nil {
+		return fmt.Errorf("agent: --hook-env: %w", err)
 	}
 	return nil
 }

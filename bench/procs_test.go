@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/swarmdeploy/swarm/installer"
 )
 
 // built is the swarm binary the process-level tests run, built once.
@@ -48,6 +50,9 @@ func swarmBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	// In-process agents run their hooks under this test binary as the
+	// shim.
+	installer.MaybeRunShim()
 	code := m.Run()
 	if built.path != "" {
 		os.RemoveAll(filepath.Dir(built.path))

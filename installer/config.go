@@ -15,6 +15,9 @@ const (
 	DefaultHealthTimeout = time.Minute
 	DefaultKeep          = 3
 	DefaultKillGrace     = 5 * time.Second
+	// DefaultLogCap is how much output of one hook or health check run is
+	// kept in its log; the rest is discarded and counted in one line.
+	DefaultLogCap = 1 << 20
 )
 
 // ErrConfig reports a Config that cannot work; the message says which field
@@ -45,12 +48,27 @@ type Config struct {
 	// current and the previous release are never removed, so values below 2
 	// keep 2.
 	Keep int
-	// KillGrace is how long a hook or health check that timed out gets
-	// between SIGTERM and SIGKILL to its process group; default 5s.
+	// KillGrace is how long the processes of a hook or health check run
+	// that failed, timed out or was cancelled get between SIGTERM and
+	// SIGKILL; default 5s.
 	KillGrace time.Duration
 	// OpenBundle opens a bundle file for unpacking; nil means os.Open.
 	// Tests use it to make an unpack slow; a node leaves it nil.
 	OpenBundle func(path string) (io.ReadCloser, error)
+	// HookEnv names the variables of this process's environment that hooks
+	// and health checks also get; everything else stays out of their
+	// environment (see HookEnvironment). A name that is not set here is
+	// not passed. PATH and SWARM_* names are refused: swarm sets those.
+	HookEnv []string
+	// LogCap is how many bytes of output one hook or health check run may
+	// write to its log; beyond it output is discarded and one line says how
+	// much was dropped. Default 1 MiB (DefaultLogCap).
+	LogCap int64
+	// Shim is the program each hook and health check runs under, as
+	// [Shim, ShimCommand, ...]: its main must hand that argument to
+	// ShimMain (see MaybeRunShim). Default: this process's own executable,
+	// through /proc/self/exe, so the shim is always the running build.
+	Shim string
 }
 
 // Validate checks the fields and that the hook and health check, if set,
@@ -61,6 +79,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := checkExecutable("hook", c.Hook); err != nil {
+		return err
+	}
+	if err := checkExecutable("hook shim", c.Shim); err != nil {
 		return err
 	}
 	return checkExecutable("health check", c.HealthCheck)
@@ -81,6 +102,12 @@ func (c *Config) validateFields() error {
 	}
 	if c.Keep < 0 {
 		return fmt.Errorf("%w: keep %d is negative; use 0 for the default of %d", ErrConfig, c.Keep, DefaultKeep)
+	}
+	if c.LogCap < 0 {
+		return fmt.Errorf("%w: log cap %d is negative; use 0 for the default of %d", ErrConfig, c.LogCap, DefaultLogCap)
+	}
+	if err := CheckHookEnv(c.HookEnv); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return nil
 }
@@ -119,6 +146,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KillGrace == 0 {
 		c.KillGrace = DefaultKillGrace
+	}
+	if c.LogCap == 0 {
+		c.LogCap = DefaultLogCap
+	}
+	if c.Shim == "" {
+		c.Shim = selfExe
 	}
 	return c
 }

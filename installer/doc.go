@@ -31,14 +31,27 @@
 // stops soon after Install's ctx ends (release.Unpack checks it on every
 // read) and removes its temporary tree.
 //
-// Hook and health check get the agent's environment plus SWARM_APP,
-// SWARM_VERSION, SWARM_RELEASE_ID, SWARM_RELEASE_DIR and SWARM_PREVIOUS_DIR
-// (absolute; empty when there is no previous release). Their output is
-// appended to the release's hook log, straight to the file and not through a
-// pipe, under a header line per run. Each runs in its own process group; at
-// its timeout, or when ctx ends, the group gets SIGTERM and, Config.KillGrace
-// later, SIGKILL. A run that fails in any way has what is left of its group
-// killed; a hook that succeeds may leave processes running on purpose.
+// # Hook runs
+//
+// Hook and health check get a clean environment, not the agent's: PATH
+// (HookPath), SWARM_APP, SWARM_VERSION, SWARM_RELEASE_ID, SWARM_RELEASE_DIR
+// and SWARM_PREVIOUS_DIR (absolute; empty when there is no previous
+// release), and only those variables of the agent's environment that
+// Config.HookEnv names (HookEnvironment documents each). Their output is
+// appended to the release's hook log under a header and a footer line per
+// run, at most Config.LogCap bytes (1 MiB) per run; the rest is discarded
+// and one line says how much.
+//
+// Each run goes through a shim: the running executable started again as
+// [exe, ShimCommand, …] (shim.go), a child subreaper that sees every
+// process the run starts, including those that leave its process group
+// (setsid, double forks, daemons). At the timeout, or when ctx ends, the
+// shim gets SIGTERM and passes it to every one of them; Config.KillGrace
+// later whatever is left gets SIGKILL. A run that fails in any way has its
+// processes stopped the same way; a hook that succeeds may leave processes
+// running on purpose (it may start the service). A program that uses an
+// Installer with a hook calls MaybeRunShim first in main (cmd/swarm does)
+// or TestMain.
 //
 // # Rollback
 //

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -42,18 +43,30 @@ type run struct {
 // ErrHookTimeout or ErrHealthFailed.
 var errTimeout = errors.New("killed at its timeout")
 
-// exec runs r with its output appended to r.logPath. It returns nil on exit
-// status 0, an error wrapping errTimeout when the timeout killed it, ctx's
-// error when ctx ended first, or the exit error.
+// shimSlack is how long the agent gives the shim beyond KillGrace to stop
+// a run's processes and exit before it kills the shim's process group itself.
+const shimSlack = 5 * time.Second
+
+// exec runs r under the shim (see shim.go) with its output appended to
+// r.logPath. It returns nil on exit status 0, an error wrapping errTimeout
+// when the timeout killed it, ctx's error when ctx ended first, or the exit
+// error.
 //
-// The command gets its own process group. On timeout or cancellation the
-// group gets SIGTERM, and cmd.WaitDelay turns that into SIGKILL after
-// KillGrace; once the command has failed in any way, whatever is left of the
-// group is killed too, so a failed hook leaves no processes behind. A hook
-// that succeeds may leave processes running on purpose (it may start the
-// service). Output goes straight to the log file, not through a pipe, so a
-// child that keeps stdout open cannot hold up Wait.
+// On timeout or cancellation the shim gets SIGTERM and stops every process
+// of the run, including those that left the process group: SIGTERM, then
+// SIGKILL after KillGrace. A run that fails in any way has its processes
+// stopped the same way, so a failed hook leaves nothing behind. A hook that
+// succeeds may leave processes running on purpose (it may start the
+// service). The environment is HookEnvironment's, nothing more, and the
+// output kept per run is capped at LogCap.
+//
+// Should the shim itself not exit within KillGrace plus shimSlack, it is
+// killed with its process group (where the hook is, unless it left it):
+// the fallback of the time before the shim.
 func (i *Installer) exec(ctx context.Context, r run) (err error) {
+	if os.Getenv(shimGuard) != "" {
+		return fmt.Errorf("this program was started as the hook shim (%s) but does not run it; call installer.MaybeRunShim first in its main or TestMain", ShimCommand)
+	}
 	if err := mkdirSync(filepath.Dir(r.logPath)); err != nil {
 		return err
 	}
@@ -68,24 +81,21 @@ func (i *Installer) exec(ctx context.Context, r run) (err error) {
 
 	runCtx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	cmd := exec.CommandContext(runCtx, r.path, r.verb)
+	cmd := exec.CommandContext(runCtx, i.cfg.Shim)
+	cmd.Args = []string{os.Args[0], ShimCommand, "--grace", i.cfg.KillGrace.String(),
+		"--log-cap", strconv.FormatInt(i.cfg.LogCap, 10), "--", r.path, r.verb}
 	cmd.Dir = r.dir
-	cmd.Env = append(os.Environ(),
-		"SWARM_APP="+r.m.App,
-		"SWARM_VERSION="+r.m.Version,
-		"SWARM_RELEASE_ID="+string(r.m.ReleaseID),
-		"SWARM_RELEASE_DIR="+r.dir,
-		"SWARM_PREVIOUS_DIR="+r.prevDir,
-	)
+	cmd.Env = append(HookEnvironment(r.m, r.dir, r.prevDir, i.cfg.HookEnv), shimGuard+"=1")
 	cmd.Stdin = nil // /dev/null
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid, syscall.SIGTERM) }
-	cmd.WaitDelay = i.cfg.KillGrace
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = i.cfg.KillGrace + shimSlack
 
 	err = cmd.Run()
 	if err != nil && cmd.Process != nil {
-		// The leader is gone; its group may not be.
+		// The shim has stopped the run's processes; should it have been
+		// killed before it could, this gets those still in its group.
 		_ = killGroup(cmd.Process.Pid, syscall.SIGKILL)
 	}
 	switch {

@@ -17,7 +17,12 @@ import (
 	"github.com/swarmdeploy/swarm/release"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain also serves as the hook shim: the Installer starts the running
+// executable, this test binary, as the shim.
+func TestMain(m *testing.M) {
+	MaybeRunShim()
+	goleak.VerifyTestMain(m)
+}
 
 // fixture is one test's world: an installer root, a work dir for bundles
 // and scripts, and an out dir where test hooks write what they saw.

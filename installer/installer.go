@@ -71,7 +71,7 @@ func New(cfg Config, log *zap.Logger) (*Installer, error) {
 	if err := cfg.validateFields(); err != nil {
 		return nil, err
 	}
-	for _, p := range []*string{&cfg.Dir, &cfg.Hook, &cfg.HealthCheck} {
+	for _, p := range []*string{&cfg.Dir, &cfg.Hook, &cfg.HealthCheck, &cfg.Shim} {
 		if *p == "" {
 			continue
 		}

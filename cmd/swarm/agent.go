@@ -14,7 +14,7 @@ type agentOptions struct {
 	healthInterval           time.Duration
 	healthFailures           int
 	gossip, torrent          string
-	join                     []string
+	join, hookEnv            []string
 	trust                    trustFlags
 	joinTimeout, hookTimeout time.Duration
 	healthTimeout            time.Duration
@@ -33,16 +33,22 @@ func newAgentCmd(ios streams, g *globalOptions) *cobra.Command {
 		Short: "Run the node daemon: follow desired state, download, install, report",
 		Long: `agent joins the gossip cluster, follows the desired state of every app,
 downloads each target release from its peers and the origin, verifies it,
-runs the local hook (argv: HOOK install, with SWARM_APP, SWARM_VERSION,
-SWARM_RELEASE_ID, SWARM_RELEASE_DIR and SWARM_PREVIOUS_DIR in its environment),
-switches DIR/releases/<app>/current atomically and gossips its state.
+runs the local hook (argv: HOOK install), switches DIR/releases/<app>/current
+atomically and gossips its state.
 
 It pins keys by role: desired states must be signed by a --trust-rollout key
 (the seeder's), manifests by --release-threshold of the --trust-release keys.
-A key given in both roles is refused.`,
+A key given in both roles is refused.
+
+Hooks and health checks get a clean environment: a fixed PATH, SWARM_APP,
+SWARM_VERSION, SWARM_RELEASE_ID, SWARM_RELEASE_DIR, SWARM_PREVIOUS_DIR and
+only the variables named with --hook-env. A run that fails, times out or is
+stopped has every process it started killed, also those that left its
+process group; each run keeps at most 1 MiB of output in the hook log.`,
 		Example: `  swarm agent --data /var/lib/swarm --join seeder.example:7946 \
     --trust-release /etc/swarm/release.pub --trust-rollout /etc/swarm/rollout.pub \
     --gossip-key-file /etc/swarm/gossip.key --hook /etc/swarm/install \
+    --hook-env HTTPS_PROXY --hook-env LANG \
     --gossip 0.0.0.0:7946 --torrent 0.0.0.0:6881`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return agentRun(cmd, ios, g, o) },
 	}
@@ -59,7 +65,8 @@ A key given in both roles is refused.`,
 	f.StringVar(&o.gossip, "gossip", "0.0.0.0:7946", "gossip listen address host:port")
 	f.StringVar(&o.torrent, "torrent", "0.0.0.0:6881", "BitTorrent listen address host:port")
 	f.DurationVar(&o.joinTimeout, "join-timeout", 60*time.Second, "give up if no member answers within this time")
-	f.DurationVar(&o.hookTimeout, "hook-timeout", 5*time.Minute, "kill the hook after this long")
+	f.StringArrayVar(&o.hookEnv, "hook-env", nil, "pass this variable of the agent's environment to hooks and health checks (repeatable); they get nothing else of it but PATH and SWARM_*")
+	f.DurationVar(&o.hookTimeout, "hook-timeout", 5*time.Minute, "kill the hook, and every process it started, after this long")
 	f.DurationVar(&o.healthTimeout, "health-timeout", time.Minute, "kill the health check after this long")
 	f.IntVar(&o.keep, "keep", 3, "releases kept on disk per app (bundles keep seeding); current and previous are never removed")
 	f.StringVar(&o.minFree, "min-free", "0", "disk watermark: below this much free space, remove older bundles first, e.g. 5GiB (0 = none)")
@@ -125,7 +132,7 @@ func agentRun(cmd *cobra.Command, ios streams, g *globalOptions, o *agentOptions
 	a, err := agent.New(agent.Config{
 		DataDir: o.data, Name: o.name, Env: o.env, Join: join, JoinTimeout: o.joinTimeout, Trust: trust,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent,
-		Hook: o.hook, HealthCheck: o.health, HookTimeout: o.hookTimeout, HealthTimeout: o.healthTimeout,
+		Hook: o.hook, HealthCheck: o.health, HookTimeout: o.hookTimeout, HealthTimeout: o.healthTimeout, HookEnv: o.hookEnv,
 		HealthInterval: o.healthInterval, HealthFailures: o.healthFailures,
 		Keep: o.keep, MinFreeBytes: minFree, UploadRate: up, DownloadRate: down, MaxConns: o.maxConns,
 		OriginFeeders: feeders, OriginFallback: o.fallback, GossipKeyFile: keyFile,

@@ -474,6 +474,10 @@ func TestBadInput(t *testing.T) {
 		{"agent insecure cannot join an encrypted cluster", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip,
 			"--insecure-gossip", "--join-timeout", "3s", "--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, exitFailure, []string{"join"}},
 		{"gossip key exists", []string{"gossip-key", "generate", "--out", c.gkey}, exitUsage, []string{"already exists"}},
+		{"agent hook env PATH", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip, "--hook-env", "PATH"},
+			exitUsage, []string{"--hook-env", "fixed PATH"}},
+		{"agent hook env not a name", []string{"agent", "--data", t.TempDir(), "--trust-release", c.pub, "--trust-rollout", c.rpub, "--join", c.gossip, "--hook-env", "A=B"},
+			exitUsage, []string{"--hook-env", "not a variable name"}},
 		{"unknown flag", []string{"status", "--nope"}, exitUsage, []string{"unknown flag"}},
 		{"bench zero nodes", []string{"bench", "sim", "--nodes", "0"}, exitUsage, []string{"--nodes"}},
 		{"bench negative nodes", []string{"bench", "real", "--nodes", "-3"}, exitUsage, []string{"--nodes"}},
@@ -502,6 +506,27 @@ func TestBadInput(t *testing.T) {
 	}
 	if after := storeEntries(t, c); strings.Join(after, ",") != strings.Join(before, ",") {
 		t.Errorf("failed publishes changed the store:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// TestHookExec runs the hidden command the agent runs each hook under: the
+// hook's exit status comes back as the command's.
+func TestHookExec(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"--grace", "1s", "--", "sh", "-c", "echo hi; exit 7"}, 7, "hi\n"},
+		{[]string{"--log-cap", "2", "--", "sh", "-c", "echo hello"}, 0, "he\n==== output over the log cap of 2 bytes: 4 bytes dropped\n"},
+		{[]string{"--", "/nonexistent/hook"}, 127, ""},
+		{nil, 125, ""},
+	} {
+		r := run(t, 20*time.Second, append([]string{"hook-exec"}, tc.args...)...)
+		if r.code != tc.code || r.stdout != tc.out {
+			t.Errorf("hook-exec %q: code %d, stdout %q, stderr %q; want %d, %q", tc.args, r.code, r.stdout, r.stderr, tc.code, tc.out)
+		}
 	}
 }
 

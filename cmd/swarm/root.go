@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/swarmdeploy/swarm/installer"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -46,7 +48,14 @@ type globalOptions struct {
 }
 
 // Main runs the CLI and returns the process exit code.
+//
+// "swarm hook-exec" is hidden from the command tree: the agent starts its
+// own binary that way to run each hook under the shim (see package
+// installer), which decides its exit code itself, the hook's.
 func Main(args []string, in io.Reader, out, errw io.Writer) int {
+	if len(args) > 0 && args[0] == installer.ShimCommand {
+		return installer.ShimMain(args[1:])
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ios := streams{In: in, Out: out, Err: errw}
