@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -102,7 +103,20 @@ type fileTorrent struct {
 	final bool // renamed to path: every piece is done
 }
 
-func (t *fileTorrent) close() error { return t.f.Close() }
+// close closes the file closeGrace later, not now: anacrolix/torrent
+// (v1.59.1) may still be reading a piece for a peer when it closes the
+// torrent, and a read that fails then panics the whole process
+// (PeerConn.servePeerRequest: "panic: true"); a read that succeeds is
+// simply dropped. Reads under way take microseconds; the grace is short so
+// that the space of a removed part file comes back soon after.
+func (t *fileTorrent) close() error {
+	time.AfterFunc(closeGrace, func() { t.f.Close() })
+	return nil
+}
+
+// closeGrace is how long a closed torrent's file stays open for reads
+// already under way (see fileTorrent.close).
+const closeGrace = 2 * time.Second
 
 // markDone records piece i as verified and, once every piece is, syncs
 // the part file and renames it to the bundle's name.

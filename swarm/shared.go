@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -120,6 +121,9 @@ func (t *sharedTorrent) open() (*os.File, error) {
 	t.fileMu.Lock()
 	defer t.fileMu.Unlock()
 	if t.closed {
+		if t.file != nil {
+			return t.file, nil // within closeGrace of close
+		}
 		return nil, errors.New("shared storage closed")
 	}
 	if t.file == nil {
@@ -132,10 +136,13 @@ func (t *sharedTorrent) open() (*os.File, error) {
 	return t.file, nil
 }
 
+// close frees the torrent's pages and closes its file closeGrace later,
+// reads of complete pieces still working until then (see fileTorrent.close:
+// a read that fails while anacrolix closes the torrent panics the process).
 func (t *sharedTorrent) close() error {
 	t.fileMu.Lock()
 	f := t.file
-	t.file, t.closed = nil, true
+	t.closed = true
 	t.fileMu.Unlock()
 	for i := range t.pieces {
 		p := &t.pieces[i]
@@ -144,7 +151,12 @@ func (t *sharedTorrent) close() error {
 		p.mu.Unlock()
 	}
 	if f != nil {
-		return f.Close()
+		time.AfterFunc(closeGrace, func() {
+			t.fileMu.Lock()
+			t.file = nil
+			t.fileMu.Unlock()
+			f.Close()
+		})
 	}
 	return nil
 }

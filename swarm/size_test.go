@@ -200,6 +200,7 @@ func TestFetchDiskFullIsAnError(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(dir, b.m.ReleaseID.Hex())); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(closeGrace + 200*time.Millisecond) // the failed fetch's file closes, its space comes back
 	fetch(t, l, small.m, Sources{Origins: []string{o2.Addr()}})
 	checkFetched(t, l, small)
 }
