@@ -571,7 +571,7 @@ func TestGossipKey(t *testing.T) {
 
 	c := startSeeder(t)
 	dir := t.TempDir()
-	d := startDaemon(t, "agent", "--data", filepath.Join(dir, "data"), "--name", "clear", "--trust", c.pub, "--insecure-gossip",
+	d := startDaemon(t, "agent", "--data", filepath.Join(dir, "data"), "--name", "clear", "--trust-release", c.pub, "--trust-rollout", c.rpub, "--insecure-gossip",
 		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--addr-file", filepath.Join(dir, "addrs"))
 	readAddrs(t, d, filepath.Join(dir, "addrs"))
 	if !strings.Contains(d.Logs(), "neither encrypted nor authenticated") {
