@@ -109,6 +109,7 @@ func postManifest(ctx context.Context, t *testing.T, c *Cluster, sm release.Sign
 	mb, _ := json.Marshal(sm)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.Seeder.APIURL()+seeder.PathReleases, strings.NewReader(""))
 	req.Header.Set(seeder.ManifestHeader, base64.StdEncoding.EncodeToString(mb))
+	req.Header.Set("Authorization", "Bearer "+c.APIToken) // the attacker holds the API token
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -352,7 +352,16 @@ func TestPublishFullDisk(t *testing.T) {
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "swarm-test", store).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount tmpfs: %v %s", err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("umount", store).Run() })
+	t.Cleanup(func() {
+		// The seeder's torrent files close a moment after it does (the swarm
+		// package's closeGrace): retry while the mount is busy.
+		for range 50 {
+			if exec.Command("umount", store).Run() == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	f := startSeeder(t, store)
 	small := pack(t, f, appTree(t, "v1", 10<<10), "web", "1.0.0")
 	if _, err := f.c.PublishBundle(context.Background(), small, nil); err != nil {

@@ -96,16 +96,19 @@ func TestCLIToken(t *testing.T) {
 func TestSeederRefusesInsecureAPI(t *testing.T) {
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
-	if r := run(t, 10*time.Second, "keygen", "--out", keys); r.code != 0 {
-		t.Fatal(r.stderr)
+	for _, role := range []string{"release", "rollout"} {
+		if r := run(t, 10*time.Second, "keygen", "--role", role, "--out", keys); r.code != 0 {
+			t.Fatal(r.stderr)
+		}
 	}
-	key, token := filepath.Join(keys, "swarm.key"), filepath.Join(keys, "api-token")
+	key, token := filepath.Join(keys, "rollout.key"), filepath.Join(keys, "api-token")
 	if r := run(t, 10*time.Second, "api-token", "generate", "--out", token); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
 	p := writeTestPKI(t)
 	seederArgs := func(extra ...string) []string {
 		return append([]string{"seeder", "--store", filepath.Join(dir, "store"), "--key", key,
+			"--trust-release", filepath.Join(keys, "release.pub"), "--insecure-gossip",
 			"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0"}, extra...)
 	}
 	for _, tc := range []struct {
@@ -145,12 +148,15 @@ func TestSeederRefusesInsecureAPI(t *testing.T) {
 func TestCLIClientCertificate(t *testing.T) {
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
-	if r := run(t, 10*time.Second, "keygen", "--out", keys); r.code != 0 {
-		t.Fatal(r.stderr)
+	for _, role := range []string{"release", "rollout"} {
+		if r := run(t, 10*time.Second, "keygen", "--role", role, "--out", keys); r.code != 0 {
+			t.Fatal(r.stderr)
+		}
 	}
 	p := writeTestPKI(t)
 	addrs := filepath.Join(dir, "seeder.addrs")
-	d := startDaemon(t, "seeder", "--store", filepath.Join(dir, "store"), "--key", filepath.Join(keys, "swarm.key"),
+	d := startDaemon(t, "seeder", "--store", filepath.Join(dir, "store"), "--key", filepath.Join(keys, "rollout.key"),
+		"--trust-release", filepath.Join(keys, "release.pub"), "--insecure-gossip",
 		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--api", "127.0.0.1:0", "--addr-file", addrs,
 		"--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--tls-client-ca", p.clientCA)
 	api := readAddrs(t, d, addrs)["api"]

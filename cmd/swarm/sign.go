@@ -15,8 +15,9 @@ import (
 )
 
 type signOptions struct {
-	app, version, key, seeder string
-	json                      bool
+	app, version, key string
+	api               apiFlags
+	json              bool
 }
 
 func newSignCmd(ios streams) *cobra.Command {
@@ -37,7 +38,7 @@ no node moves. A key that has signed already changes nothing.`,
 	f.StringVar(&o.app, "app", "", "app name (required)")
 	f.StringVar(&o.version, "version", "", "release version (required)")
 	f.StringVar(&o.key, "key", "", "release key file to sign with (required, mode 0600)")
-	f.StringVar(&o.seeder, "seeder", "http://127.0.0.1:7700", "seeder API URL")
+	o.api.add(f)
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -56,9 +57,12 @@ func signRun(ctx context.Context, ios streams, o *signOptions) error {
 	if err != nil {
 		return usageErrorf("sign: %w", err)
 	}
-	client, err := seeder.NewClient(o.seeder)
+	client, err := o.api.client("sign")
 	if err != nil {
-		return usageErrorf("sign: --seeder: %w", err)
+		return err
+	}
+	if err := checkAPI(ctx, "sign", client); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
