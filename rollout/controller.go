@@ -3,6 +3,7 @@ package rollout
 import (
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -65,12 +66,43 @@ type Memory struct {
 	BakeAdmit float64
 
 	failed map[string]bool // index of Failures by node
+	// seen is when each node of the environment was last among the nodes
+	// Decide was given (see RosterTTL).
+	seen map[string]time.Time
+}
+
+// RosterTTL is how long a node that left the environment's member list
+// still counts when the controller sets an admission threshold. A node
+// whose membership flaps (a busy host, suspected then refuting) would
+// otherwise be missing from the names the threshold is computed over and,
+// back, be admitted beyond the step's count; one gone longer is replaced.
+const RosterTTL = time.Minute
+
+// roster notes nodes as seen at now, forgets those unseen for RosterTTL,
+// and returns every name still remembered.
+func (m *Memory) roster(now time.Time, nodes []Node) []string {
+	if m.seen == nil {
+		m.seen = make(map[string]time.Time, len(nodes))
+	}
+	for _, n := range nodes {
+		m.seen[n.Name] = now
+	}
+	out := make([]string, 0, len(m.seen))
+	for name, at := range m.seen {
+		if now.Sub(at) > RosterTTL {
+			delete(m.seen, name)
+			continue
+		}
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // sync resets m when d is another rollout than the one m remembers.
 func (m *Memory) sync(d *release.DesiredState, id release.ID) {
 	if m.Target != id || m.Published != d.Published {
-		*m = Memory{Target: id, Published: d.Published}
+		*m = Memory{Target: id, Published: d.Published, seen: m.seen} // the roster outlives a rollout
 	}
 }
 
@@ -158,6 +190,7 @@ func Decide(now time.Time, d release.DesiredState, nodes []Node, settled bool, m
 	mem.sync(&d, id)
 	nodes = sortNodes(nodes)
 	mem.count(now, id, nodes)
+	roster := mem.roster(now, nodes)
 	switch {
 	case d.Rollback:
 		return Decision{Why: "rolled back to " + version}
@@ -183,8 +216,16 @@ func Decide(now time.Time, d release.DesiredState, nodes []Node, settled bool, m
 	want := d.Plan.StepAt(d.Step).Nodes(fleet)
 	if settled && o.admitted < want && d.Plan.Strat() != release.StrategyBlueGreen {
 		mem.stopBake()
+		admit := max(d.Admit, Threshold(roster, id, want))
+		if admit == d.Admit {
+			// The step's count is met among the nodes seen lately; some of
+			// them are away. Admitting more now would exceed it when they
+			// come back.
+			return Decision{Why: fmt.Sprintf("step %d of %d: %d of %d nodes admitted; waiting up to %v for %d absent nodes",
+				d.Step+1, d.Plan.NumSteps(), o.admitted, want, RosterTTL, len(roster)-len(nodes))}
+		}
 		next := clone(d)
-		next.Admit = max(d.Admit, Threshold(names(nodes), id, want))
+		next.Admit = admit
 		next.State = release.RolloutProgressing
 		next.Reason = fmt.Sprintf("step %d of %d: %d of %d nodes admitted", d.Step+1, d.Plan.NumSteps(), countAdmitted(next.Admit, id, nodes), fleet)
 		return Decision{Next: &next, Why: next.Reason}

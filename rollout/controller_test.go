@@ -703,3 +703,44 @@ func TestDecideNeverShrinksAdmission(t *testing.T) {
 		t.Fatalf("\n got  %s\n want %s", show(got.Next), show(&want))
 	}
 }
+
+// A node away from the member list when a step's threshold is set (its
+// host busy, suspected) still counts for the threshold: back, it does not
+// make the step admit more than its count. One away longer than RosterTTL
+// is replaced.
+func TestDecideAdmitsCountDespiteAnAbsentNode(t *testing.T) {
+	f := newFix(t)
+	d := f.state(0, 1) // step 1 of 1,2,50%,100%: one node admitted
+	d.Step = 1         // now step 2: two nodes
+	mem := &Memory{}
+	all := f.fleet(d)
+	// Seen whole once, then the node first in bucket order for the next
+	// admission goes away.
+	Decide(t0, d, all, true, mem)
+	away := f.order[1]
+	var present []Node
+	for _, n := range all {
+		if n.Name != away {
+			present = append(present, n)
+		}
+	}
+	dec := Decide(t0.Add(time.Second), d, present, true, mem)
+	if dec.Next != nil {
+		// It may only raise the threshold so far that away, back, makes it
+		// exactly two.
+		if got := countAdmitted(dec.Next.Admit, f.id2, all); got != 2 {
+			t.Fatalf("with %s away, the threshold admits %d of the whole fleet, want 2", away, got)
+		}
+	} else if !strings.Contains(dec.Why, "absent") {
+		t.Fatalf("with %s away: %q, want a wait for it", away, dec.Why)
+	}
+	// Gone past RosterTTL: replaced by the next node in bucket order.
+	later := t0.Add(RosterTTL + 2*time.Second)
+	dec = Decide(later, d, present, true, mem)
+	if dec.Next == nil {
+		t.Fatalf("%s gone for %v: %q, want the step topped up", away, RosterTTL, dec.Why)
+	}
+	if got := countAdmitted(dec.Next.Admit, f.id2, present); got != 2 {
+		t.Fatalf("after %s left for good, %d present nodes admitted, want 2", away, got)
+	}
+}
