@@ -7,7 +7,7 @@ LDFLAGS     := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # What `make test` runs: every package with the race detector. The slow,
 # large cases live behind `make test-long` and the benchmarks.
-TESTFLAGS   ?= -race -count=1 -timeout 15m
+TESTFLAGS   ?= -race -count=1 -timeout 25m
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME    ?= 30s
 
