@@ -110,13 +110,7 @@ func (f *rolloutFixture) waitFleet(env string, n int) {
 
 func (f *rolloutFixture) eventually(what string, d time.Duration, ok func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out after %v waiting until %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(f.t, what, d, ok)
 }
 
 // publish publishes app at version (a tiny release) to env under plan.
