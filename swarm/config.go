@@ -33,10 +33,13 @@ type Config struct {
 	// Origin marks this client as the origin (the seeder's copy). Other
 	// clients count the bytes they receive from it as origin bytes.
 	Origin bool
-	// UploadRate caps payload upload in bytes per second; 0 means unlimited.
+	// UploadRate caps payload upload in bytes per second (anacrolix's
+	// limiter, which counts the chunks it sends; messages around them add
+	// well under 1 %); 0 means unlimited.
 	UploadRate int64
-	// DownloadRate caps reads from peers in bytes per second; 0 means
-	// unlimited.
+	// DownloadRate caps every byte read from peer connections, protocol
+	// included, in bytes per second, over all of them together; 0 means
+	// unlimited. After an idle spell up to 256 KiB may arrive at once.
 	DownloadRate int64
 	// MaxConnsPerTorrent caps established peer connections per release.
 	// Default 50.
