@@ -2,9 +2,11 @@ package gossip
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // delegate is memberlist's view of a Node: node meta, user messages,
@@ -115,10 +117,17 @@ func (e *eventDelegate) logFake(node *memberlist.Node, fake error) {
 }
 
 // logWriter routes memberlist's log.Logger into zap by the level tag at the
-// start of each line.
+// start of each line, and rewrites the lines that would alarm or flood:
+// see rewriteLine.
 type logWriter struct {
 	n   *Node
 	log *zap.Logger
+	// pings rate-limits the failed fallback pings let through at warn.
+	pings *rateLog
+}
+
+func newLogWriter(n *Node, log *zap.Logger) *logWriter {
+	return &logWriter{n: n, log: log, pings: newRateLog(refusalLogEvery)}
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -138,13 +147,44 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	case bytes.HasPrefix(line, []byte("[ERR]")):
 		level, msg = zap.ErrorLevel, line[len("[ERR]"):]
 	}
+	msg = bytes.TrimSpace(msg)
+	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	text, level, suppressed := w.rewriteLine(string(msg), level)
 	if w.n.stopping.Load() {
 		level = zap.DebugLevel // sends failing on a closed socket, and the like
 	}
-	msg = bytes.TrimSpace(msg)
-	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
-	if ce := w.log.Check(level, string(msg)); ce != nil {
-		ce.Write()
+	if ce := w.log.Check(level, text); ce != nil {
+		ce.Write(suppressed)
 	}
 	return len(p), nil
+}
+
+// Lines of memberlist that rewriteLine changes.
+const (
+	refutingAlive = "Refuting an alive message for "
+	fallbackPing  = "Failed fallback TCP ping"
+)
+
+// rewriteLine changes what memberlist says where it misleads: the refuted
+// alive message loses its dump of both metas as decimal bytes (over a
+// kilobyte; the name and address stay), and a failed fallback TCP ping, which
+// a merely busy host causes and memberlist logs as an error, becomes a
+// warning at most once a minute (saying how many were held back) and a
+// debug line otherwise.
+func (w *logWriter) rewriteLine(msg string, level zapcore.Level) (string, zapcore.Level, zap.Field) {
+	switch {
+	case strings.HasPrefix(msg, refutingAlive):
+		if i := strings.Index(msg, " meta:("); i >= 0 {
+			msg = msg[:i]
+		}
+	case strings.HasPrefix(msg, fallbackPing):
+		level = zap.DebugLevel
+		if ok, held := w.pings.allow(fallbackPing, w.n.now()); ok {
+			level = zap.WarnLevel
+			if held > 0 {
+				return msg, level, zap.Uint64("suppressed", held)
+			}
+		}
+	}
+	return msg, level, zap.Skip()
 }
