@@ -109,7 +109,8 @@ type Config struct {
 	// RejoinInterval is the wait before the node first tries again an
 	// address it knows and no member is at (a restarted seeder, the other
 	// side of a partition); it doubles up to RejoinMaxInterval while one is
-	// missing. Defaults 1s and 8s.
+	// missing. Defaults 1s and 8s; a negative RejoinInterval turns
+	// rejoining off (simulations that study memberlist alone).
 	RejoinInterval    time.Duration
 	RejoinMaxInterval time.Duration
 	// PeersPath is the file where the node keeps the gossip addresses it
@@ -184,8 +185,7 @@ func (c *Config) Validate() error {
 		"gossip interval": c.GossipInterval, "probe interval": c.ProbeInterval,
 		"probe timeout": c.ProbeTimeout, "push/pull interval": c.PushPullInterval,
 		"tcp timeout": c.TCPTimeout, "leave timeout": c.LeaveTimeout,
-		"join backoff": c.JoinBackoff, "rejoin interval": c.RejoinInterval,
-		"rejoin max interval": c.RejoinMaxInterval,
+		"join backoff": c.JoinBackoff, "rejoin max interval": c.RejoinMaxInterval,
 	} {
 		if d < 0 {
 			return fmt.Errorf("gossip config: %s is negative (%v)", name, d)

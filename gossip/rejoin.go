@@ -25,8 +25,10 @@ import (
 // background, with a backoff from Config.RejoinInterval to
 // Config.RejoinMaxInterval. Every node that misses an address tries it, so
 // the cluster as a whole aims about rejoinTries attempts at each missing
-// address per round, whatever its size: each node acts in a round with the
-// probability that gives (serf's reconnect does the same).
+// address per round, and at most maxClusterRejoins in all (each join is a
+// full state exchange, and one is often enough to merge two sides), whatever
+// its size: each node acts in a round with the probability that gives
+// (serf's reconnect does much the same).
 
 const (
 	defaultRejoinInterval    = time.Second
@@ -41,8 +43,9 @@ const (
 	// rejoinPerRound is how many addresses a node tries in one round.
 	rejoinPerRound = 3
 	// rejoinTries is how many attempts per round the cluster aims at each
-	// missing address.
-	rejoinTries = 3
+	// missing address, and maxClusterRejoins at all of them.
+	rejoinTries       = 3
+	maxClusterRejoins = 32
 	// aloneWarnEvery is how often a node alone in its cluster says so.
 	aloneWarnEvery = time.Minute
 	// peersSaveEvery bounds how often Config.PeersPath is rewritten, and
@@ -191,13 +194,15 @@ func (k *knownAddrs) len() int {
 // rejoinPick chooses what a node tries in one round out of the missing
 // addresses (shuffled) when members nodes are alive, this one included: up
 // to rejoinPerRound, or none, with the probability that makes the cluster's
-// attempts per missing address about rejoinTries. draw is uniform in [0,1).
+// attempts about rejoinTries per missing address and maxClusterRejoins in
+// all. draw is uniform in [0,1).
 func rejoinPick(missing []string, members int, draw float64) []string {
 	if len(missing) == 0 {
 		return nil
 	}
 	k := min(len(missing), rejoinPerRound)
-	p := float64(rejoinTries*len(missing)) / float64(max(members, 1)*k)
+	tries := min(rejoinTries*len(missing), maxClusterRejoins)
+	p := float64(tries) / float64(max(members, 1)*k)
 	if draw >= p {
 		return nil
 	}
@@ -213,6 +218,10 @@ func (n *Node) rejoinLoop(ctx context.Context) {
 	round := time.NewTimer(jitter(wait))
 	defer round.Stop()
 	idle := false
+	if first < 0 { // rejoining turned off
+		round.Stop()
+		idle = true
+	}
 	alone := time.NewTicker(n.aloneEvery)
 	defer alone.Stop()
 	save := time.NewTicker(peersCheckEvery)
@@ -226,7 +235,7 @@ func (n *Node) rejoinLoop(ctx context.Context) {
 		case <-save.C:
 			n.savePeers(false)
 		case <-n.known.wake:
-			if idle {
+			if idle && first > 0 {
 				idle, wait = false, first
 				round.Reset(jitter(wait))
 			}

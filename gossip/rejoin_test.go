@@ -280,6 +280,7 @@ func TestKnownAddrsBounded(t *testing.T) {
 // small cluster and rarely in a large one missing one address.
 func TestRejoinPick(t *testing.T) {
 	miss := []string{"a", "b", "c", "d"}
+	half := make([]string, 10000)
 	for _, tc := range []struct {
 		missing []string
 		members int
@@ -291,6 +292,8 @@ func TestRejoinPick(t *testing.T) {
 		{miss, 4, 0.99, 3},       // a partition: every node tries, 3 a round
 		{miss[:1], 5000, 0.5, 0}, // one gone of 5000: about 3 nodes try a round
 		{miss[:1], 5000, 0.0001, 1},
+		{half, 10000, 0.001, 3}, // a partition in halves of 10000: about 32 tries in all
+		{half, 10000, 0.002, 0},
 	} {
 		if got := rejoinPick(tc.missing, tc.members, tc.draw); len(got) != tc.want {
 			t.Errorf("rejoinPick(%v, %d, %v) = %v, want %d", tc.missing, tc.members, tc.draw, got, tc.want)
