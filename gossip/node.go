@@ -85,7 +85,7 @@ type Node struct {
 	stopping  atomic.Bool // Close has begun: memberlist's errors are expected
 	closeOnce sync.Once
 	closeErr  error
-	wg        sync.WaitGroup // Join attempts still inside memberlist
+	wg        sync.WaitGroup // rejoinLoop, and Join attempts still inside memberlist
 
 	// gate lets memberlist's goroutines into our delegates and logger only
 	// until Close has shut memberlist down; Close waits for those inside.

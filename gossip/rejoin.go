@@ -48,10 +48,10 @@ const (
 	maxClusterRejoins = 32
 	// aloneWarnEvery is how often a node alone in its cluster says so.
 	aloneWarnEvery = time.Minute
-	// peersSaveEvery bounds how often Config.PeersPath is rewritten, and
-	// peersCheckEvery is how often the node looks whether it should be.
-	peersSaveEvery   = time.Minute
-	peersCheckEvery  = 10 * time.Second
+	// peersSaveEvery bounds how often Config.PeersPath is rewritten; the
+	// first addresses learnt are saved at once, so that a seeder killed
+	// soon after its first agents joined can find them again.
+	peersSaveEvery   = 10 * time.Second
 	peersFileVersion = 1
 )
 
@@ -77,10 +77,18 @@ type knownAddrs struct {
 	dirty    bool      // changed since last saved
 	saved    time.Time // when last saved
 	wake     chan struct{}
+	learnt   chan struct{} // an address was added
 }
 
 func newKnownAddrs() *knownAddrs {
-	return &knownAddrs{addrs: make(map[string]*knownAddr), wake: make(chan struct{}, 1)}
+	return &knownAddrs{addrs: make(map[string]*knownAddr), wake: make(chan struct{}, 1), learnt: make(chan struct{}, 1)}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // learn records addr, where a member is alive now.
@@ -96,6 +104,7 @@ func (k *knownAddrs) learn(addr string, seeder bool) {
 	}
 	k.addrs[addr] = &knownAddr{seeder: seeder}
 	k.dirty = true
+	signal(k.learnt)
 }
 
 // addJoin records addresses given to Join; missing is now until a member
@@ -143,10 +152,7 @@ func (k *knownAddrs) gone(now time.Time) {
 	k.mu.Lock()
 	k.lastGone = now
 	k.mu.Unlock()
-	select {
-	case k.wake <- struct{}{}:
-	default:
-	}
+	signal(k.wake)
 }
 
 // missingAddrs updates the set from the addresses members are alive at,
@@ -224,7 +230,7 @@ func (n *Node) rejoinLoop(ctx context.Context) {
 	}
 	alone := time.NewTicker(n.aloneEvery)
 	defer alone.Stop()
-	save := time.NewTicker(peersCheckEvery)
+	save := time.NewTicker(peersSaveEvery)
 	defer save.Stop()
 	for {
 		select {
@@ -233,6 +239,8 @@ func (n *Node) rejoinLoop(ctx context.Context) {
 		case <-alone.C:
 			n.warnAlone()
 		case <-save.C:
+			n.savePeers(false)
+		case <-n.known.learnt:
 			n.savePeers(false)
 		case <-n.known.wake:
 			if idle && first > 0 {

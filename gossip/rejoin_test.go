@@ -84,8 +84,9 @@ func TestRejoinRestartedSeeder(t *testing.T) {
 }
 
 // TestRejoinFromSavedPeers: a seeder that kept the addresses it knew in
-// PeersPath comes back after a crash on another port, with no join list,
-// and finds the cluster; the others take its new address for its name.
+// PeersPath, and crashed soon after its first members joined, comes back on
+// another port with no join list and finds the cluster; the others take its
+// new address for its name.
 func TestRejoinFromSavedPeers(t *testing.T) {
 	peers := filepath.Join(t.TempDir(), "peers.json")
 	nodes := cluster(t, 4, trustOf(newKey(t).Public()), func(c *Config) {
@@ -95,16 +96,17 @@ func TestRejoinFromSavedPeers(t *testing.T) {
 		}
 	})
 	seeder, others := nodes[0], nodes[1:]
-	seeder.savePeers(true)
-	b, err := os.ReadFile(peers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range others {
-		if !strings.Contains(string(b), o.Addr()) {
-			t.Fatalf("%s lacks %s: %s", peers, o.Addr(), b)
+	// The first address learnt is saved at once (the rest within
+	// peersSaveEvery): one is enough to find the cluster.
+	waitFor(t, "the seeder saves a member's address", func() bool {
+		b, _ := os.ReadFile(peers)
+		for _, o := range others {
+			if strings.Contains(string(b), o.Addr()) {
+				return true
+			}
 		}
-	}
+		return false
+	})
 	cfg := seeder.cfg
 	crash(t, seeder)
 	waitDead(t, others, cfg.Name)
