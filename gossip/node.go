@@ -204,6 +204,7 @@ func (n *Node) Start() error {
 	mc.Keyring = n.keyring
 	mc.Delegate = &delegate{n: n}
 	mc.Events = &eventDelegate{n: n}
+	mc.Conflict = &conflictDelegate{n: n}
 	mc.Logger = log.New(newLogWriter(n, n.log.Named("memberlist")), "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {

@@ -62,9 +62,9 @@ type knownAddr struct {
 	// missing is since when no member has been seen at the address; zero
 	// while one is.
 	missing time.Time
-	// answered is when a join to the address last succeeded. An address
-	// that answers without a member appearing at it (a host name, an
-	// address behind NAT) is not tried again until a member goes.
+	// answered is when a join to the address last succeeded. A Join
+	// address that answers without a member appearing at it (a host name,
+	// an address behind NAT) is not tried again until a member goes.
 	answered time.Time
 }
 
@@ -147,6 +147,26 @@ func (k *knownAddrs) makeRoomLocked() bool {
 	return true
 }
 
+// conflict records addr, where a node claims the name of a member this
+// node knows at another address: memberlist refuses it until that member is
+// declared dead (and DeadNodeReclaimTime has passed), and then learns of it
+// only when the node pushes its state again. Joining addr from the rejoin
+// loop brings that push sooner.
+func (k *knownAddrs) conflict(addr string, now time.Time) {
+	k.mu.Lock()
+	a, ok := k.addrs[addr]
+	if !ok && k.makeRoomLocked() {
+		a = &knownAddr{}
+		k.addrs[addr] = a
+		k.dirty = true
+	}
+	if a != nil && a.missing.IsZero() {
+		a.missing = now
+	}
+	k.mu.Unlock()
+	signal(k.wake)
+}
+
 // gone notes that a member left or died, and wakes the rejoin loop.
 func (k *knownAddrs) gone(now time.Time) {
 	k.mu.Lock()
@@ -174,7 +194,7 @@ func (k *knownAddrs) missingAddrs(alive map[string]bool, now time.Time) []string
 			k.dirty = true
 			continue
 		}
-		if !a.answered.IsZero() && a.answered.After(k.lastGone) {
+		if a.join && !a.answered.IsZero() && a.answered.After(k.lastGone) {
 			continue
 		}
 		out = append(out, addr)

@@ -129,6 +129,38 @@ func TestRejoinFromSavedPeers(t *testing.T) {
 	})
 }
 
+// TestRejoinRestartedElsewhereAtOnce: a seeder restarted on another port
+// before the others have declared its old address dead is refused as a
+// conflict until they do; they then take its new address within a rejoin
+// round, not at its next push/pull (here ten minutes away).
+func TestRejoinRestartedElsewhereAtOnce(t *testing.T) {
+	peers := filepath.Join(t.TempDir(), "peers.json")
+	nodes := cluster(t, 4, trustOf(newKey(t).Public()), func(c *Config) {
+		fastRejoin(c)
+		c.PushPullInterval = 10 * time.Minute
+		if c.Role == RoleSeeder {
+			c.PeersPath = peers
+		}
+	})
+	seeder, others := nodes[0], nodes[1:]
+	waitFor(t, "the seeder saves a member's address", func() bool {
+		b, _ := os.ReadFile(peers)
+		return strings.Contains(string(b), "127.0.0.1:")
+	})
+	cfg := seeder.cfg
+	crash(t, seeder)
+	cfg.BindAddr = "127.0.0.1:0"
+	back := startNode(t, cfg)
+	waitFor(t, "every node takes the seeder's new address", func() bool {
+		for _, o := range others {
+			if m, _ := o.member(cfg.Name); m.Addr != back.Addr() {
+				return false
+			}
+		}
+		return back.NumMembers() == 4
+	})
+}
+
 // TestRejoinAfterPartition: two halves of a cluster on the in-memory
 // network lose each other, each declares the other dead, and the link
 // comes back: the cluster is one again.
@@ -212,7 +244,8 @@ func TestAloneWarns(t *testing.T) {
 }
 
 // TestLogWriterRewrites: memberlist's refuted alive message loses its meta
-// dump, and failed fallback pings are warnings at most once a minute.
+// dump, and failed fallback pings and conflicting addresses are warnings at
+// most once a minute.
 func TestLogWriterRewrites(t *testing.T) {
 	n, err := New(testConfig("w", trustOf(newKey(t).Public())), zap.NewNop())
 	if err != nil {
@@ -230,16 +263,22 @@ func TestLogWriterRewrites(t *testing.T) {
 	}
 	now = now.Add(61 * time.Second)
 	fmt.Fprint(w, ping)
+	conflict := "[ERR] memberlist: Conflicting address for seeder. Mine: 127.0.0.1:7946 Theirs: 127.0.0.1:7947 Old state: 0\n"
+	fmt.Fprint(w, conflict)
+	fmt.Fprint(w, conflict)
 
 	all := logs.AllUntimed()
-	if len(all) != 5 {
-		t.Fatalf("%d lines, want 5: %v", len(all), all)
+	if len(all) != 7 {
+		t.Fatalf("%d lines, want 7: %v", len(all), all)
+	}
+	if all[5].Level != zapcore.WarnLevel || all[6].Level != zapcore.DebugLevel {
+		t.Errorf("conflicting address lines at %v, %v; want warn then debug", all[5].Level, all[6].Level)
 	}
 	if e := all[0]; e.Level != zapcore.WarnLevel || e.Message != "Refuting an alive message for 'agent-1' (127.0.0.1:7946)" {
 		t.Errorf("refuting line: %v %q", e.Level, e.Message)
 	}
 	want := []zapcore.Level{zapcore.WarnLevel, zapcore.DebugLevel, zapcore.DebugLevel, zapcore.WarnLevel}
-	for i, e := range all[1:] {
+	for i, e := range all[1:5] {
 		if e.Level != want[i] || !strings.HasPrefix(e.Message, "Failed fallback TCP ping") {
 			t.Errorf("ping line %d: %v %q, want %v", i, e.Level, e.Message, want[i])
 		}
