@@ -203,12 +203,18 @@ func (k *knownAddrs) missingAddrs(alive map[string]bool, now time.Time) []string
 	return out
 }
 
-func (k *knownAddrs) answered(addr string, now time.Time) {
+// answered notes that a join to addr succeeded; first says whether it is
+// the first answer since the address went missing.
+func (k *knownAddrs) answered(addr string, now time.Time) (first bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if a, ok := k.addrs[addr]; ok {
-		a.answered = now
+	a, ok := k.addrs[addr]
+	if !ok {
+		return true
 	}
+	first = !a.answered.After(a.missing)
+	a.answered = now
+	return first
 }
 
 func (k *knownAddrs) len() int {
@@ -296,8 +302,13 @@ func (n *Node) rejoinRound(ctx context.Context, addrs []string) {
 			n.log.Debug("rejoin: no answer", zap.String("peer", addr), zap.Error(err))
 			continue
 		}
-		n.known.answered(addr, n.now())
-		n.log.Info("rejoined a known address", zap.String("peer", addr),
+		// Answers again (a node memberlist still refuses as a conflict)
+		// are not news.
+		level := zap.DebugLevel
+		if n.known.answered(addr, n.now()) {
+			level = zap.InfoLevel
+		}
+		n.log.Log(level, "rejoined a known address", zap.String("peer", addr),
 			zap.Int("members_before", before), zap.Int("members", n.NumMembers()))
 	}
 }
