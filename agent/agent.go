@@ -21,6 +21,9 @@ import (
 type Agent struct {
 	cfg Config
 	log *zap.Logger
+	// gossipLog is the logger handed to gossip, which names the node in
+	// its lines itself: log would name it twice.
+	gossipLog *zap.Logger
 
 	gossip  *gossip.Node
 	keys    *gossip.KeyFile // nil without Config.GossipKeyFile
@@ -59,11 +62,12 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 		return nil, err
 	}
 	return &Agent{
-		cfg:     cfg,
-		log:     log.Named("agent").With(zap.String("node", cfg.Name)),
-		state:   stateFile{path: filepath.Join(cfg.DataDir, "agent.json")},
-		workers: map[string]*worker{},
-		wake:    make(chan struct{}, 1),
+		cfg:       cfg,
+		log:       log.Named("agent").With(zap.String("node", cfg.Name)),
+		gossipLog: log.Named("agent"),
+		state:     stateFile{path: filepath.Join(cfg.DataDir, "agent.json")},
+		workers:   map[string]*worker{},
+		wake:      make(chan struct{}, 1),
 	}, nil
 }
 
@@ -121,11 +125,11 @@ func (a *Agent) start() (err error) {
 	gc := a.cfg.Gossip
 	gc.Name, gc.BindAddr, gc.Trust = a.cfg.Name, a.cfg.GossipAddr, a.cfg.Trust
 	gc.StatePath, gc.Role, gc.TorrentAddr = filepath.Join(a.cfg.DataDir, "desired.json"), gossip.RoleAgent, a.torrent.Addr()
-	gc.Env = a.cfg.Env
+	gc.Env, gc.PeersPath = a.cfg.Env, filepath.Join(a.cfg.DataDir, "peers.json")
 	if err := a.loadGossipKeys(&gc); err != nil {
 		return err
 	}
-	if a.gossip, err = gossip.New(gc, a.log); err != nil {
+	if a.gossip, err = gossip.New(gc, a.gossipLog); err != nil {
 		return err
 	}
 	a.watchGossipKeys()
@@ -204,6 +208,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("agent: join: %w; check --join, that the seeder is running and that --gossip-key-file holds a key the cluster uses", err)
 		}
+	} else {
+		a.log.Warn("no --join: this node waits for others to join it, and tries the gossip addresses it knew before a restart",
+			zap.Int("known_addrs", a.gossip.KnownAddrs()))
 	}
 	a.wg.Add(1)
 	go func() {

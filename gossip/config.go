@@ -98,26 +98,41 @@ type Config struct {
 	// LeaveTimeout bounds how long Close waits for the leave message to go
 	// out; default 5s.
 	LeaveTimeout time.Duration
-	// JoinAttempts bounds how many times Join tries the whole address list;
-	// default 5.
+	// JoinAttempts, when set, bounds how many times Join tries the whole
+	// address list; 0 (the default) leaves the bound to Join's context, so
+	// that a join timeout means what it says.
 	JoinAttempts int
 	// JoinBackoff is the wait after the first failed attempt; it doubles up
 	// to 16×. Default 1s.
 	JoinBackoff time.Duration
+
+	// RejoinInterval is the wait before the node first tries again an
+	// address it knows and no member is at (a restarted seeder, the other
+	// side of a partition); it doubles up to RejoinMaxInterval while one is
+	// missing. Defaults 1s and 8s; a negative RejoinInterval turns
+	// rejoining off (simulations that study memberlist alone).
+	RejoinInterval    time.Duration
+	RejoinMaxInterval time.Duration
+	// PeersPath is the file where the node keeps the gossip addresses it
+	// knows, so that, restarted without a join address, it still finds the
+	// cluster. "" keeps them in memory only.
+	PeersPath string
 }
 
 // Defaults for the fields memberlist does not own.
 const (
 	defaultLeaveTimeout = 5 * time.Second
-	defaultJoinAttempts = 5
 	defaultJoinBackoff  = time.Second
 	// defaultRetransmitMult is memberlist.DefaultLANConfig's.
 	defaultRetransmitMult = 4
 	maxJoinBackoffMult    = 16
 	// deadNodeReclaimTime lets a node that crashed come back under the same
-	// name from another address (a rescheduled container, a new DHCP lease)
-	// instead of being refused as a conflict for ever.
-	deadNodeReclaimTime = 30 * time.Second
+	// name from another address (a rescheduled container, a new DHCP lease,
+	// a port the OS picked) instead of being refused as a conflict for
+	// ever. It runs from when the old address is declared dead, which
+	// already takes the suspicion timeout: a few seconds more guard only
+	// against two live processes sharing a name, which is a mistake anyway.
+	deadNodeReclaimTime = 3 * time.Second
 )
 
 // Validate reports the first field that is missing or malformed.
@@ -170,7 +185,7 @@ func (c *Config) Validate() error {
 		"gossip interval": c.GossipInterval, "probe interval": c.ProbeInterval,
 		"probe timeout": c.ProbeTimeout, "push/pull interval": c.PushPullInterval,
 		"tcp timeout": c.TCPTimeout, "leave timeout": c.LeaveTimeout,
-		"join backoff": c.JoinBackoff,
+		"join backoff": c.JoinBackoff, "rejoin max interval": c.RejoinMaxInterval,
 	} {
 		if d < 0 {
 			return fmt.Errorf("gossip config: %s is negative (%v)", name, d)
@@ -209,12 +224,16 @@ func (c *Config) applyDefaults() {
 	if c.LeaveTimeout == 0 {
 		c.LeaveTimeout = defaultLeaveTimeout
 	}
-	if c.JoinAttempts == 0 {
-		c.JoinAttempts = defaultJoinAttempts
-	}
 	if c.JoinBackoff == 0 {
 		c.JoinBackoff = defaultJoinBackoff
 	}
+	if c.RejoinInterval == 0 {
+		c.RejoinInterval = defaultRejoinInterval
+	}
+	if c.RejoinMaxInterval == 0 {
+		c.RejoinMaxInterval = defaultRejoinMaxInterval
+	}
+	c.RejoinMaxInterval = max(c.RejoinMaxInterval, c.RejoinInterval)
 }
 
 // memberlistConfig translates c into memberlist's configuration. bindIP is

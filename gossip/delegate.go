@@ -2,9 +2,11 @@ package gossip
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // delegate is memberlist's view of a Node: node meta, user messages,
@@ -105,6 +107,21 @@ func (e *eventDelegate) NotifyUpdate(node *memberlist.Node) {
 	e.n.notify()
 }
 
+// conflictDelegate hears of a node that claims a member's name from
+// another address (restarted elsewhere), so that the rejoin loop joins it
+// once memberlist can take it (knownAddrs.conflict). memberlist calls it
+// with its node lock held.
+type conflictDelegate struct{ n *Node }
+
+var _ memberlist.ConflictDelegate = (*conflictDelegate)(nil)
+
+func (c *conflictDelegate) NotifyConflict(_, other *memberlist.Node) {
+	if other.Name == c.n.cfg.Name {
+		return // another process under this node's name: nothing to join
+	}
+	c.n.known.conflict(other.Address(), c.n.now())
+}
+
 // logFake warns of a member that claims the seeder role unsigned or signed
 // by a key this node does not pin (setMember says so once per member).
 func (e *eventDelegate) logFake(node *memberlist.Node, fake error) {
@@ -115,10 +132,18 @@ func (e *eventDelegate) logFake(node *memberlist.Node, fake error) {
 }
 
 // logWriter routes memberlist's log.Logger into zap by the level tag at the
-// start of each line.
+// start of each line, and rewrites the lines that would alarm or flood:
+// see rewriteLine.
 type logWriter struct {
 	n   *Node
 	log *zap.Logger
+	// limited rate-limits the lines let through at warn that would
+	// otherwise flood (rewriteLine).
+	limited *rateLog
+}
+
+func newLogWriter(n *Node, log *zap.Logger) *logWriter {
+	return &logWriter{n: n, log: log, limited: newRateLog(refusalLogEvery)}
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -138,13 +163,54 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	case bytes.HasPrefix(line, []byte("[ERR]")):
 		level, msg = zap.ErrorLevel, line[len("[ERR]"):]
 	}
+	msg = bytes.TrimSpace(msg)
+	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	text, level, suppressed := w.rewriteLine(string(msg), level)
 	if w.n.stopping.Load() {
 		level = zap.DebugLevel // sends failing on a closed socket, and the like
 	}
-	msg = bytes.TrimSpace(msg)
-	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
-	if ce := w.log.Check(level, string(msg)); ce != nil {
-		ce.Write()
+	if ce := w.log.Check(level, text); ce != nil {
+		ce.Write(suppressed)
 	}
 	return len(p), nil
+}
+
+// Lines of memberlist that rewriteLine changes.
+const (
+	refutingAlive   = "Refuting an alive message for "
+	fallbackPing    = "Failed fallback TCP ping"
+	conflictingAddr = "Conflicting address for "
+)
+
+// rewriteLine changes what memberlist says where it misleads: the refuted
+// alive message loses its dump of both metas as decimal bytes (over a
+// kilobyte; the name and address stay). A failed fallback TCP ping, which a
+// merely busy host causes, and a conflicting address, which every node
+// restarted under its name on another port causes until its old address is
+// declared dead, are errors to memberlist: each becomes a warning at most
+// once a minute (saying how many were held back) and a debug line
+// otherwise.
+func (w *logWriter) rewriteLine(msg string, level zapcore.Level) (string, zapcore.Level, zap.Field) {
+	key := ""
+	switch {
+	case strings.HasPrefix(msg, refutingAlive):
+		if i := strings.Index(msg, " meta:("); i >= 0 {
+			msg = msg[:i]
+		}
+	case strings.HasPrefix(msg, fallbackPing):
+		key = fallbackPing
+	case strings.HasPrefix(msg, conflictingAddr):
+		key = conflictingAddr
+	}
+	if key == "" {
+		return msg, level, zap.Skip()
+	}
+	ok, held := w.limited.allow(key, w.n.now())
+	switch {
+	case !ok:
+		return msg, zap.DebugLevel, zap.Skip()
+	case held > 0:
+		return msg, zap.WarnLevel, zap.Uint64("suppressed", held)
+	}
+	return msg, zap.WarnLevel, zap.Skip()
 }

@@ -37,6 +37,14 @@
 // the same name replaces its old record. Records are not signed yet: any
 // member can forge another's (see apps.go).
 //
+// memberlist never goes back to a node it has declared dead, so a node
+// keeps the gossip addresses it has known (members', Join's, and with
+// Config.PeersPath those of its last run) and joins again, in the
+// background, any that no member is at: a restarted seeder or the two
+// sides of a healed partition become one cluster again within seconds, at
+// a cost bounded across the cluster (rejoin.go). A node alone says so in
+// its log every minute.
+//
 // Who is a member at all is decided by the gossip keys (Config.SecretKeys,
 // Node.SetKeys, KeyFile): with them every packet and stream is encrypted
 // and authenticated, nothing in the clear is taken, and a host without a

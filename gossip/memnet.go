@@ -39,6 +39,10 @@ type MemNetwork struct {
 
 	delivered atomic.Uint64
 	dropped   atomic.Uint64
+
+	// cut, when set, says which links are down (from, to): their packets
+	// are dropped and their dials refused. A test seam for partitions.
+	cut atomic.Pointer[func(from, to string) bool]
 }
 
 // Sizes of the in-memory network's buffers.
@@ -111,6 +115,21 @@ func (m *MemNetwork) attach() (*memTransport, error) {
 	return t, nil
 }
 
+// partition sets which links are down (nil: none), for tests.
+func (m *MemNetwork) partition(cut func(from, to string) bool) {
+	if cut == nil {
+		m.cut.Store(nil)
+		return
+	}
+	m.cut.Store(&cut)
+}
+
+// linked reports whether from can reach to.
+func (m *MemNetwork) linked(from memAddr, to string) bool {
+	cut := m.cut.Load()
+	return cut == nil || !(*cut)(string(from), to)
+}
+
 func (m *MemNetwork) lookup(addr string) *memTransport {
 	if m.closed.Load() {
 		return nil
@@ -170,7 +189,7 @@ func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time
 		return now, fmt.Errorf("write to %s: %w", a.Addr, net.ErrClosed)
 	}
 	dest := t.net.lookup(a.Addr)
-	if dest == nil {
+	if dest == nil || !t.net.linked(t.addr, a.Addr) {
 		t.net.dropped.Add(1)
 		return now, nil
 	}
@@ -196,7 +215,7 @@ func (t *memTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 // the destination's stream queue is full, and at most timeout.
 func (t *memTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	dest := t.net.lookup(a.Addr)
-	if dest == nil {
+	if dest == nil || !t.net.linked(t.addr, a.Addr) {
 		return nil, &net.OpError{Op: "dial", Net: "mem", Addr: memAddr(a.Addr), Err: syscall.ECONNREFUSED}
 	}
 	client, server := memPipe(t.addr, dest.addr)

@@ -45,6 +45,16 @@ type Node struct {
 	peers     map[string]*peerRecord
 	orphans   int       // peers that are not members
 	lastSweep time.Time // when peers were last swept of expired orphans
+	// aloneSince is since when the node has had no other member; zero
+	// while it has one.
+	aloneSince time.Time
+
+	// known holds the addresses the node rejoins from (rejoin.go);
+	// aloneEvery is aloneWarnEvery, changed by tests.
+	known      *knownAddrs
+	aloneEvery time.Duration
+	// stopRejoin ends rejoinLoop; set by Start.
+	stopRejoin context.CancelFunc
 
 	// self is this node's own app-state record; selfApps its states as
 	// Members shows them, readable under memMu without self.mu.
@@ -75,7 +85,7 @@ type Node struct {
 	stopping  atomic.Bool // Close has begun: memberlist's errors are expected
 	closeOnce sync.Once
 	closeErr  error
-	wg        sync.WaitGroup // Join attempts still inside memberlist
+	wg        sync.WaitGroup // rejoinLoop, and Join attempts still inside memberlist
 
 	// gate lets memberlist's goroutines into our delegates and logger only
 	// until Close has shut memberlist down; Close waits for those inside.
@@ -145,20 +155,22 @@ func New(cfg Config, logger *zap.Logger) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       logger.Named("gossip").With(zap.String("node", cfg.Name)),
-		changes:   make(chan struct{}, 1),
-		meta:      meta,
-		keyring:   keyring,
-		desired:   make(map[string]entry),
-		highest:   make(map[string]uint64),
-		logged:    make(map[string]struct{}),
-		bySig:     make(map[string]string),
-		refusals:  newRateLog(refusalLogEvery),
-		members:   make(map[string]NodeState),
-		peers:     make(map[string]*peerRecord),
-		now:       time.Now,
-		orphanTTL: defaultOrphanTTL,
+		cfg:        cfg,
+		log:        logger.Named("gossip").With(zap.String("node", cfg.Name)),
+		changes:    make(chan struct{}, 1),
+		meta:       meta,
+		keyring:    keyring,
+		desired:    make(map[string]entry),
+		highest:    make(map[string]uint64),
+		logged:     make(map[string]struct{}),
+		bySig:      make(map[string]string),
+		refusals:   newRateLog(refusalLogEvery),
+		members:    make(map[string]NodeState),
+		peers:      make(map[string]*peerRecord),
+		now:        time.Now,
+		orphanTTL:  defaultOrphanTTL,
+		known:      newKnownAddrs(),
+		aloneEvery: aloneWarnEvery,
 	}
 	n.gate.cond = sync.NewCond(&n.gate.Mutex)
 	n.fakeSeeders.seen = make(map[string]struct{})
@@ -184,6 +196,7 @@ func (n *Node) Start() error {
 	if err := n.startRecord(); err != nil {
 		return err
 	}
+	n.loadPeers()
 	mc, err := n.transportConfig()
 	if err != nil {
 		return err
@@ -191,7 +204,8 @@ func (n *Node) Start() error {
 	mc.Keyring = n.keyring
 	mc.Delegate = &delegate{n: n}
 	mc.Events = &eventDelegate{n: n}
-	mc.Logger = log.New(&logWriter{n: n, log: n.log.Named("memberlist")}, "", 0)
+	mc.Conflict = &conflictDelegate{n: n}
+	mc.Logger = log.New(newLogWriter(n, n.log.Named("memberlist")), "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		if mc.Transport != nil {
@@ -213,6 +227,13 @@ func (n *Node) Start() error {
 	n.addr.Store(&addr)
 	n.ml.Store(ml)
 	n.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopRejoin = cancel
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.rejoinLoop(ctx)
+	}()
 	n.log.Info("gossip started", zap.String("addr", n.Addr()), zap.Bool("encrypted", n.keyring != nil),
 		zap.Strings("keys", keyIDs(n.Keys())))
 	if n.cfg.Role == RoleSeeder && n.cfg.SigningKey == nil {
@@ -256,9 +277,11 @@ func resolveBindHost(host string) (string, error) {
 	return a.IP.String(), nil
 }
 
-// Join contacts the given "host:port" addresses until at least one answers,
-// retrying the whole list up to Config.JoinAttempts times with a doubling
-// backoff, or until ctx ends. A malformed address fails at once.
+// Join contacts the given "host:port" addresses until at least one answers
+// or ctx ends (or Config.JoinAttempts, when set, runs out), retrying the
+// whole list with a doubling backoff. A malformed address fails at once.
+// Whatever Join returns, the node keeps the addresses and rejoins them in
+// the background whenever no member is seen at them (rejoin.go).
 func (n *Node) Join(ctx context.Context, addrs []string) error {
 	if len(addrs) == 0 {
 		return errors.New("gossip join: no address given")
@@ -268,6 +291,7 @@ func (n *Node) Join(ctx context.Context, addrs []string) error {
 			return fmt.Errorf("gossip join: %w", err)
 		}
 	}
+	n.known.addJoin(addrs, n.now())
 	list := strings.Join(addrs, ",")
 	backoff := n.cfg.JoinBackoff
 	for attempt := 1; ; attempt++ {
@@ -282,7 +306,7 @@ func (n *Node) Join(ctx context.Context, addrs []string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("gossip join %s: %w (last error: %v)", list, ctx.Err(), err)
 		}
-		if attempt >= n.cfg.JoinAttempts {
+		if n.cfg.JoinAttempts > 0 && attempt >= n.cfg.JoinAttempts {
 			return fmt.Errorf("gossip join %s: none answered after %d attempts: %w", list, attempt, err)
 		}
 		n.log.Debug("join failed; retrying", zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
@@ -350,6 +374,9 @@ func (n *Node) Close() error {
 		n.closing = true
 		n.stopping.Store(true)
 		ml := n.ml.Load()
+		if n.stopRejoin != nil {
+			n.stopRejoin()
+		}
 		n.life.Unlock()
 		if ml != nil {
 			if err := ml.Leave(n.cfg.LeaveTimeout); err != nil {
@@ -361,6 +388,7 @@ func (n *Node) Close() error {
 		}
 		n.wg.Wait()
 		n.closeGate()
+		n.savePeers(true)
 	})
 	return n.closeErr
 }
@@ -486,6 +514,9 @@ func (n *Node) setMember(m *memberlist.Node) (fake error) {
 	if ns.Env == "" {
 		ns.Env = release.DefaultEnv
 	}
+	if m.Name != n.cfg.Name {
+		n.known.learn(ns.Addr, ns.Role == RoleSeeder)
+	}
 	n.memMu.Lock()
 	defer n.memMu.Unlock()
 	if m.Name == n.cfg.Name {
@@ -496,6 +527,7 @@ func (n *Node) setMember(m *memberlist.Node) (fake error) {
 		ns.Apps = n.joinedLocked(m.Name, w.Gen)
 	}
 	n.members[m.Name] = ns
+	n.noteAloneLocked()
 	return fake
 }
 
@@ -522,6 +554,18 @@ func (n *Node) removeMember(name string) {
 	defer n.memMu.Unlock()
 	delete(n.members, name)
 	n.goneLocked(name)
+	n.noteAloneLocked()
+	n.known.gone(n.now())
+}
+
+// noteAloneLocked keeps aloneSince; the caller holds memMu.
+func (n *Node) noteAloneLocked() {
+	switch {
+	case len(n.members) > 1:
+		n.aloneSince = time.Time{}
+	case n.aloneSince.IsZero():
+		n.aloneSince = n.now()
+	}
 }
 
 // Changes delivers a notification whenever a desired state is accepted or

@@ -269,6 +269,12 @@ func (s *Seeder) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, code, apiError{err.Error()})
 		return
 	}
+	reachable := len(s.agents(res.Env))
+	res.Reachable = &reachable
+	if reachable == 0 && !res.Pending {
+		s.log.Warn("published, but no agent in the environment is a member: the release reaches nodes when they join",
+			zap.String("app", res.App), zap.String("env", res.Env), zap.String("version", res.Version))
+	}
 	code := http.StatusCreated
 	switch {
 	case res.Existed:

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -25,6 +26,9 @@ import (
 // at half of it, and each re-signing is a new sequence gossiped to every
 // node. (Tests use seconds; an operator wants hours: the default is 24h.)
 const MinDesiredTTL = 2 * time.Second
+
+// defaultJoinTimeout is Config.JoinTimeout's default.
+const defaultJoinTimeout = 60 * time.Second
 
 // Config configures a Seeder. Zero values take the documented defaults.
 type Config struct {
@@ -49,6 +53,8 @@ type Config struct {
 	APIAddr     string
 	// Join lists gossip addresses of other members (other seeders), optional.
 	Join []string
+	// JoinTimeout bounds the join of Join at start. Default 60s.
+	JoinTimeout time.Duration
 	// UploadRate caps the origin's upload in bytes/s; 0 means no cap.
 	UploadRate int64
 	// MaxConns caps the origin's BitTorrent connections per release (its
@@ -290,6 +296,9 @@ func (s *Seeder) start() (err error) {
 	gc := s.cfg.Gossip
 	gc.Name, gc.BindAddr, gc.Trust = s.cfg.Name, s.cfg.GossipAddr, s.trust
 	gc.StatePath, gc.Role, gc.TorrentAddr = s.store.desiredPath(), gossip.RoleSeeder, s.torrent.Addr()
+	// Restarted without --join, the seeder finds its agents at the
+	// addresses it knew.
+	gc.PeersPath = filepath.Join(s.cfg.StoreDir, "peers.json")
 	// Agents take this node for the origin only if its announcement
 	// verifies against their pinned keys.
 	gc.SigningKey = s.cfg.Key
@@ -331,7 +340,14 @@ func (s *Seeder) Run(ctx context.Context) error {
 		return err
 	}
 	if len(s.cfg.Join) > 0 {
-		if err := s.gossip.Join(ctx, s.cfg.Join); err != nil {
+		timeout := s.cfg.JoinTimeout
+		if timeout <= 0 {
+			timeout = defaultJoinTimeout
+		}
+		jctx, cancel := context.WithTimeout(ctx, timeout)
+		err := s.gossip.Join(jctx, s.cfg.Join)
+		cancel()
+		if err != nil {
 			s.Close()
 			return err
 		}
@@ -441,6 +457,11 @@ type PublishResult struct {
 	Threshold  int  `json:"threshold"`
 	// Note says in a sentence what happened when it was not a plain start.
 	Note string `json:"note,omitempty"`
+	// Reachable is how many agents of Env are alive members of the
+	// seeder's cluster as it answers: with none, the release reaches nodes
+	// only when they join. Set by the HTTP API; nil from a seeder that
+	// does not say.
+	Reachable *int `json:"reachable,omitempty"`
 }
 
 // PublishOptions says where and how a published release rolls out.

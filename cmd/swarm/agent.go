@@ -54,7 +54,7 @@ process group; each run keeps at most 1 MiB of output in the hook log.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.data, "data", "", "data directory: bundles, releases, state (required)")
-	f.StringSliceVar(&o.join, "join", nil, "gossip addresses to join, comma-separated host:port")
+	f.StringSliceVar(&o.join, "join", nil, "gossip addresses to join, comma-separated host:port (without it the node waits for others to join it, and rejoins the addresses it knew before a restart)")
 	o.trust.add(f, "public key file(s) of the rollout keys whose signed desired states are accepted: the seeder's rollout.pub (repeatable, required)")
 	f.StringVar(&o.hook, "hook", "", "install hook executable, run before a release becomes current")
 	f.StringVar(&o.health, "health-check", "", "health check executable, run after the switch; failure restores the previous release")
@@ -64,7 +64,7 @@ process group; each run keeps at most 1 MiB of output in the hook log.`,
 	f.StringVar(&o.name, "name", "", "node name in the cluster (default: hostname)")
 	f.StringVar(&o.gossip, "gossip", "0.0.0.0:7946", "gossip listen address host:port")
 	f.StringVar(&o.torrent, "torrent", "0.0.0.0:6881", "BitTorrent listen address host:port")
-	f.DurationVar(&o.joinTimeout, "join-timeout", 60*time.Second, "give up if no member answers within this time")
+	f.DurationVar(&o.joinTimeout, "join-timeout", 60*time.Second, "give up if no --join address answers within this time (once joined, the node rejoins lost members on its own)")
 	f.StringArrayVar(&o.hookEnv, "hook-env", nil, "pass this variable of the agent's environment to hooks and health checks (repeatable); they get nothing else of it but PATH and SWARM_*")
 	f.DurationVar(&o.hookTimeout, "hook-timeout", 5*time.Minute, "kill the hook, and every process it started, after this long")
 	f.DurationVar(&o.healthTimeout, "health-timeout", time.Minute, "kill the health check after this long")

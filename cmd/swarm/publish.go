@@ -124,6 +124,11 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 	if err != nil {
 		return refusal("publish", b.Manifest.App, b.Manifest.Version, err)
 	}
+	// A publish that reaches nobody must not pass for one that worked.
+	noneReachable := out.Reachable != nil && *out.Reachable == 0 && !out.Pending
+	if noneReachable {
+		fmt.Fprintf(ios.Err, "warning: %s\n", unreachableText(o.env))
+	}
 	if o.json && !o.wait {
 		enc := json.NewEncoder(ios.Out)
 		enc.SetIndent("", "  ")
@@ -153,10 +158,44 @@ func publishRun(ctx context.Context, ios streams, o *publishOptions) error {
 			return err
 		}
 	}
+	if o.wait && noneReachable {
+		if err := waitReachable(ctx, client, out.App, o.env, min(joinGrace, o.waitTimeout)); err != nil {
+			return err
+		}
+	}
 	if o.wait {
 		return followRollout(ctx, ios, client, out.App, o.env, out.ReleaseID, o.waitTimeout, o.json)
 	}
 	return nil
+}
+
+// joinGrace is how long publish --wait gives agents to join a seeder that
+// reaches none before it fails.
+const joinGrace = 15 * time.Second
+
+func unreachableText(env string) string {
+	return fmt.Sprintf("no agent in env %s is reachable from the seeder; the release will reach nodes when they join", env)
+}
+
+// waitReachable polls the rollout of app in env until it counts a node, or
+// fails (exit 1) once grace has passed.
+func waitReachable(ctx context.Context, client *seeder.Client, app, env string, grace time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	for {
+		qctx, qcancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := client.Rollout(qctx, app, env)
+		qcancel()
+		if err == nil && st.Nodes > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish --wait: %s after %s; start agents with --env %s and --join the seeder's gossip address, then follow with 'swarm rollout status %s --env %s'",
+				unreachableText(env), grace, env, app, env)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // describePlan is one line about a plan, for people.

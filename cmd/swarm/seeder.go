@@ -17,6 +17,7 @@ type seederOptions struct {
 	uploadRate, addrFile string
 	maxConns             int
 	desiredTTL           time.Duration
+	joinTimeout          time.Duration
 
 	tokenFile                    string
 	tlsCert, tlsKey, tlsClientCA string
@@ -65,7 +66,8 @@ neither, and refuses an --api address that is not loopback without
 	f.StringVar(&o.torrent, "torrent", "0.0.0.0:6881", "BitTorrent listen address host:port")
 	f.StringVar(&o.api, "api", "127.0.0.1:7700", "HTTP API listen address host:port")
 	o.trust.add(f, "public key file(s) of other seeders' rollout keys whose desired states are accepted (this seeder's own is always)")
-	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of other members to join, comma-separated")
+	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of other members to join, comma-separated (optional: agents join the seeder, and it rejoins the addresses it knew before a restart)")
+	f.DurationVar(&o.joinTimeout, "join-timeout", 60*time.Second, "with --join: give up if no member answers within this time")
 	f.StringVar(&o.uploadRate, "upload-rate", "0", "origin upload cap in bytes/s, e.g. 100MiB (0 = none)")
 	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release: the origin's upload slots")
 	f.StringVar(&o.addrFile, "addr-file", "", "write the real listen addresses here once started (key=value lines)")
@@ -153,7 +155,7 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	cfg := seeder.Config{
 		StoreDir: o.store, Key: key, Trust: trust, Name: o.name,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent, APIAddr: o.api,
-		Join: join, UploadRate: up, MaxConns: o.maxConns, GossipKeyFile: keyFile,
+		Join: join, JoinTimeout: o.joinTimeout, UploadRate: up, MaxConns: o.maxConns, GossipKeyFile: keyFile,
 		DesiredTTL: o.desiredTTL,
 	}
 	if err := o.apiSecurity(&cfg); err != nil {
