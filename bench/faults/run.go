@@ -107,6 +107,7 @@ type Scenario struct {
 // Scenarios is the suite, in the order it runs.
 func Scenarios() []Scenario {
 	return []Scenario{
+		{"baseline", "no fault: the reference for the others' figures", baseline},
 		{"kill-download", "kill -9 one agent at 40% of its download, restart it 2 s later", killDownload},
 		{"kill-hook", "kill -9 one agent while its install hook runs (the hook sleeps), restart it 1 s later", killHook},
 		{"seeder-join", "kill -9 the seeder at 30% of the rollout, restart it after SeederDown with --join an agent", seederJoin},
@@ -120,14 +121,16 @@ func Scenarios() []Scenario {
 
 // rxFactor and rxSlack bound the payload an agent may receive (Bytes.
 // RXPayload: its link's bytes less a frame header each, which also takes
-// out the ACKs of its uploads) for the bytes it was missing without having
-// fetched a verified piece twice: BitTorrent's framing costs well under
-// 0.1% (13 bytes per 16 KiB block, a 9-byte have per piece and peer),
-// endgame requests a block twice now and then. The slack covers gossip (a
-// few KB/s), handshakes and metadata. A restart that fetched its verified
-// pieces again shows as 1.3 and more.
+// out the ACKs of its uploads) for the bytes it was missing, over all its
+// lives, without having fetched a verified piece twice. BitTorrent's
+// framing costs well under 0.1% (13 bytes per 16 KiB block, a 9-byte have
+// per piece and peer), but the torrent client also receives blocks twice
+// (endgame, requests re-sent after a slow peer): agents that no fault
+// touched measure up to about 1.28 (FAULTS.md). The slack covers gossip
+// (a few KB/s), handshakes and metadata. A restart at 40% that fetched its
+// verified pieces again adds 0.4 to the agent's own waste, and fails.
 const (
-	rxFactor = 1.05
+	rxFactor = 1.35
 	rxSlack  = 2 << 20
 )
 
@@ -275,7 +278,7 @@ func (s *scenarioRun) waitFor(ctx context.Context, what string, timeout time.Dur
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("waited %s for %s", timeout, what)
+			return fmt.Errorf("%w: %s for %s", errWaitTimeout, timeout, what)
 		}
 		if err := sleep(ctx, poll); err != nil {
 			return err
@@ -363,6 +366,9 @@ func (s *scenarioRun) behind(ctx context.Context) []string {
 	}
 	return out
 }
+
+// errWaitTimeout marks a wait for a fault's moment that ran out.
+var errWaitTimeout = errors.New("waited in vain")
 
 // judge fills the Result's figures and verdict.
 func (s *scenarioRun) judge(ctx context.Context, runErr error) {

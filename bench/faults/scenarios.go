@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -16,6 +17,15 @@ import (
 // faultWait bounds each wait for the moment of a fault (a download at
 // 40%, a hook started).
 const faultWait = 2 * time.Minute
+
+// baseline: no fault; the reference for the other scenarios' figures.
+func baseline(ctx context.Context, s *scenarioRun) error {
+	if err := s.begin(ctx, nil); err != nil {
+		return err
+	}
+	s.note("none")
+	return s.converge(ctx)
+}
 
 // kill9 kills an agent's daemon (not its hook) and notes it.
 func (s *scenarioRun) kill9(a *agentProc, why string) {
@@ -155,6 +165,9 @@ func partition(ctx context.Context, s *scenarioRun) error {
 	return s.converge(ctx)
 }
 
+// diskFullWait bounds the wait for the full agent to fail or stall.
+const diskFullWait = 30 * time.Second
+
 // diskFull: one agent's data dir is a tmpfs half the bundle's size. Once
 // it has failed (or stopped receiving), the tmpfs grows to room for the
 // bundle and its unpacked copy; the agent must then finish by itself.
@@ -171,7 +184,7 @@ func diskFull(ctx context.Context, s *scenarioRun) error {
 	var last int64
 	lastAt := time.Now()
 	said := ""
-	err := s.waitFor(ctx, a.node.Name+" to fail or stall on its full disk", faultWait, func(now map[string]Bytes) (bool, error) {
+	err := s.waitFor(ctx, a.node.Name+" to fail or stall on its full disk", diskFullWait, func(now map[string]Bytes) (bool, error) {
 		if st, err := s.f.status(ctx); err == nil {
 			for _, n := range st.Nodes {
 				for _, ap := range n.Apps {
@@ -189,12 +202,14 @@ func diskFull(ctx context.Context, s *scenarioRun) error {
 		}
 		return float64(last) > 0.4*float64(s.r.BundleBytes) && time.Since(lastAt) > 5*time.Second, nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, errWaitTimeout):
+		s.note("in %s it neither reported failed nor stopped receiving", diskFullWait)
+	case err != nil:
 		return err
-	}
-	if said != "" {
+	case said != "":
 		s.note("it reported failed: %q", said)
-	} else {
+	default:
 		s.note("it stopped receiving and reported no failure")
 	}
 	big := 3*s.r.BundleBytes + 64<<20
