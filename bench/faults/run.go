@@ -153,6 +153,8 @@ type scenarioRun struct {
 	base  map[string]Bytes
 	t0    time.Time
 	fault []string
+	// problems are failures a scenario found on its way (judge adds them).
+	problems []string
 	// forced is origin bytes a partition forced; rxExtra bytes any agent
 	// may receive beyond its bound (what a corrupt peer served).
 	forced, rxExtra int64
@@ -383,6 +385,7 @@ func (s *scenarioRun) judge(ctx context.Context, runErr error) {
 	if runErr != nil {
 		r.Problems = append(r.Problems, runErr.Error())
 	}
+	r.Problems = append(r.Problems, s.problems...)
 	if s.base == nil {
 		r.Pass = len(r.Problems) == 0
 		return

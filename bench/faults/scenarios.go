@@ -205,12 +205,14 @@ func diskFull(ctx context.Context, s *scenarioRun) error {
 	switch {
 	case errors.Is(err, errWaitTimeout):
 		s.note("in %s it neither reported failed nor stopped receiving", diskFullWait)
+		s.problems = append(s.problems, fmt.Sprintf("%s never reported failed while its disk was full (the issue asks for a failed phase saying disk full)", a.node.Name))
 	case err != nil:
 		return err
 	case said != "":
 		s.note("it reported failed: %q", said)
 	default:
-		s.note("it stopped receiving and reported no failure")
+		s.note("it stopped receiving")
+		s.problems = append(s.problems, fmt.Sprintf("%s stopped on its full disk without reporting failed", a.node.Name))
 	}
 	big := 3*s.r.BundleBytes + 64<<20
 	if err := s.f.lab.ResizeTmpfs(a.data, big); err != nil {
