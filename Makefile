@@ -11,7 +11,7 @@ TESTFLAGS   ?= -race -count=1 -timeout 25m
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME    ?= 30s
 
-.PHONY: help build test test-long fuzz lint bench bench-full bench-size bench-go demo tidy clean
+.PHONY: help build test test-long test-faults fuzz lint bench bench-full bench-size bench-go demo tidy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test: ## run all tests with the race detector (what CI runs)
 
 test-long: ## run the slow, large cases too
 	SWARM_TEST_LONG=1 $(GO) test $(TESTFLAGS) -timeout 60m ./...
+
+test-faults: build ## the fault suite: seeder and agents in network namespaces, one line per scenario (root; FAULTS.md)
+	bash scripts/faults.sh $(BIN)
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s), one at a time
 	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh

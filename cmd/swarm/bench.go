@@ -128,6 +128,7 @@ T* = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) (Kumar and Ross, 2006).
   sim       the piece-level simulator of the same policy, for thousands of nodes
   gossip    N real memberlist nodes over an in-memory network
   rollback  a fleet rollback on real agents, or simulated (--sim)
+  faults    faults injected into rollouts of processes in network namespaces (root)
   report    tables and plots from saved results`,
 		Example: `  swarm bench real --nodes 50 --size 64MiB --node-up 2MiB --origin-up 20MiB
   swarm bench procs --nodes 5 --size 256MiB --aria2c
@@ -137,7 +138,7 @@ T* = max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) (Kumar and Ross, 2006).
   swarm bench rollback --sim --nodes 5000
   swarm bench report --in results.jsonl --plots docs/bench --markdown BENCHMARKS.md`,
 	}
-	cmd.AddCommand(newBenchRealCmd(ios, g), newBenchProcsCmd(ios, g), newBenchSimCmd(ios), newBenchGossipCmd(ios, g), newBenchRollbackCmd(ios, g), newBenchReportCmd(ios))
+	cmd.AddCommand(newBenchRealCmd(ios, g), newBenchProcsCmd(ios, g), newBenchSimCmd(ios), newBenchGossipCmd(ios, g), newBenchRollbackCmd(ios, g), newBenchFaultsCmd(ios, g), newBenchReportCmd(ios))
 	for _, c := range cmd.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
