@@ -270,10 +270,10 @@ func decodePart(raw []byte, epoch, seq uint64) (appPart, error) {
 		RunningVersion:   runVersion,
 		RunningReleaseID: runID,
 		Refused:          refused,
-		Stale:     flags&4 != 0,
-		Progress:  float64(progress) / 1000,
-		Rate:      int64(rate) << 10,
-		Error:     errMsg,
+		Stale:            flags&4 != 0,
+		Progress:         float64(progress) / 1000,
+		Rate:             int64(rate) << 10,
+		Error:            errMsg,
 	}}, nil
 }
 
