@@ -170,8 +170,11 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 		} else {
 			n.stats.RefusedInvalid++
 		}
-		u, _ := sd.Unverified() // best effort, for the log only
+		u, _ := sd.Unverified() // best effort, for the log and the refusal only
 		n.logRefusalLocked(src, reason, u.App, u.Sequence, sd.KeyID, err)
+		if src != fromLocal {
+			n.noteRefusalLocked(u.App, u.Env, u.Sequence, n.refusalReason(sd, err))
+		}
 		return err
 	}
 	msg, err := n.take(d, sd, src)
@@ -194,6 +197,9 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 	if err := release.CheckSequence(high, d.Sequence); err != nil {
 		n.stats.RefusedInvalid++
 		n.logRefusalLocked(src, reasonInvalid, d.App, d.Sequence, sd.KeyID, err)
+		if src != fromLocal {
+			n.noteRefusalLocked(d.App, d.Env, d.Sequence, RefusedSequenceJump)
+		}
 		return nil, err
 	}
 	switch {
@@ -206,6 +212,11 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 	case d.Sequence < high:
 		n.stats.RefusedStale++
 		n.logRefusalLocked(src, reasonStale, d.App, d.Sequence, sd.KeyID, nil)
+		if cur, ok := n.desired[key]; ok && src != fromLocal && d.Issued.After(cur.state.Issued) {
+			// Issued after the state held, yet numbered below it: a seeder
+			// whose store was reset. A lagging peer's state is older.
+			n.noteRefusalLocked(d.App, d.Env, d.Sequence, RefusedOlderSequence)
+		}
 		return nil, fmt.Errorf("%w: sequence %d for %s is below the %d held", ErrStale, d.Sequence, key, high)
 	}
 	if _, ok := n.desired[key]; !ok && len(n.desired) >= MaxDesiredStates {
@@ -228,6 +239,7 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 	}
 	n.holdLocked(key, entry{signed: sd, state: d, accepted: time.Now()})
 	n.highest[key] = d.Sequence
+	n.clearRefusalLocked(key, d.Sequence)
 	n.stats.Accepted++
 	msg := n.broadcastLocked(d, sd)
 	n.notify()
