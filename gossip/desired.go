@@ -59,9 +59,13 @@ func (n *Node) load() error {
 			if uerr == nil && u.App != "" {
 				n.highest[u.Key()] = max(n.highest[u.Key()], u.Sequence)
 			}
-			n.log.Warn("persisted desired state no longer verifies; keeping only its sequence",
-				zap.String("path", n.cfg.StatePath), zap.String("app", u.App), zap.Uint64("seq", u.Sequence),
-				zap.String("key_id", sd.KeyID), zap.Error(err))
+			msg := "persisted desired state no longer verifies (the keys pinned changed): not served; its sequence stays a floor, so the next state issued for it supersedes it"
+			if n.cfg.Role == RoleSeeder {
+				msg = "persisted desired state no longer verifies (signed by a key this seeder neither holds nor pins: it ran with other keys): not served; " +
+					"the next publish of the app in its environment supersedes it, signed with this seeder's key"
+			}
+			n.log.Warn(msg, zap.String("path", n.cfg.StatePath), zap.String("app", u.App), zap.String("env", u.EnvName()),
+				zap.Uint64("seq", u.Sequence), zap.String("key_id", sd.KeyID), zap.Error(err))
 			continue
 		}
 		if cur, ok := n.desired[d.Key()]; ok && cur.state.Sequence >= d.Sequence {
