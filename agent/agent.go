@@ -37,6 +37,12 @@ type Agent struct {
 	entered map[string]phaseTimes // by app; in memory only
 	rates   map[string]rateSample // download rate by app; in memory only
 	sick    map[string]int        // consecutive failed health checks by app; in memory only
+	// runSick is, by app, the running release that is not the app's
+	// target (a failed install left it, a rollback put it back) once the
+	// periodic checks found it unhealthy; in memory only.
+	runSick map[string]release.ID
+	// refusalShown is the refusal each app's gossiped state carries.
+	refusalShown map[string]shownRefusal
 	// targetSeen is when each app's target was first seen; in memory only.
 	targetSeen map[string]seenTarget
 	workers    map[string]*worker // by app

@@ -35,7 +35,10 @@ func (a *Agent) healthLoop(ctx context.Context) {
 	}
 }
 
-// checkActive runs one health check of every active app without a worker.
+// checkActive runs one health check of every app without a worker that
+// runs a release: its active target, or the release a failed install left
+// running or a rollback put back (the health the node reports is the
+// running release's).
 func (a *Agent) checkActive(ctx context.Context) {
 	type due struct {
 		app string
@@ -44,8 +47,16 @@ func (a *Agent) checkActive(ctx context.Context) {
 	var list []due
 	a.mu.Lock()
 	for app, st := range a.apps {
-		if st.Phase == gossip.PhaseActive && a.workers[app] == nil {
+		if a.workers[app] != nil {
+			continue
+		}
+		switch st.Phase {
+		case gossip.PhaseActive:
 			list = append(list, due{app, st.ReleaseID})
+		case gossip.PhaseFailed, gossip.PhaseRolledBack:
+			if cur, ok, err := a.inst.Current(app); err == nil && ok {
+				list = append(list, due{app, cur.ReleaseID})
+			}
 		}
 	}
 	a.mu.Unlock()
@@ -63,11 +74,11 @@ func (a *Agent) checkActive(ctx context.Context) {
 func (a *Agent) noteHealth(app string, id release.ID, err error) {
 	var turned string
 	a.updateState(app, func(st *appState) bool {
-		if st.ReleaseID != id || st.Phase != gossip.PhaseActive {
-			return false
-		}
 		if a.sick == nil {
 			a.sick = map[string]int{}
+		}
+		if st.ReleaseID != id || st.Phase != gossip.PhaseActive {
+			return a.noteRunningHealthLocked(app, st, id, err, &turned)
 		}
 		if err == nil {
 			a.sick[app] = 0
@@ -93,4 +104,35 @@ func (a *Agent) noteHealth(app string, id release.ID, err error) {
 		a.log.Error("health check failed repeatedly; reporting unhealthy", zap.String("app", app),
 			zap.String("release_id", string(id)), zap.Int("failures", a.cfg.HealthFailures), zap.Error(err))
 	}
+}
+
+// noteRunningHealthLocked records one periodic check of id, the release
+// that runs while the app's target failed (st in phase failed or
+// rolled-back), and reports whether that changed what the node reports.
+func (a *Agent) noteRunningHealthLocked(app string, st *appState, id release.ID, err error, turned *string) bool {
+	if st.Phase != gossip.PhaseFailed && st.Phase != gossip.PhaseRolledBack {
+		return false
+	}
+	if cur, ok, cerr := a.inst.Current(app); cerr != nil || !ok || cur.ReleaseID != id {
+		return false
+	}
+	if a.runSick == nil {
+		a.runSick = map[string]release.ID{}
+	}
+	if err == nil {
+		a.sick[app] = 0
+		if a.runSick[app] != id {
+			return false
+		}
+		delete(a.runSick, app)
+		*turned = "healthy"
+		return true
+	}
+	a.sick[app]++
+	if a.sick[app] < a.cfg.HealthFailures || a.runSick[app] == id {
+		return false
+	}
+	a.runSick[app] = id
+	*turned = "unhealthy"
+	return true
 }

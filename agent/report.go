@@ -44,16 +44,20 @@ func (a *Agent) updateState(app string, f func(st *appState) bool) {
 	a.report()
 }
 
-// report gossips the node's per-app state with download progress.
+// report gossips the node's per-app state with download progress, the
+// release each app runs and why a desired state was refused.
 func (a *Agent) report() {
 	if a.gossip == nil {
 		return
 	}
+	refusals := a.gossip.Refusals()
 	a.mu.Lock()
+	refused := a.refusalsLocked(refusals)
 	out := make([]gossip.AppState, 0, len(a.apps))
 	for _, st := range a.apps {
-		as := gossip.AppState{App: st.App, Version: st.Version, ReleaseID: st.ReleaseID, Phase: st.Phase, Healthy: st.Healthy, Error: st.Error,
-			Stale: a.stale[st.App]}
+		as := gossip.AppState{App: st.App, Version: st.Version, ReleaseID: st.ReleaseID, Phase: st.Phase, Error: st.Error,
+			Stale: a.stale[st.App], Refused: refused[st.App]}
+		as.RunningVersion, as.RunningReleaseID, as.Healthy = a.runningLocked(st)
 		switch st.Phase {
 		case gossip.PhaseDownloading:
 			if have, total, ok := a.torrent.Progress(st.ReleaseID); ok && total > 0 {
@@ -67,10 +71,88 @@ func (a *Agent) report() {
 		}
 		out = append(out, as)
 	}
+	// A refused app the node has no state of (it never accepted a state
+	// for it) is reported too, while the record has room: that is the
+	// case of a fleet that refuses its seeder from the start.
+	limit := a.cfg.Gossip.MaxApps
+	if limit == 0 {
+		limit = gossip.MaxApps
+	}
+	for _, r := range refusals {
+		if _, known := a.apps[r.App]; !known && refused[r.App] != "" && len(out) < limit {
+			out = append(out, gossip.AppState{App: r.App, Refused: refused[r.App]})
+		}
+	}
 	a.mu.Unlock()
 	if err := a.gossip.SetApps(out); err != nil {
 		a.log.Warn("cannot gossip node state", zap.Error(err))
 	}
+}
+
+// runningLocked is the release the installer has current for st's app and
+// its health: the health of what runs, never of a target that failed. The
+// target's own health (st.Healthy, kept by the install and the periodic
+// checks) when it is what runs; otherwise the running release is healthy
+// once its check passed (the installer's HealthPending) unless the
+// periodic checks have found it unhealthy since (runSick). Nothing
+// running is not healthy.
+func (a *Agent) runningLocked(st appState) (string, release.ID, bool) {
+	if a.inst == nil {
+		return "", "", false
+	}
+	cur, ok, err := a.inst.Current(st.App)
+	if err != nil || !ok {
+		return "", "", false
+	}
+	if st.Phase == gossip.PhaseActive && st.ReleaseID == cur.ReleaseID {
+		return cur.Version, cur.ReleaseID, st.Healthy
+	}
+	pending, err := a.inst.HealthPending(st.App)
+	return cur.Version, cur.ReleaseID, err == nil && !pending && a.runSick[st.App] != cur.ReleaseID
+}
+
+// shownRefusal is the refusal an app's gossiped state carries, and since
+// when.
+type shownRefusal struct {
+	code  string
+	since time.Time
+}
+
+// refusalsLocked is the refusal code to report per app, from gossip's
+// refusals: one that appears or clears is reported at once, a change of
+// cause at most once per gossip.RefusalHold, so a stream of refused states
+// cannot make the node re-gossip its record more often.
+func (a *Agent) refusalsLocked(rs []gossip.Refusal) map[string]string {
+	want := make(map[string]string, len(rs))
+	for _, r := range rs {
+		want[r.App] = r.Reason
+	}
+	if a.refusalShown == nil {
+		a.refusalShown = map[string]shownRefusal{}
+	}
+	now := a.cfg.Now()
+	out := make(map[string]string, len(want))
+	for app, cur := range a.refusalShown {
+		if _, ok := want[app]; !ok {
+			delete(a.refusalShown, app) // cleared
+			if cur.code != "" {
+				a.log.Info("desired state no longer refused", zap.String("app", app))
+			}
+		}
+	}
+	for app, code := range want {
+		cur, ok := a.refusalShown[app]
+		switch {
+		case ok && cur.code == code:
+		case !ok:
+			a.log.Warn("refusing the desired state: reporting it in this node's app state", zap.String("app", app), zap.String("reason", code))
+			a.refusalShown[app] = shownRefusal{code: code, since: now}
+		case now.Sub(cur.since) >= gossip.RefusalHold:
+			a.refusalShown[app] = shownRefusal{code: code, since: now}
+		}
+		out[app] = a.refusalShown[app].code
+	}
+	return out
 }
 
 // rateSample is the last download-rate measurement of one app.

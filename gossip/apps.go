@@ -118,6 +118,9 @@ func (n *Node) SetApps(apps []AppState) error {
 	if err := checkApps(apps); err != nil {
 		return fmt.Errorf("gossip set apps: %w", err)
 	}
+	if err := checkAppExtras(apps); err != nil {
+		return fmt.Errorf("gossip set apps: %w", err)
+	}
 	contents := make(map[string][]byte, len(apps))
 	for _, a := range apps {
 		contents[a.App] = encodeAppContent(a)

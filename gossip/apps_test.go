@@ -60,6 +60,10 @@ func appVersion(i, v int) AppState {
 	if a.Phase == PhaseFailed {
 		a.Error = fmt.Sprintf("hook exited %d", v)
 	}
+	if v%2 == 1 { // runs the release before
+		a.RunningVersion, a.RunningReleaseID = fmt.Sprintf("1.%d.%d", i, v-1), release.IDOf(fmt.Appendf(nil, "%d@%d", i, v-1))
+	}
+	a.Refused = refusalCodes[(i+v)%len(refusalCodes)]
 	return a
 }
 

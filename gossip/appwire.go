@@ -28,11 +28,24 @@ import (
 //	header = node, generation (8 bytes, big endian), sequence,
 //	         sequence − epoch, apps (1 byte), digest (16 bytes)
 //	part   = sequence − epoch when the app last changed, app, version,
-//	         flags (1 byte: 1 healthy, 2 release id follows),
+//	         flags (1 byte: 1 healthy, 2 release id follows, 4 stale,
+//	         8 running release follows, 16 refusal follows),
 //	         [sha256 of the release id, 32 bytes], phase (1 byte),
-//	         progress in thousandths, rate in KiB/s, error
+//	         progress in thousandths, rate in KiB/s, error,
+//	         [running version, [sha256 of the running release id, 32
+//	         bytes, when the running version is not empty]],
+//	         [refusal code (1 byte)]
 //	digest = SHA-256, cut to 16 bytes, over every part sorted by app, each
 //	         as (varint length, part)
+//
+// The running release (flag 8) travels only when it is not the part's
+// own release in the active phase, so that the part of a node settled on
+// its target is byte for byte what nodes built before these fields send
+// and take. A part without flag 8 runs its own release when active, and
+// nothing known otherwise (what an older node's part says). Parts with
+// flag 8 or 16 are refused by nodes built before them (they refuse unknown
+// flags): in a mixed cluster, upgrade the seeders first; an older agent
+// then only misses its peers' transitional states, which it does not use.
 //
 // A broadcast (msgApps) is a header with the one part that changed, or with
 // none when removing apps left none; a push/pull carries whole records. A
@@ -53,8 +66,8 @@ const (
 	// maxAppError is how much of AppState.Error travels.
 	maxAppError = 200
 	// maxPartBytes bounds one encoded app state; the largest valid one
-	// (63-byte app, 48-byte version, release id, 200-byte error) takes
-	// under 400.
+	// (63-byte app, 48-byte version, release id, 200-byte error, running
+	// version and id, refusal) takes under 450.
 	maxPartBytes = 512
 	// maxNodeName is Config.Validate's bound on names.
 	maxNodeName = 128
@@ -104,9 +117,17 @@ func encodeAppContent(a AppState) []byte {
 	if a.Stale {
 		flags |= 4
 	}
-	id, err := hex.DecodeString(a.ReleaseID.Hex())
-	if a.ReleaseID != "" && err == nil && len(id) == sha256.Size {
+	id, ok := idBytes(a.ReleaseID)
+	if ok {
 		flags |= 2
+	}
+	running := a.Phase != PhaseActive || a.RunningReleaseID != a.ReleaseID || a.RunningVersion != a.Version
+	if running {
+		flags |= 8
+	}
+	refusal, _ := refusalCode(a.Refused)
+	if refusal != 0 {
+		flags |= 16
 	}
 	b = append(b, flags)
 	if flags&2 != 0 {
@@ -116,7 +137,55 @@ func encodeAppContent(a AppState) []byte {
 	b = append(b, code)
 	b = binary.AppendUvarint(b, uint64(permille(a.Progress)))
 	b = binary.AppendUvarint(b, uint64(min(max(a.Rate, 0)>>10, math.MaxUint32)))
-	return appendString(b, truncate(a.Error, maxAppError))
+	b = appendString(b, truncate(a.Error, maxAppError))
+	if running {
+		if rid, ok := idBytes(a.RunningReleaseID); ok && a.RunningVersion != "" {
+			b = appendString(b, a.RunningVersion)
+			b = append(b, rid...)
+		} else {
+			b = appendString(b, "") // runs nothing
+		}
+	}
+	if refusal != 0 {
+		b = append(b, refusal)
+	}
+	return b
+}
+
+// idBytes is id's sha256, false for an empty or malformed id.
+func idBytes(id release.ID) ([]byte, bool) {
+	if id == "" {
+		return nil, false
+	}
+	b, err := hex.DecodeString(id.Hex())
+	return b, err == nil && len(b) == sha256.Size
+}
+
+func refusalCode(s string) (byte, bool) {
+	i := slices.Index(refusalCodes[:], s)
+	return byte(max(i, 0)), i >= 0
+}
+
+// checkAppExtras checks what checkApps does not: the running release and
+// the refusal code.
+func checkAppExtras(apps []AppState) error {
+	for _, a := range apps {
+		if (a.RunningVersion == "") != (a.RunningReleaseID == "") {
+			return fmt.Errorf("app state %s: running version %q and release id %q go together", a.App, a.RunningVersion, a.RunningReleaseID)
+		}
+		if a.RunningVersion != "" {
+			if err := release.ValidateVersion(a.RunningVersion); err != nil {
+				return fmt.Errorf("app state %s: running: %w", a.App, err)
+			}
+			if _, err := release.ParseID(string(a.RunningReleaseID)); err != nil {
+				return fmt.Errorf("app state %s: running: %w", a.App, err)
+			}
+		}
+		if _, ok := refusalCode(a.Refused); !ok {
+			return fmt.Errorf("app state %s: unknown refusal %q", a.App, a.Refused)
+		}
+	}
+	return nil
 }
 
 // newPart makes the part for content that changed at seq, in a record whose
@@ -144,6 +213,27 @@ func decodePart(raw []byte, epoch, seq uint64) (appPart, error) {
 	progress := r.uvarint()
 	rate := r.uvarint()
 	errMsg := r.str(maxAppError, "error")
+	var runVersion string
+	var runID release.ID
+	if flags&8 != 0 {
+		runVersion = r.str(48, "running version")
+		if runVersion != "" {
+			if b := r.next(sha256.Size); b != nil {
+				runID = release.ID(release.IDPrefix + hex.EncodeToString(b))
+			}
+		}
+	} else if int(code) < len(phases) && phases[code] == PhaseActive { // on its own release
+		runVersion, runID = version, id
+	}
+	refused := ""
+	if flags&16 != 0 {
+		// A code this node does not know yet reads as "invalid": still a
+		// refusal, its cause newer than this build.
+		refused = RefusedInvalid
+		if c := r.byte(); c != 0 && int(c) < len(refusalCodes) {
+			refused = refusalCodes[c]
+		}
+	}
 	switch {
 	case r.err != nil:
 		return appPart{}, fmt.Errorf("app state: %w", r.err)
@@ -151,7 +241,7 @@ func decodePart(raw []byte, epoch, seq uint64) (appPart, error) {
 		return appPart{}, fmt.Errorf("app state %s: %d bytes after its end", app, len(r.b))
 	case d > seq-epoch:
 		return appPart{}, fmt.Errorf("app state %s: changed at %d, after its record's sequence %d", app, epoch+d, seq)
-	case flags&^7 != 0:
+	case flags&^31 != 0:
 		return appPart{}, fmt.Errorf("app state %s: unknown flags %#x", app, flags)
 	case int(code) >= len(phases):
 		return appPart{}, fmt.Errorf("app state %s: unknown phase %d", app, code)
@@ -163,9 +253,11 @@ func decodePart(raw []byte, epoch, seq uint64) (appPart, error) {
 	if err := release.ValidateApp(app); err != nil {
 		return appPart{}, fmt.Errorf("app state: %w", err)
 	}
-	if version != "" {
-		if err := release.ValidateVersion(version); err != nil {
-			return appPart{}, fmt.Errorf("app state %s: %w", app, err)
+	for _, v := range []string{version, runVersion} {
+		if v != "" {
+			if err := release.ValidateVersion(v); err != nil {
+				return appPart{}, fmt.Errorf("app state %s: %w", app, err)
+			}
 		}
 	}
 	return appPart{app: app, seq: epoch + d, raw: raw, state: AppState{
@@ -174,10 +266,14 @@ func decodePart(raw []byte, epoch, seq uint64) (appPart, error) {
 		ReleaseID: id,
 		Phase:     phases[code],
 		Healthy:   flags&1 != 0,
-		Stale:     flags&4 != 0,
-		Progress:  float64(progress) / 1000,
-		Rate:      int64(rate) << 10,
-		Error:     errMsg,
+
+		RunningVersion:   runVersion,
+		RunningReleaseID: runID,
+		Refused:          refused,
+		Stale:            flags&4 != 0,
+		Progress:         float64(progress) / 1000,
+		Rate:             int64(rate) << 10,
+		Error:            errMsg,
 	}}, nil
 }
 

@@ -59,9 +59,13 @@ func (n *Node) load() error {
 			if uerr == nil && u.App != "" {
 				n.highest[u.Key()] = max(n.highest[u.Key()], u.Sequence)
 			}
-			n.log.Warn("persisted desired state no longer verifies; keeping only its sequence",
-				zap.String("path", n.cfg.StatePath), zap.String("app", u.App), zap.Uint64("seq", u.Sequence),
-				zap.String("key_id", sd.KeyID), zap.Error(err))
+			msg := "persisted desired state no longer verifies (the keys pinned changed): not served; its sequence stays a floor, so the next state issued for it supersedes it"
+			if n.cfg.Role == RoleSeeder {
+				msg = "persisted desired state no longer verifies (signed by a key this seeder neither holds nor pins: it ran with other keys): not served; " +
+					"the next publish of the app in its environment supersedes it, signed with this seeder's key"
+			}
+			n.log.Warn(msg, zap.String("path", n.cfg.StatePath), zap.String("app", u.App), zap.String("env", u.EnvName()),
+				zap.Uint64("seq", u.Sequence), zap.String("key_id", sd.KeyID), zap.Error(err))
 			continue
 		}
 		if cur, ok := n.desired[d.Key()]; ok && cur.state.Sequence >= d.Sequence {
@@ -170,8 +174,11 @@ func (n *Node) accept(sd release.SignedDesiredState, src source) error {
 		} else {
 			n.stats.RefusedInvalid++
 		}
-		u, _ := sd.Unverified() // best effort, for the log only
+		u, _ := sd.Unverified() // best effort, for the log and the refusal only
 		n.logRefusalLocked(src, reason, u.App, u.Sequence, sd.KeyID, err)
+		if src != fromLocal {
+			n.noteRefusalLocked(u.App, u.Env, u.Sequence, n.refusalReason(sd, err))
+		}
 		return err
 	}
 	msg, err := n.take(d, sd, src)
@@ -194,6 +201,9 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 	if err := release.CheckSequence(high, d.Sequence); err != nil {
 		n.stats.RefusedInvalid++
 		n.logRefusalLocked(src, reasonInvalid, d.App, d.Sequence, sd.KeyID, err)
+		if src != fromLocal {
+			n.noteRefusalLocked(d.App, d.Env, d.Sequence, RefusedSequenceJump)
+		}
 		return nil, err
 	}
 	switch {
@@ -206,6 +216,11 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 	case d.Sequence < high:
 		n.stats.RefusedStale++
 		n.logRefusalLocked(src, reasonStale, d.App, d.Sequence, sd.KeyID, nil)
+		if cur, ok := n.desired[key]; ok && src != fromLocal && d.Issued.After(cur.state.Issued) {
+			// Issued after the state held, yet numbered below it: a seeder
+			// whose store was reset. A lagging peer's state is older.
+			n.noteRefusalLocked(d.App, d.Env, d.Sequence, RefusedOlderSequence)
+		}
 		return nil, fmt.Errorf("%w: sequence %d for %s is below the %d held", ErrStale, d.Sequence, key, high)
 	}
 	if _, ok := n.desired[key]; !ok && len(n.desired) >= MaxDesiredStates {
@@ -228,6 +243,7 @@ func (n *Node) take(d release.DesiredState, sd release.SignedDesiredState, src s
 	}
 	n.holdLocked(key, entry{signed: sd, state: d, accepted: time.Now()})
 	n.highest[key] = d.Sequence
+	n.clearRefusalLocked(key, d.Sequence)
 	n.stats.Accepted++
 	msg := n.broadcastLocked(d, sd)
 	n.notify()

@@ -105,6 +105,10 @@ func bigApp(i int, errMsg string) AppState {
 		Progress:  0.5,
 		Rate:      1 << 40,
 		Error:     errMsg,
+
+		RunningVersion:   strings.Repeat("8", 48),
+		RunningReleaseID: release.IDOf([]byte{byte(i), 1}),
+		Refused:          RefusedTooFewSignatures,
 	}
 }
 

@@ -118,7 +118,8 @@ type Node struct {
 	highest map[string]uint64
 	stats   Stats
 	logged  map[string]struct{}
-	bySig   map[string]string // the key of each held state by its signature, for heldAlready
+	bySig   map[string]string  // the key of each held state by its signature, for heldAlready
+	refused map[string]Refusal // by state key; refusals.go
 
 	// refusals rate-limits the logging of refused input (logonce.go).
 	refusals *rateLog

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"errors"
+	"time"
 
 	"github.com/swarmdeploy/swarm/release"
 )
@@ -28,7 +29,10 @@ const (
 	PhaseRolledBack  Phase = "rolled-back"
 )
 
-// AppState is one app on one node, as gossiped.
+// AppState is one app on one node, as gossiped. It says both what the
+// node works towards (Version, ReleaseID, Phase) and what it runs
+// (RunningVersion, RunningReleaseID): after a failed install or a health
+// check that rolled back, the two differ.
 type AppState struct {
 	App string
 	// Version of the release this phase is about.
@@ -37,7 +41,21 @@ type AppState struct {
 	// downloaded or installed, or the active one.
 	ReleaseID release.ID
 	Phase     Phase
-	Healthy   bool
+	// RunningVersion and RunningReleaseID are the release the node runs:
+	// the installer's current one; empty when it runs none of the app (or,
+	// in a record of a node older than these fields, when the phase is not
+	// active: such nodes did not say).
+	RunningVersion   string
+	RunningReleaseID release.ID
+	// Healthy describes the running release, never a target that failed:
+	// after a rollback it is the health of the release put back. False
+	// when nothing runs, or while the running release's health check has
+	// not passed yet.
+	Healthy bool
+	// Refused is why the node refused the app's newest desired state in
+	// its environment (one of the Refused* codes), "" when it did not.
+	// It changes at most once per RefusalHold.
+	Refused string
 	// Progress is the download progress in [0,1]; it travels in steps of 0.001.
 	Progress float64
 	// Rate is the download rate in bytes/s while downloading; it travels in
@@ -51,6 +69,47 @@ type AppState struct {
 	// takes no new target until a fresh state arrives.
 	Stale bool
 }
+
+// Refusal codes: why a node refused a desired state, as AppState.Refused
+// carries them. They are short on purpose: one byte on the wire, and a
+// phrase an operator reads in `swarm status`.
+const (
+	// RefusedUntrustedKey: signed by a rollout key the node does not pin.
+	RefusedUntrustedKey = "untrusted key"
+	// RefusedWrongRole: signed by a key the node pins as a release key.
+	RefusedWrongRole = "wrong key role"
+	// RefusedUntrustedRelease: a manifest in it is signed by no pinned
+	// release key.
+	RefusedUntrustedRelease = "untrusted release key"
+	// RefusedTooFewSignatures: a manifest in it has fewer release
+	// signatures than the node's threshold.
+	RefusedTooFewSignatures = "too few release signatures"
+	// RefusedBadSignature: a signature does not verify.
+	RefusedBadSignature = "bad signature"
+	// RefusedSequenceJump: its sequence runs more than
+	// release.MaxSequenceJump past the one held.
+	RefusedSequenceJump = "sequence jump"
+	// RefusedOlderSequence: issued after the state held but with a lower
+	// sequence (a seeder whose store was reset or replaced): a downgrade
+	// of the sequence, which nodes never take.
+	RefusedOlderSequence = "older sequence"
+	// RefusedExpired: the state held has expired (AppState.Stale).
+	RefusedExpired = "expired"
+	// RefusedInvalid: any other reason (malformed, invalid fields).
+	RefusedInvalid = "invalid"
+)
+
+// refusalCodes numbers the refusal codes on the wire; the index is the
+// code. New codes go at the end.
+var refusalCodes = [...]string{"", RefusedUntrustedKey, RefusedWrongRole, RefusedUntrustedRelease, RefusedTooFewSignatures,
+	RefusedBadSignature, RefusedSequenceJump, RefusedOlderSequence, RefusedExpired, RefusedInvalid}
+
+// RefusalHold is the shortest time between two changes of the refusal a
+// node reports for one app, so that a stream of refused states (or an
+// attacker alternating causes) cannot make it re-gossip its record more
+// often. A refusal that appears where there was none, or clears because a
+// state was accepted, is reported at once.
+const RefusalHold = 10 * time.Second
 
 // NodeState is what a node tells the cluster about itself.
 type NodeState struct {

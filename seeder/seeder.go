@@ -281,8 +281,17 @@ func (s *Seeder) start() (err error) {
 			s.closeParts()
 		}
 	}()
-	if err := s.store.open(s.trust.Release); err != nil {
+	untrusted, err := s.store.open(s.trust.Release)
+	if err != nil {
 		return err
+	}
+	for _, u := range untrusted {
+		// One line per release, once per start: the store is not edited by
+		// hand, and a seeder restarted with the keys it had runs as before.
+		s.log.Warn("stored release is signed by no pinned release key (published while the seeder ran with other keys): not served; "+
+			"pin its key with --trust-release to serve it again, publish it again signed by a pinned key, or remove its directory",
+			zap.String("app", u.Manifest.App), zap.String("version", u.Manifest.Version),
+			zap.String("release_id", string(u.Manifest.ReleaseID)), zap.String("dir", u.Dir), zap.Error(u.Err))
 	}
 
 	tc := swarm.Config{Dir: s.store.releasesDir(), ListenAddr: s.cfg.TorrentAddr, Origin: true, UploadRate: s.cfg.UploadRate, MaxConnsPerTorrent: s.cfg.MaxConns}

@@ -43,6 +43,17 @@ type store struct {
 
 	mu       sync.Mutex
 	releases map[release.ID]storedRelease
+	// untrusted holds the release directories open left out because their
+	// manifest no longer verifies: kept on disk, not served.
+	untrusted map[release.ID]bool
+}
+
+// untrustedRelease is a stored release open left out: its manifest is
+// signed by no release key pinned now (the seeder ran with other keys).
+type untrustedRelease struct {
+	Dir      string
+	Manifest release.Manifest // unverified
+	Err      error
 }
 
 type storedRelease struct {
@@ -66,15 +77,20 @@ func (s *store) tmpDir() string      { return filepath.Join(s.dir, "tmp") }
 func (s *store) desiredPath() string { return filepath.Join(s.dir, "desired.json") }
 
 // open creates the layout, clears abandoned uploads and loads every stored
-// release, re-verifying manifests against ring.
-func (s *store) open(ring release.Keyring) error {
+// release, re-verifying manifests against ring. A release whose manifest
+// is signed by no key of ring (one published while the seeder ran with
+// other keys) does not stop the seeder: it is left on disk, not served,
+// and returned, so that the seeder says so; pinning its key again serves
+// it after a restart, and publishing it again with a pinned key's
+// signature replaces it.
+func (s *store) open(ring release.Keyring) (skipped []untrustedRelease, err error) {
 	for _, d := range []string{s.releasesDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("store %s: %w", s.dir, err)
+			return nil, fmt.Errorf("store %s: %w", s.dir, err)
 		}
 	}
 	if err := probeWritable(s.tmpDir()); err != nil {
-		return fmt.Errorf("store %s is not writable: %w", s.dir, err)
+		return nil, fmt.Errorf("store %s is not writable: %w", s.dir, err)
 	}
 	if tmps, err := os.ReadDir(s.tmpDir()); err == nil {
 		for _, e := range tmps {
@@ -83,7 +99,7 @@ func (s *store) open(ring release.Keyring) error {
 	}
 	entries, err := os.ReadDir(s.releasesDir())
 	if err != nil {
-		return fmt.Errorf("store %s: %w", s.dir, err)
+		return nil, fmt.Errorf("store %s: %w", s.dir, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -93,28 +109,39 @@ func (s *store) open(ring release.Keyring) error {
 		}
 		b, err := os.ReadFile(filepath.Join(s.releasesDir(), e.Name(), "manifest.json"))
 		if err != nil {
-			return fmt.Errorf("store: release %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("store: release %s: %w", e.Name(), err)
 		}
 		var sm release.SignedManifest
 		if err := json.Unmarshal(b, &sm); err != nil {
-			return fmt.Errorf("store: release %s: manifest: %w", e.Name(), err)
+			return nil, fmt.Errorf("store: release %s: manifest: %w", e.Name(), err)
 		}
 		m, err := sm.Verify(ring)
+		if errors.Is(err, release.ErrUnknownKey) {
+			u, uerr := sm.Unverified()
+			if uerr == nil && u.ReleaseID.Hex() == e.Name() {
+				if s.untrusted == nil {
+					s.untrusted = map[release.ID]bool{}
+				}
+				s.untrusted[u.ReleaseID] = true
+				skipped = append(skipped, untrustedRelease{Dir: filepath.Join(s.releasesDir(), e.Name()), Manifest: u, Err: err})
+				continue
+			}
+		}
 		if err != nil {
-			return fmt.Errorf("store: release %s: %w; pin its release key with --trust-release", e.Name(), err)
+			return nil, fmt.Errorf("store: release %s: %w; pin its release key with --trust-release", e.Name(), err)
 		}
 		r := storedRelease{Manifest: m, Signed: sm}
 		if b, err := os.ReadFile(filepath.Join(s.releasesDir(), e.Name(), pendingFile)); err == nil {
 			r.Pending = &PublishOptions{}
 			if err := json.Unmarshal(b, r.Pending); err != nil {
-				return fmt.Errorf("store: release %s: %s: %w", e.Name(), pendingFile, err)
+				return nil, fmt.Errorf("store: release %s: %s: %w", e.Name(), pendingFile, err)
 			}
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("store: release %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("store: release %s: %w", e.Name(), err)
 		}
 		s.releases[m.ReleaseID] = r
 	}
-	return nil
+	return skipped, nil
 }
 
 // setSigned replaces the stored signed manifest of id (more signatures,
@@ -291,6 +318,14 @@ func (s *store) put(m release.Manifest, sm release.SignedManifest, body io.Reade
 		return stored, err
 	}
 	final := filepath.Join(s.releasesDir(), m.ReleaseID.Hex())
+	if s.untrusted[m.ReleaseID] {
+		// Left out at open for a key no longer pinned; the same bytes,
+		// now signed by a pinned key, take its place.
+		if err := os.RemoveAll(final); err != nil {
+			return false, fmt.Errorf("store: replace untrusted %s: %w", final, err)
+		}
+		delete(s.untrusted, m.ReleaseID)
+	}
 	if err := os.Rename(relDir, final); err != nil {
 		return false, fmt.Errorf("store: %w", err)
 	}

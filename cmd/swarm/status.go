@@ -34,7 +34,11 @@ func newStatusCmd(ios streams) *cobra.Command {
 release of every app and, for each node, the release it works on, its phase
 (downloading, staged, installing, active, failed, rolled-back) and progress.
 With --json it prints one object for scripts: "nodes" lists each node's
-"name" and "apps" (each with "app", "version", "release_id", "phase").
+"name" and "apps" (each with "app", "version", "release_id", "phase" of the
+release it works towards, "running_version" and "running_release_id" of
+the release it runs, "healthy" for the running release, and "refused" when
+it refused the app's desired state); each of "desired" says with "refused"
+and "error" how many nodes refused it and why.
 With --wait it refreshes until every node is active on every desired release.`,
 		Example: `  swarm status --seeder http://127.0.0.1:7700
   swarm status --seeder http://127.0.0.1:7700 --json | jq '.nodes[].apps[].phase'
@@ -134,12 +138,17 @@ func printStatus(w io.Writer, st seeder.Status) {
 		if d.Paused {
 			wave += " paused"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\n", d.App, d.Version, short(string(d.ReleaseID)), d.Sequence, wave, d.Active, d.Nodes)
+		active := fmt.Sprintf("%d/%d", d.Active, d.Nodes)
+		if n := refusedNodes(d); n > 0 {
+			active += fmt.Sprintf(" (%d refused)", n)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", d.App, d.Version, short(string(d.ReleaseID)), d.Sequence, wave, active)
 	}
 	if len(st.Desired) == 0 {
 		fmt.Fprintln(tw, "(none)\t\t\t\t\t")
 	}
 	tw.Flush()
+	printRefusals(w, st)
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tAPP\tVERSION\tRELEASE\tPHASE\tPROGRESS\tRATE\tHEALTH\tERROR")
@@ -148,9 +157,11 @@ func printStatus(w io.Writer, st seeder.Status) {
 			fmt.Fprintf(tw, "%s\t-\t-\t-\tidle\t-\t-\t-\t\n", n.Name)
 		}
 		for _, a := range n.Apps {
+			// Health is the running release's (an active node runs its
+			// release also when an older seeder does not say so).
 			health := "-"
-			if a.Phase == "active" || a.Phase == "failed" || a.Phase == "rolled-back" {
-				health = map[bool]string{true: "ok", false: "bad"}[a.Healthy]
+			if a.RunningReleaseID != "" || a.Phase == "active" {
+				health = okBad(a.Healthy)
 			}
 			if a.Stale {
 				health += ", stale"
@@ -159,12 +170,58 @@ func printStatus(w io.Writer, st seeder.Status) {
 			if a.Phase == "downloading" {
 				rate = humanBytes(a.RateBps) + "/s"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, a.App, a.Version, short(string(a.ReleaseID)),
-				a.Phase, progressCell(a.Progress), rate, health, a.Error)
+			errCell := a.Error
+			if a.Refused != "" {
+				errCell = strings.TrimSuffix("refused: "+a.Refused+"; "+a.Error, "; ")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, a.App, orDash(a.Version), orDash(short(string(a.ReleaseID))),
+				phaseCell(a), progressCell(a.Progress), rate, health, errCell)
 		}
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d nodes, %d seeder(s)\n", len(st.Nodes), len(st.Seeders))
+}
+
+// phaseCell is an app's phase and, when the node runs another release
+// than the one the phase is about, what it runs: "rolled-back → running
+// 1.0.0 (healthy)".
+func phaseCell(a seeder.AppStatus) string {
+	phase := orDash(a.Phase)
+	switch {
+	case a.RunningReleaseID != "" && a.RunningReleaseID != a.ReleaseID:
+		return fmt.Sprintf("%s → running %s (%s)", phase, a.RunningVersion, map[bool]string{true: "healthy", false: "unhealthy"}[a.Healthy])
+	case a.RunningReleaseID == "" && (a.Phase == "failed" || a.Phase == "rolled-back"):
+		return phase + " → running nothing"
+	}
+	return phase
+}
+
+func okBad(ok bool) string { return map[bool]string{true: "ok", false: "bad"}[ok] }
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// refusedNodes is how many nodes refused d.
+func refusedNodes(d seeder.DesiredStatus) int {
+	n := 0
+	for _, r := range d.Refused {
+		n += r.Nodes
+	}
+	return n
+}
+
+// printRefusals prints one error line per desired state that nodes
+// refuse: why it reaches them not.
+func printRefusals(w io.Writer, st seeder.Status) {
+	for _, d := range st.Desired {
+		if d.Error != "" {
+			fmt.Fprintf(w, "error: %s in %s: %s\n", d.App, d.Env, d.Error)
+		}
+	}
 }
 
 func short(id string) string {
@@ -252,5 +309,6 @@ func printRollouts(w io.Writer, st seeder.Status) {
 			fmt.Fprintf(w, "  %s/%s: %s\n", r.App, r.Env, r.Reason)
 		}
 	}
+	printRefusals(w, st)
 	fmt.Fprintf(w, "\n%d nodes, %d seeder(s)\n", len(st.Nodes), len(st.Seeders))
 }

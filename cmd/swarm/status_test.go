@@ -41,3 +41,36 @@ func TestPrintStatusShowsProgressAndRate(t *testing.T) {
 		t.Errorf("RATE column misaligned:\n%s\n%s", header, a)
 	}
 }
+
+// TestPrintStatusShowsRunningAndRefusals: a node whose install of 3.0.0
+// rolled back shows what it runs and that it is healthy; a desired state
+// every node refuses says so under the table and in the ACTIVE column.
+func TestPrintStatusShowsRunningAndRefusals(t *testing.T) {
+	st := seeder.Status{
+		Desired: []seeder.DesiredStatus{{App: "web", Env: "default", Version: "3.0.0", Nodes: 3,
+			Refused: []seeder.RefusalCount{{Reason: "untrusted key", Nodes: 3}}, Error: "refused by 3 nodes: untrusted key"}},
+		Nodes: []seeder.NodeStatus{
+			{Name: "node-a", Apps: []seeder.AppStatus{{App: "web", Version: "3.0.0", ReleaseID: "sha256:3333", Phase: "rolled-back",
+				RunningVersion: "1.0.0", RunningReleaseID: "sha256:1111", Healthy: true, Progress: 1, Error: "health check failed"}}},
+			{Name: "node-b", Apps: []seeder.AppStatus{{App: "web", Refused: "untrusted key"}}},
+		},
+	}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	for _, want := range []string{
+		"0/3 (3 refused)",
+		"error: web in default: refused by 3 nodes: untrusted key",
+		"rolled-back → running 1.0.0 (healthy)",
+		"refused: untrusted key",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "node-a") && (!strings.Contains(l, " ok ") || strings.Contains(l, "bad")) {
+			t.Errorf("the rolled-back node's health is not its running release's: %q", l)
+		}
+	}
+}
