@@ -374,3 +374,40 @@ func TestSupersededDownloadIsDropped(t *testing.T) {
 		t.Errorf("dropped line %v: want version 2.0.0, release %s and its bytes", f, v2.Short())
 	}
 }
+
+// TestRetentionMakesRoomForADownload: a release that does not fit next to
+// the bundles an agent keeps (--keep 10) is fetched all the same once
+// retention removed the oldest bundle it may (not the current, previous or
+// desired ones).
+func TestRetentionMakesRoomForADownload(t *testing.T) {
+	c, logs := diskCluster(t, bench.ClusterConfig{})
+	dir := agentDir(t, c, "node")
+	// Each release takes 8 MiB (4 MiB bundle, 4 MiB unpacked): the fourth
+	// fits only without the first one's bundle.
+	mountSmall(t, dir, 30<<20)
+	n, err := c.AddAgent("node", bench.AgentOptions{Keep: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []release.ID
+	for i := 1; i <= 4; i++ {
+		id := publish(t, c, fmt.Sprintf("1.0.%d", i), 4<<20)
+		waitActive(t, c, n, id, time.Minute)
+		ids = append(ids, id)
+	}
+	bundles := filepath.Join(dir, "bundles")
+	if _, err := os.Stat(filepath.Dir(swarm.BundlePath(bundles, ids[0]))); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the oldest bundle: %v, want it removed", err)
+	}
+	for _, id := range ids[1:] {
+		if _, err := os.Stat(swarm.BundlePath(bundles, id)); err != nil {
+			t.Errorf("bundle %s: %v", id.Short(), err)
+		}
+	}
+	if got := len(logs.FilterMessage("retention: removed bundle").All()); got != 1 {
+		t.Errorf("%d bundles removed, want 1", got)
+	}
+	if got := len(logs.FilterMessageSnippet("disk full").All()); got != 0 {
+		t.Errorf("%d lines say the disk is full; retention should have made room first", got)
+	}
+}

@@ -220,7 +220,7 @@ func (a *Agent) wantedDownloads() map[release.ID]bool {
 // retain removes bundles as pruneChoice says, for the watermark alone, and
 // warns once while the watermark cannot be met.
 func (a *Agent) retain() {
-	short, err := a.prune(0)
+	short, _, err := a.prune(0)
 	if err != nil {
 		a.log.Warn("retention: "+err.Error(), zap.Error(err))
 		return
@@ -234,21 +234,22 @@ func (a *Agent) retain() {
 
 // prune removes bundles as pruneChoice says, so that MinFreeBytes plus
 // extra bytes are free if they can be: each stops seeding, then its
-// directory goes. It reports how many bytes are still missing. An agent in
-// shared-storage mode holds no bundles.
-func (a *Agent) prune(extra int64) (short int64, err error) {
+// directory goes (its space comes back within swarm.SpaceReturnDelay). It
+// reports how many bytes are still missing, and how many bundles or part
+// files it removed. An agent in shared-storage mode holds no bundles.
+func (a *Agent) prune(extra int64) (short int64, removed int, err error) {
 	if a.cfg.SharedBundleDir != "" {
-		return 0, nil
+		return 0, 0, nil
 	}
 	a.retainMu.Lock()
 	defer a.retainMu.Unlock()
 	held, err := a.heldBundles()
 	if err != nil {
-		return 0, fmt.Errorf("cannot list bundles: %w", err)
+		return 0, 0, fmt.Errorf("cannot list bundles: %w", err)
 	}
 	free, err := swarm.FreeBytes(a.cfg.DataDir)
 	if err != nil {
-		return 0, fmt.Errorf("cannot read free space: %w", err)
+		return 0, 0, fmt.Errorf("cannot read free space: %w", err)
 	}
 	remove, short := pruneChoice(held, a.protectedReleases(), a.wantedDownloads(), a.cfg.Keep, free, a.cfg.MinFreeBytes+extra)
 	for _, b := range remove {
@@ -258,6 +259,7 @@ func (a *Agent) prune(extra int64) (short int64, err error) {
 			log.Warn("retention: cannot remove bundle", zap.Error(err))
 			continue
 		}
+		removed++
 		if b.partial {
 			// Its file closes (and its space returns) once the dropped
 			// fetch has let go of it, within seconds.
@@ -266,5 +268,5 @@ func (a *Agent) prune(extra int64) (short int64, err error) {
 		}
 		log.Info("retention: removed bundle", zap.Int64("bytes", b.Size))
 	}
-	return short, nil
+	return short, removed, nil
 }

@@ -76,23 +76,7 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 	if !a.waitAdmitted(ctx, m) {
 		return
 	}
-	var res installer.Result
-	var err error
-	for {
-		st.Phase = gossip.PhaseInstalling
-		a.setState(st)
-		res, err = a.inst.Install(ctx, m, a.torrent.BundlePath(m.ReleaseID))
-		if err == nil || ctx.Err() != nil || !errors.Is(err, syscall.ENOSPC) || errors.Is(err, installer.ErrHealthFailed) {
-			break
-		}
-		// The unpack ran out of disk (something else took the room the
-		// download left): wait for room as a download does, then again.
-		free, _ := swarm.FreeBytes(a.cfg.DataDir)
-		full := &swarm.DiskFullError{Dir: a.cfg.DataDir, Need: a.spaceNeeded(m), Free: free}
-		if !a.waitForRoom(ctx, &st, m, full, log) {
-			return
-		}
-	}
+	res, err := a.install(ctx, &st, m, log)
 	switch {
 	case err == nil:
 		st.Phase, st.Healthy, st.Error = gossip.PhaseActive, true, ""
@@ -109,13 +93,33 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 	a.setState(st)
 }
 
+// install installs m; an install that runs out of disk (the unpack: something
+// else took the room the download left) waits for room as a download does
+// and runs again.
+func (a *Agent) install(ctx context.Context, st *appState, m release.Manifest, log *zap.Logger) (installer.Result, error) {
+	for {
+		st.Phase = gossip.PhaseInstalling
+		a.setState(*st)
+		res, err := a.inst.Install(ctx, m, a.torrent.BundlePath(m.ReleaseID))
+		if err == nil || ctx.Err() != nil || !errors.Is(err, syscall.ENOSPC) || errors.Is(err, installer.ErrHealthFailed) {
+			return res, err
+		}
+		log.Warn("install ran out of disk", zap.Error(err))
+		free, _ := swarm.FreeBytes(a.cfg.DataDir)
+		full := &swarm.DiskFullError{Dir: a.cfg.DataDir, Need: a.spaceNeeded(m), Free: free}
+		if !a.waitForRoom(ctx, st, m, full, log) {
+			return res, ctx.Err()
+		}
+	}
+}
+
 // fetch downloads m until it is complete, retrying after failures; false if
 // ctx ended or the bundle can never be right. A download starts only when
 // the disk has room for it (roomFor); while it has not, the app is failed
 // with "disk full" and the download waits for room (waitForRoom).
 func (a *Agent) fetch(ctx context.Context, st *appState, m release.Manifest, log *zap.Logger) bool {
 	for {
-		err := a.roomFor(m)
+		err := a.roomFor(ctx, m)
 		if err == nil {
 			if a.cfg.SharedBundleDir == "" {
 				if err := a.recordBundle(m); err != nil {
@@ -174,7 +178,7 @@ func (a *Agent) spaceNeeded(m release.Manifest) int64 {
 // roomFor checks that m fits on disk (spaceNeeded) with MinFreeBytes to
 // spare once installed; if not, retention first removes what it may, and if
 // that is not enough, the result is a *swarm.DiskFullError.
-func (a *Agent) roomFor(m release.Manifest) error {
+func (a *Agent) roomFor(ctx context.Context, m release.Manifest) error {
 	need := a.spaceNeeded(m)
 	dir := a.bundlesDir()
 	free, err := swarm.FreeBytes(dir)
@@ -184,16 +188,28 @@ func (a *Agent) roomFor(m release.Manifest) error {
 	if free-need >= a.cfg.MinFreeBytes {
 		return nil
 	}
-	if _, err := a.prune(need); err != nil {
+	_, removed, err := a.prune(need)
+	if err != nil {
 		a.log.Warn("retention: "+err.Error(), zap.Error(err))
 	}
-	if free, err = swarm.FreeBytes(dir); err != nil {
-		return fmt.Errorf("check disk space: %w", err)
+	// What retention removed comes back once its files close.
+	returned := time.Now().Add(swarm.SpaceReturnDelay + time.Second)
+	for {
+		if free, err = swarm.FreeBytes(dir); err != nil {
+			return fmt.Errorf("check disk space: %w", err)
+		}
+		if free-need >= a.cfg.MinFreeBytes {
+			return nil
+		}
+		if removed == 0 || time.Now().After(returned) {
+			return &swarm.DiskFullError{Dir: dir, Need: need, Free: free}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if free-need >= a.cfg.MinFreeBytes {
-		return nil
-	}
-	return &swarm.DiskFullError{Dir: dir, Need: need, Free: free}
 }
 
 // waitForRoom reports that m does not fit the disk (the app fails with
@@ -212,9 +228,12 @@ func (a *Agent) waitForRoom(ctx context.Context, st *appState, m release.Manifes
 			return false
 		case <-time.After(a.cfg.DiskRetry):
 		}
-		err := a.roomFor(m)
+		err := a.roomFor(ctx, m)
 		if err == nil {
 			break
+		}
+		if ctx.Err() != nil {
+			return false
 		}
 		if _, ok := errors.AsType[*swarm.DiskFullError](err); !ok {
 			log.Warn("cannot tell whether the download fits yet", zap.Error(err))

@@ -35,12 +35,14 @@ func (e *DiskFullError) Error() string {
 
 func (e *DiskFullError) Unwrap() error { return syscall.ENOSPC }
 
-// SizeText writes n bytes for an operator: "512 KiB", "128 MiB", "1.5 GiB".
+// SizeText writes n bytes for an operator: "512 KiB", "128 MiB", "12.5 GiB".
 // up rounds up (a need), otherwise down (what is free), so that a need
 // never reads as if it fitted.
 func SizeText(n int64, up bool) string {
 	unit, name := int64(1), "B"
 	switch {
+	case n >= 10<<40:
+		return fmt.Sprintf("%.1f TiB", float64(n)/(1<<40))
 	case n >= 10<<30:
 		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
 	case n >= 1<<20:
@@ -270,6 +272,11 @@ func (t *fileTorrent) close() error {
 // closeGrace is how long a closed torrent's file stays open for reads
 // already under way (see fileTorrent.close).
 const closeGrace = 2 * time.Second
+
+// SpaceReturnDelay bounds how long the disk space of a bundle or part file
+// removed after Drop takes to come back: its file stays open for reads
+// under way that long.
+const SpaceReturnDelay = closeGrace
 
 // markDone records piece i as verified and, once every piece is, syncs
 // the part file and renames it to the bundle's name.
