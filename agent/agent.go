@@ -53,6 +53,7 @@ type Agent struct {
 	stale         map[string]bool     // apps whose desired state has expired; under mu
 	lastRefresh   time.Time
 	lastRetain    time.Time
+	retainMu      sync.Mutex  // one retention pass at a time (reconcile, or a worker short of disk)
 	warnedShort   bool        // retention logged that the watermark cannot be met
 	retainNow     atomic.Bool // a worker finished: apply retention at the next reconcile
 

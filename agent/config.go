@@ -57,8 +57,15 @@ type Config struct {
 	Keep int
 	// MinFreeBytes is the disk watermark: while the data dir's file system
 	// has less free, bundles beyond the current, previous, desired and
-	// in-flight releases are removed, oldest first. 0 = no watermark.
+	// in-flight releases are removed, oldest first. A download starts only
+	// if it leaves this much free once complete (after retention made what
+	// room it could); otherwise the app fails with "disk full" until there
+	// is room. 0 = no watermark.
 	MinFreeBytes int64
+	// DiskRetry is how often a download stopped by a full disk checks the
+	// free space again; it resumes by itself once the release fits.
+	// Default 5s.
+	DiskRetry time.Duration
 	// UploadRate and DownloadRate cap BitTorrent traffic in bytes/s; 0 = none.
 	UploadRate   int64
 	DownloadRate int64
@@ -156,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Tick <= 0 {
 		c.Tick = time.Second
+	}
+	if c.DiskRetry <= 0 {
+		c.DiskRetry = 5 * time.Second
 	}
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = 2 * time.Second

@@ -188,7 +188,8 @@ type local struct {
 //   - a target that failed here (install failed or health check rolled it
 //     back) since it was last published is not retried for newer states of
 //     the same rollout (steps, pauses, a rollback elsewhere): only a new
-//     publish (d.Published past the failure) retries it;
+//     publish (d.Published past the failure) retries it; but a download
+//     the disk could not hold is retried (the worker waits for room);
 //   - a target the environment marked bad is never installed;
 //   - anything else gets a worker.
 func next(d release.DesiredState, target release.ID, l local) action {
@@ -204,7 +205,7 @@ func next(d release.DesiredState, target release.ID, l local) action {
 	if d.IsBad(target) {
 		return actNone
 	}
-	if l.known && l.st.ReleaseID == target && (l.st.Phase == gossip.PhaseFailed || l.st.Phase == gossip.PhaseRolledBack) && l.st.Seq >= d.Published {
+	if l.known && l.st.ReleaseID == target && (l.st.Phase == gossip.PhaseFailed || l.st.Phase == gossip.PhaseRolledBack) && l.st.Seq >= d.Published && !l.st.DiskFull {
 		return actNone
 	}
 	return actWork

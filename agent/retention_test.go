@@ -45,7 +45,7 @@ func TestPruneChoice(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rm, short := pruneChoice(held, tt.protected, tt.keep, tt.free, tt.minFree)
+			rm, short := pruneChoice(held, tt.protected, nil, tt.keep, tt.free, tt.minFree)
 			var got []string
 			for _, r := range rm {
 				if tt.protected[r.ReleaseID] {
@@ -63,5 +63,50 @@ func TestPruneChoice(t *testing.T) {
 				t.Errorf("short %d, want %d", short, tt.wantShort)
 			}
 		})
+	}
+}
+
+// Part files of downloads that did not complete go unless their release is
+// wanted (a desired target or in flight), whatever keep says, and do not
+// count toward an app's keep; what they free counts toward the watermark.
+func TestPruneChoicePartFiles(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := func(id string, ageH int, size int64, partial bool) heldBundle {
+		return heldBundle{bundleRecord: bundleRecord{App: "web", ReleaseID: release.ID(id), Size: size, Fetched: t0.Add(-time.Duration(ageH) * time.Hour)},
+			partial: partial, bytes: size / 2}
+	}
+	held := []heldBundle{
+		b("cur", 3, 100, false), b("old", 5, 100, false),
+		b("superseded", 2, 400, true), b("target", 1, 400, true), b("orphan", 4, 0, true),
+	}
+	set := func(ids ...string) map[release.ID]bool {
+		m := map[release.ID]bool{}
+		for _, id := range ids {
+			m[release.ID(id)] = true
+		}
+		return m
+	}
+	ids := func(hs []heldBundle) []string {
+		var out []string
+		for _, h := range hs {
+			out = append(out, string(h.ReleaseID))
+		}
+		slices.Sort(out)
+		return out
+	}
+	// keep 1: the superseded and orphan part files go, the target's stays;
+	// part files do not make "cur" count as second.
+	rm, short := pruneChoice(held, set("cur", "target"), set("target"), 1, 1000, 0)
+	if got, want := ids(rm), []string{"old", "orphan", "superseded"}; !slices.Equal(got, want) {
+		t.Errorf("keep 1: removed %v, want %v", got, want)
+	}
+	if short != 0 {
+		t.Errorf("keep 1: short %d", short)
+	}
+	// A part file protected as a previous release is still dropped when no
+	// state targets it; its 200 bytes on disk meet the watermark.
+	rm, _ = pruneChoice(held, set("cur", "old", "superseded", "target"), set("target"), 5, 0, 200)
+	if got, want := ids(rm), []string{"orphan", "superseded"}; !slices.Equal(got, want) {
+		t.Errorf("watermark: removed %v, want %v", got, want)
 	}
 }

@@ -24,6 +24,9 @@ type appState struct {
 	// Seq is the desired-state sequence this state answers; a failure is
 	// retried only when a newer desired state arrives.
 	Seq uint64 `json:"seq"`
+	// DiskFull marks a failure for want of disk space: the agent retries
+	// it by itself once there is room, across restarts too.
+	DiskFull bool `json:"disk_full,omitempty"`
 }
 
 // stateFile persists app states as one JSON file, replaced atomically.

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -11,6 +13,7 @@ import (
 	"github.com/swarmdeploy/swarm/installer"
 	"github.com/swarmdeploy/swarm/release"
 	"github.com/swarmdeploy/swarm/rollout"
+	"github.com/swarmdeploy/swarm/swarm"
 )
 
 // worker drives one app toward one target release.
@@ -73,9 +76,7 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 	if !a.waitAdmitted(ctx, m) {
 		return
 	}
-	st.Phase = gossip.PhaseInstalling
-	a.setState(st)
-	res, err := a.inst.Install(ctx, m, a.torrent.BundlePath(m.ReleaseID))
+	res, err := a.install(ctx, &st, m, log)
 	switch {
 	case err == nil:
 		st.Phase, st.Healthy, st.Error = gossip.PhaseActive, true, ""
@@ -92,16 +93,57 @@ func (a *Agent) drive(ctx context.Context, d release.DesiredState, m release.Man
 	a.setState(st)
 }
 
+// install installs m; an install that runs out of disk (the unpack: something
+// else took the room the download left) waits for room as a download does
+// and runs again.
+func (a *Agent) install(ctx context.Context, st *appState, m release.Manifest, log *zap.Logger) (installer.Result, error) {
+	for {
+		st.Phase = gossip.PhaseInstalling
+		a.setState(*st)
+		res, err := a.inst.Install(ctx, m, a.torrent.BundlePath(m.ReleaseID))
+		if err == nil || ctx.Err() != nil || !errors.Is(err, syscall.ENOSPC) || errors.Is(err, installer.ErrHealthFailed) {
+			return res, err
+		}
+		log.Warn("install ran out of disk", zap.Error(err))
+		free, _ := swarm.FreeBytes(a.cfg.DataDir)
+		full := &swarm.DiskFullError{Dir: a.cfg.DataDir, Need: a.spaceNeeded(m), Free: free}
+		if !a.waitForRoom(ctx, st, m, full, log) {
+			return res, ctx.Err()
+		}
+	}
+}
+
 // fetch downloads m until it is complete, retrying after failures; false if
-// ctx ended or the bundle can never be right.
+// ctx ended or the bundle can never be right. A download starts only when
+// the disk has room for it (roomFor); while it has not, the app is failed
+// with "disk full" and the download waits for room (waitForRoom).
 func (a *Agent) fetch(ctx context.Context, st *appState, m release.Manifest, log *zap.Logger) bool {
 	for {
-		err := a.torrent.FetchWith(ctx, m, a.sources(m), a.originUse(m, log))
+		err := a.roomFor(ctx, m)
+		if err == nil {
+			if a.cfg.SharedBundleDir == "" {
+				if err := a.recordBundle(m); err != nil {
+					log.Warn("cannot record the download for retention", zap.Error(err))
+				}
+			}
+			err = a.torrent.FetchWith(ctx, m, a.sources(m), a.originUse(m, log))
+		}
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return false
+		}
+		if full, ok := errors.AsType[*swarm.DiskFullError](err); ok {
+			// The swarm's figure is the bundle's; the agent's counts the
+			// unpack too.
+			full = &swarm.DiskFullError{Dir: full.Dir, Need: a.spaceNeeded(m), Free: full.Free}
+			if !a.waitForRoom(ctx, st, m, full, log) {
+				return false
+			}
+			st.Phase = gossip.PhaseDownloading
+			a.setState(*st)
+			continue
 		}
 		if errors.Is(err, release.ErrIDMismatch) {
 			log.Error("refused a bundle that does not match its release id", zap.Error(err))
@@ -124,6 +166,101 @@ func (a *Agent) fetch(ctx context.Context, st *appState, m release.Manifest, log
 		}
 	}
 	return true
+}
+
+// spaceNeeded is the disk m still takes on this node before it runs: the
+// bundle's size less what its part file already holds, and the unpacked
+// release.
+func (a *Agent) spaceNeeded(m release.Manifest) int64 {
+	return a.torrent.SpaceNeeded(m) + m.UnpackedSize
+}
+
+// roomFor checks that m fits on disk (spaceNeeded) with MinFreeBytes to
+// spare once installed; if not, retention first removes what it may, and if
+// that is not enough, the result is a *swarm.DiskFullError.
+func (a *Agent) roomFor(ctx context.Context, m release.Manifest) error {
+	need := a.spaceNeeded(m)
+	dir := a.bundlesDir()
+	free, err := swarm.FreeBytes(dir)
+	if err != nil {
+		return fmt.Errorf("check disk space: %w", err)
+	}
+	if free-need >= a.cfg.MinFreeBytes {
+		return nil
+	}
+	_, removed, err := a.prune(need)
+	if err != nil {
+		a.log.Warn("retention: "+err.Error(), zap.Error(err))
+	}
+	// What retention removed comes back once its files close.
+	returned := time.Now().Add(swarm.SpaceReturnDelay + time.Second)
+	for {
+		if free, err = swarm.FreeBytes(dir); err != nil {
+			return fmt.Errorf("check disk space: %w", err)
+		}
+		if free-need >= a.cfg.MinFreeBytes {
+			return nil
+		}
+		if removed == 0 || time.Now().After(returned) {
+			return &swarm.DiskFullError{Dir: dir, Need: need, Free: free}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitForRoom reports that m does not fit the disk (the app fails with
+// full's text) and checks again every DiskRetry until it does, then
+// returns true for the caller to try again. false if ctx ended first.
+func (a *Agent) waitForRoom(ctx context.Context, st *appState, m release.Manifest, full *swarm.DiskFullError, log *zap.Logger) bool {
+	text := a.diskFullText(full)
+	log.Error(text+"; free space there or lower --min-free: the release is fetched and installed by itself once it fits",
+		zap.Int64("need_bytes", full.Need), zap.Int64("free_bytes", full.Free), zap.Int64("min_free_bytes", a.cfg.MinFreeBytes),
+		zap.Duration("check_every", a.cfg.DiskRetry))
+	st.Phase, st.Error, st.DiskFull = gossip.PhaseFailed, text, true
+	a.setState(*st)
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(a.cfg.DiskRetry):
+		}
+		err := a.roomFor(ctx, m)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if _, ok := errors.AsType[*swarm.DiskFullError](err); !ok {
+			log.Warn("cannot tell whether the download fits yet", zap.Error(err))
+		}
+	}
+	log.Info("the disk has room for the release again; trying again")
+	st.Error, st.DiskFull = "", false
+	return true
+}
+
+// diskFullText is the app's error for a download the disk cannot hold,
+// short enough to gossip: "disk full: need 128 MiB, 90 MiB free on
+// /data/bundles (--min-free 0)".
+func (a *Agent) diskFullText(full *swarm.DiskFullError) string {
+	minFree := "0"
+	if a.cfg.MinFreeBytes > 0 {
+		minFree = swarm.SizeText(a.cfg.MinFreeBytes, false)
+	}
+	return fmt.Sprintf("%s (--min-free %s)", full.Error(), minFree)
+}
+
+// AppError is what the app's last failure on this node said, as its state
+// gossips it; empty when it did not fail.
+func (a *Agent) AppError(app string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.apps[app].Error
 }
 
 // switchBack returns the app to m, the release it ran before the current

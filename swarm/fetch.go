@@ -56,6 +56,7 @@ type entry struct {
 	given    map[string]time.Time     // when each address was last handed to anacrolix
 	regive   map[string]time.Duration // how long after that it may be handed again
 
+	freshPart   bool      // the part file is new (reservePart): no piece to check
 	use         OriginUse // how this fetch uses the origins
 	originsOpen bool      // origins may be handed to anacrolix now
 	origins     []string  // the origins' addresses, as last given
@@ -307,6 +308,13 @@ func (c *Client) fetch(ctx context.Context, e *entry) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
+	fresh, err := reservePart(path, m.BundleSize)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	e.freshPart = fresh
+	c.mu.Unlock()
 	return c.download(ctx, e, path)
 }
 
@@ -440,7 +448,7 @@ func (c *Client) addTorrentLocked(e *entry, infoBytes []byte) error {
 	if err := ih.FromHexString(e.m.InfoHash); err != nil {
 		return fmt.Errorf("infohash %q: %w", e.m.InfoHash, err)
 	}
-	store, err := c.newStorage(e.m.ReleaseID, infoBytes != nil)
+	store, err := c.newStorage(e, infoBytes != nil)
 	if err != nil {
 		return err
 	}
@@ -471,12 +479,12 @@ func (c *Client) addTorrentLocked(e *entry, infoBytes []byte) error {
 	return nil
 }
 
-// newStorage is the storage of one release: in shared mode a sharedStorage
+// newStorage is the storage of e's release: in shared mode a sharedStorage
 // over the shared copy, otherwise a fileStorage: the bundle in the
 // release's directory, a ".part" file while downloading. complete says the
 // bundle is verified.
-func (c *Client) newStorage(id release.ID, complete bool) (storage.ClientImplCloser, error) {
-	path := c.BundlePath(id)
+func (c *Client) newStorage(e *entry, complete bool) (storage.ClientImplCloser, error) {
+	path := c.BundlePath(e.m.ReleaseID)
 	if c.shared != nil {
 		return newSharedStorage(path, complete, c.shared), nil
 	}
@@ -486,7 +494,13 @@ func (c *Client) newStorage(id release.ID, complete bool) (storage.ClientImplClo
 			return nil, err
 		}
 	}
-	return newFileStorage(path, complete), nil
+	m := e.m
+	resumed := func(pieces, of int, bytes int64) {
+		c.log.Info(fmt.Sprintf("resumed download: %d of %d pieces already verified (%s)", pieces, of, SizeText(bytes, false)),
+			zap.String("release_id", string(m.ReleaseID)), zap.String("app", m.App), zap.String("version", m.Version),
+			zap.Int("pieces", pieces), zap.Int("of", of), zap.Int64("bytes", bytes))
+	}
+	return newFileStorage(path, complete, e.freshPart, resumed), nil
 }
 
 // removeLocked stops serving e and wakes its waiters with err if it had not

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -179,7 +180,9 @@ func TestFeederShareOverQuarterGiB(t *testing.T) {
 }
 
 // TestFetchDiskFullIsAnError fetches a release onto a filesystem too small
-// for it: the fetch fails with ENOSPC, the client keeps working, and the
+// for it: the fetch fails with ENOSPC at once, before a byte is fetched (the
+// part file's space is reserved first), as a DiskFullError that says how
+// much it needs; no part file is left; the client keeps working, and the
 // process does not die of SIGBUS, as it did when anacrolix's storage wrote
 // through a memory mapping. It needs root to mount a small tmpfs.
 func TestFetchDiskFullIsAnError(t *testing.T) {
@@ -194,6 +197,16 @@ func TestFetchDiskFullIsAnError(t *testing.T) {
 		t.Fatalf("fetch of 32 MiB onto 8 MiB: %v, want an error wrapping ENOSPC", err)
 	}
 	t.Logf("fetch of 32 MiB onto 8 MiB: %v", err)
+	var full *DiskFullError
+	if !errors.As(err, &full) || full.Need != b.m.BundleSize || full.Free > 8<<20 || full.Dir != dir {
+		t.Fatalf("error %v (%+v): want a DiskFullError needing %d bytes on %s", err, full, b.m.BundleSize, dir)
+	}
+	if got := l.Stats().BytesFromOrigin; got != 0 {
+		t.Errorf("%d bytes fetched before the full disk showed; want none", got)
+	}
+	if _, err := os.Stat(BundlePath(dir, b.m.ReleaseID) + partSuffix); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("part file after a reservation that did not fit: %v, want none", err)
+	}
 	// The client still serves: a release that fits is fetched.
 	small := newBundle(t, 1<<20)
 	o2 := newOrigin(t, small, Config{})

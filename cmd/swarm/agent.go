@@ -69,7 +69,7 @@ process group; each run keeps at most 1 MiB of output in the hook log.`,
 	f.DurationVar(&o.hookTimeout, "hook-timeout", 5*time.Minute, "kill the hook, and every process it started, after this long")
 	f.DurationVar(&o.healthTimeout, "health-timeout", time.Minute, "kill the health check after this long")
 	f.IntVar(&o.keep, "keep", 3, "releases kept on disk per app (bundles keep seeding); current and previous are never removed")
-	f.StringVar(&o.minFree, "min-free", "0", "disk watermark: below this much free space, remove older bundles first, e.g. 5GiB (0 = none)")
+	f.StringVar(&o.minFree, "min-free", "0", "disk watermark: below this much free space, remove older bundles first; a download starts only if it leaves this much free, e.g. 5GiB (0 = none)")
 	f.IntVar(&o.maxConns, "max-conns", 50, "BitTorrent connections per release")
 	f.IntVar(&o.feeders, "origin-feeders", 4, "nodes that fetch each release from the origin, each a share of its pieces; the rest fetch from peers (0 = every node uses the origin)")
 	f.DurationVar(&o.fallback, "origin-fallback", 10*time.Second, "a node that is no feeder asks the origin, for a quarter of this at a time, after this long starved: no verified piece, no connected peer with one it lacks, and the swarm's gossiped progress flat (or 6× this with no piece at all)")
