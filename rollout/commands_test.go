@@ -197,6 +197,12 @@ func TestDescribe(t *testing.T) {
 		})
 	}
 
+	full := "disk full: need 65 MiB, 21 MiB free on /d (--min-free 0)"
+	held := Describe(t0, s1, set(fleet, f.order[1], func(n *Node) { failed(n); n.HostFault = full }), nil)
+	if held.Failures != 0 || held.HostFaults != 1 || held.HostFault != full {
+		t.Fatalf("a node whose disk is full: failures %d host faults %d %q, want 0, 1, %q", held.Failures, held.HostFaults, held.HostFault, full)
+	}
+
 	st := Describe(t0, s1, fleet, done)
 	want := Status{
 		App: "web", Env: "prod", Version: "2.0.0", ReleaseID: f.id2, Strategy: release.StrategyWaves, State: release.RolloutBaking,

@@ -34,6 +34,14 @@ type Node struct {
 	// Suspect: gossip suspects the node is dead. It is neither failed nor
 	// healthy.
 	Suspect bool
+	// HostFault is why the node's own host keeps it from the release
+	// ("disk full: need …"), when its failure is that and not the
+	// release's. It is not counted against the failure budget: one node's
+	// full disk is no reason to roll a good release back off the fleet. It
+	// is not done either, so a step that needs it waits (and stalls at its
+	// deadline) until the operator frees the host and the node, retrying on
+	// its own, goes active.
+	HostFault string
 }
 
 // Failure is a node counted against a rollout's failure budget.
@@ -149,7 +157,7 @@ func (m *Memory) bakeSince(now time.Time, d *release.DesiredState) time.Time {
 
 // failureOf is what makes n a failure of release id, or "".
 func failureOf(n Node, id release.ID) string {
-	if n.Suspect || n.ReleaseID != id {
+	if n.Suspect || n.ReleaseID != id || n.HostFault != "" {
 		return ""
 	}
 	switch {

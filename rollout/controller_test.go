@@ -252,6 +252,11 @@ func TestDecide(t *testing.T) {
 			why:   "step 2 of 4: 1 of 2 admitted nodes not active and healthy: " + second, fails: 2,
 		},
 		{
+			name: "a node whose disk is full is not a failure and holds the step", d: s0, settled: true, now: t0,
+			nodes: set(f.fleet(s0), canary, func(n *Node) { failed(n); n.HostFault = "disk full: need 65 MiB, 21 MiB free on /d (--min-free 0)" }),
+			why:   "step 1 of 4: 1 of 1 admitted nodes not active and healthy: " + canary,
+		},
+		{
 			name: "a suspect node is not a failure and holds the step", d: s0, settled: true, now: t0,
 			nodes: set(set(f.fleet(s0), canary, unhealthy), canary, suspect),
 			why:   "step 1 of 4: 1 of 1 admitted nodes not active and healthy: " + canary,

@@ -38,6 +38,11 @@ type Status struct {
 	BakeLeftS int `json:"bake_left_s,omitempty"`
 	// Nodes is the environment's fleet.
 	Nodes int `json:"nodes"`
+	// HostFaults counts the target's nodes held back by their own host
+	// (Node.HostFault), not counted as failures; HostFault is one of their
+	// reasons.
+	HostFaults int    `json:"host_faults,omitempty"`
+	HostFault  string `json:"host_fault,omitempty"`
 }
 
 // PhaseOther is the Status.Phases key of nodes on another release.
@@ -75,6 +80,10 @@ func Describe(now time.Time, d release.DesiredState, nodes []Node, mem *Memory) 
 	for _, n := range nodes {
 		if failureOf(n, id) != "" {
 			seen[n.Name] = true
+		}
+		if n.HostFault != "" && n.ReleaseID == id && !n.Suspect {
+			st.HostFaults++
+			st.HostFault = n.HostFault
 		}
 	}
 	st.Failures = len(seen)

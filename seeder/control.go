@@ -11,6 +11,7 @@ import (
 	"github.com/swarmdeploy/swarm/gossip"
 	"github.com/swarmdeploy/swarm/release"
 	"github.com/swarmdeploy/swarm/rollout"
+	"github.com/swarmdeploy/swarm/swarm"
 )
 
 // controller is the rollout controller's in-memory side: what it remembers
@@ -91,6 +92,9 @@ func rolloutNodes(agents []gossip.NodeState, app string) []rollout.Node {
 		for _, as := range a.Apps {
 			if as.App == app {
 				n.ReleaseID, n.Phase, n.Healthy = as.ReleaseID, rollout.Phase(as.Phase), as.Healthy
+				if as.Phase == gossip.PhaseFailed && swarm.IsDiskFull(as.Error) {
+					n.HostFault = as.Error
+				}
 				break
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,10 +31,17 @@ type DiskFullError struct {
 }
 
 func (e *DiskFullError) Error() string {
-	return fmt.Sprintf("disk full: need %s, %s free on %s", SizeText(e.Need, true), SizeText(e.Free, false), e.Dir)
+	return fmt.Sprintf(diskFullPrefix+"need %s, %s free on %s", SizeText(e.Need, true), SizeText(e.Free, false), e.Dir)
 }
 
 func (e *DiskFullError) Unwrap() error { return syscall.ENOSPC }
+
+// diskFullPrefix starts every DiskFullError's text.
+const diskFullPrefix = "disk full: "
+
+// IsDiskFull reports whether a gossiped failure reason is a DiskFullError's
+// text: the node's host, not the release, is at fault.
+func IsDiskFull(reason string) bool { return strings.HasPrefix(reason, diskFullPrefix) }
 
 // SizeText writes n bytes for an operator: "512 KiB", "128 MiB", "12.5 GiB".
 // up rounds up (a need), otherwise down (what is free), so that a need

@@ -308,7 +308,23 @@ func printRollouts(w io.Writer, st seeder.Status) {
 		if r.Reason != "" {
 			fmt.Fprintf(w, "  %s/%s: %s\n", r.App, r.Env, r.Reason)
 		}
+		if r.HostFaults > 0 {
+			whose := "their hosts"
+			if r.HostFaults == 1 {
+				whose = "its host"
+			}
+			fmt.Fprintf(w, "error: %s in %s: %s held back by %s, not counted as failed (e.g. %s); free room there and they retry on their own\n",
+				r.App, r.Env, plural(r.HostFaults, "node"), whose, r.HostFault)
+		}
 	}
 	printRefusals(w, st)
 	fmt.Fprintf(w, "\n%d nodes, %d seeder(s)\n", len(st.Nodes), len(st.Seeders))
+}
+
+// plural is n and noun, with an s unless n is 1: "1 node", "3 nodes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/swarmdeploy/swarm/rollout"
 	"github.com/swarmdeploy/swarm/seeder"
 )
 
@@ -72,5 +73,18 @@ func TestPrintStatusShowsRunningAndRefusals(t *testing.T) {
 		if strings.HasPrefix(l, "node-a") && (!strings.Contains(l, " ok ") || strings.Contains(l, "bad")) {
 			t.Errorf("the rolled-back node's health is not its running release's: %q", l)
 		}
+	}
+}
+
+// A rollout held back by a node's full disk says so, and not as a failure.
+func TestPrintStatusShowsHostFaults(t *testing.T) {
+	full := "disk full: need 65 MiB, 21 MiB free on /d/bundles (--min-free 0)"
+	st := seeder.Status{Rollouts: []rollout.Status{{App: "web", Env: "default", Version: "2.0.0", State: "progressing",
+		Step: 1, Steps: 2, Admitted: 1, Nodes: 3, Phases: map[string]int{"failed": 1, "other": 2}, HostFaults: 1, HostFault: full}}}
+	var b bytes.Buffer
+	printRollouts(&b, st)
+	want := "error: web in default: 1 node held back by its host, not counted as failed (e.g. " + full + "); free room there and they retry on their own"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("rollouts lack %q:\n%s", want, b.String())
 	}
 }
