@@ -48,6 +48,16 @@ func TestFetchResumeSaysWhatItKept(t *testing.T) {
 	if !strings.Contains(resumed[0].Message, "of") {
 		t.Errorf("resumed line %q says no figures", resumed[0].Message)
 	}
+	// No piece kept on disk was fetched again: what the fetch received and
+	// needed is the rest of the bundle.
+	done := logs.FilterMessage("fetch done").All()
+	if len(done) != 1 {
+		t.Fatalf("%d fetch done lines, want 1", len(done))
+	}
+	kept := int64(pieces) * b.m.PieceLength
+	if got := done[0].ContextMap()["fetched_bytes"]; got != b.m.BundleSize-kept {
+		t.Errorf("fetch done: fetched_bytes %v, want %d (the bundle less the %d bytes kept)", got, b.m.BundleSize-kept, kept)
+	}
 }
 
 // TestReservePart: a new part file gets the bundle's full size on disk

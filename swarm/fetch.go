@@ -416,7 +416,16 @@ func (c *Client) finish(e *entry, err error) {
 	if err == nil {
 		e.finished = true
 		close(e.done)
-		c.log.Info("fetch done", zap.String("release_id", id), took)
+		// What this fetch received: payload it needed (a piece resumed
+		// from disk is not in it, so a piece fetched twice shows), and
+		// payload it did not (duplicates, endgame).
+		fields := []zap.Field{zap.String("release_id", id), took}
+		if e.t != nil {
+			st := e.t.Stats()
+			useful := st.BytesReadUsefulData.Int64()
+			fields = append(fields, zap.Int64("fetched_bytes", useful), zap.Int64("wasted_bytes", st.BytesReadData.Int64()-useful))
+		}
+		c.log.Info("fetch done", fields...)
 		return
 	}
 	c.removeLocked(e, err)
