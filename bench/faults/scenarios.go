@@ -53,10 +53,19 @@ func killDownload(ctx context.Context, s *scenarioRun) error {
 	if err := sleep(ctx, 2*time.Second); err != nil {
 		return err
 	}
+	intact, err := intactPieces(a.data, s.f.bundle.Path, s.f.bundle.Manifest.PieceLength)
+	if err != nil {
+		return err
+	}
+	logFrom := logSize(a.log)
 	if err := s.f.startAgent(ctx, a); err != nil {
 		return err
 	}
-	return s.converge(ctx)
+	if err := s.converge(ctx); err != nil {
+		return err
+	}
+	s.checkResume(a, intact, logFrom)
+	return nil
 }
 
 // killHook: kill -9 one agent while its hook runs, restart it.
