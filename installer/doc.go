@@ -13,7 +13,7 @@
 //	releases/<app>/current -> <version>-<short id>   relative symlink: what runs
 //	releases/<app>/state.json                         current and previous manifests
 //	releases/<app>/.meta/<version>-<short id>.json    each release's manifest
-//	releases/<app>/.hook.lock                         flocked while a hook may run
+//	locks/<app>.hook.lock                             flocked while a hook may run
 //	logs/<app>/<version>-<short id>.hook.log          hook and health check output
 //
 // Names starting with ".tmp-", and symlinks named "current.tmp-*", are work

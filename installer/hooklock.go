@@ -18,7 +18,8 @@ import (
 // The hook lock: no two hook runs for one app on one node ever overlap, not
 // even across a crash of the agent.
 //
-// Each app has a lock file, releases/<app>/.hook.lock. An Install or
+// Each app has a lock file, locks/<app>.hook.lock (outside releases/<app>,
+// which a refused release must leave as it was). An Install or
 // Rollback takes an exclusive flock on it before it touches a release
 // directory or runs anything, and holds it until it returns. Every run of
 // that operation gets the locked file as a descriptor of the shim's
@@ -42,8 +43,13 @@ import (
 // current release, which no operation removes, and must not wait behind a
 // long install.
 
-// hookLockName is the lock file's name in releases/<app>/.
-const hookLockName = ".hook.lock"
+// locksDirName is the directory of the apps' hook lock files in Config.Dir.
+const locksDirName = "locks"
+
+// hookLockPath is app's lock file.
+func hookLockPath(root, app string) string {
+	return filepath.Join(root, locksDirName, app+".hook.lock")
+}
 
 // shimLockFD is the descriptor number the locked file has in the shim.
 const shimLockFD = 3
@@ -57,10 +63,10 @@ const hookLockPoll = 20 * time.Millisecond
 // tree; any other holder is waited for. It gives up after the hook timeout,
 // or when ctx ends.
 func (i *Installer) lockHooks(ctx context.Context, a *app) (*os.File, error) {
-	if err := mkdirSync(a.dir); err != nil {
+	path := hookLockPath(i.cfg.Dir, a.name)
+	if err := mkdirSync(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(a.dir, hookLockName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("hook lock: %w", err)
