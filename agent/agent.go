@@ -107,6 +107,7 @@ func (a *Agent) start() (err error) {
 		HealthCheck: a.cfg.HealthCheck, HealthTimeout: a.cfg.HealthTimeout, Keep: a.cfg.Keep,
 		OpenBundle: a.cfg.OpenBundle,
 		HookEnv:    a.cfg.HookEnv,
+		Shim:       a.cfg.Shim,
 	}
 	if err := ic.Validate(); err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -44,6 +44,11 @@ type Config struct {
 	// the documented PATH and SWARM_* (installer.HookEnvironment), so that
 	// the agent's secrets stay out of them.
 	HookEnv []string
+	// Shim is the program hooks and health checks run under
+	// (installer.Config.Shim); empty, as on a node, means this executable.
+	// Tests of a race-built binary point it at a plain swarm binary, which
+	// starts several times faster.
+	Shim string
 	// HealthInterval is how often the health check runs against an active
 	// release after its activation. Default 10s; negative turns the
 	// periodic check off (the check after activation still runs).

@@ -28,6 +28,11 @@ type ClusterConfig struct {
 	// Hook and HealthCheck are given to every agent unless AgentOptions
 	// overrides them.
 	Hook, HealthCheck string
+	// Shim is the agents' agent.Config.Shim: the program their hooks and
+	// health checks run under; empty = the running executable. Tests set
+	// a swarm binary built without the race detector (see testShim): each
+	// run starts it, and a race-built test binary is slow to start.
+	Shim string
 	// AgentUploadRate and AgentDownloadRate cap each agent's BitTorrent
 	// upload and download in bytes/s; 0 = none.
 	AgentUploadRate   int64
@@ -306,7 +311,7 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 		DataDir: filepath.Join(c.cfg.Dir, name), Name: name, Env: o.Env, Join: []string{join},
 		JoinTimeout: 20 * time.Second, Trust: trust,
 		GossipAddr: "127.0.0.1:0", TorrentAddr: "127.0.0.1:0",
-		Hook: hook, HealthCheck: health, HookTimeout: 30 * time.Second,
+		Hook: hook, HealthCheck: health, HookTimeout: 30 * time.Second, Shim: c.cfg.Shim,
 		UploadRate: c.cfg.AgentUploadRate, DownloadRate: c.cfg.AgentDownloadRate,
 		MaxConns: c.cfg.MaxConns, MaxPeers: c.cfg.MaxPeers, SharedBundleDir: shared,
 		Gossip: c.cfg.Gossip, Tick: c.cfg.Tick,

@@ -71,6 +71,7 @@ func toggleHook(t *testing.T) (hook, failFile string) {
 }
 
 func TestClusterRollout(t *testing.T) {
+	shim := testShim(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	log := zaptest.NewLogger(t)
@@ -78,7 +79,7 @@ func TestClusterRollout(t *testing.T) {
 	const size = 6 << 20
 
 	c, err := NewCluster(ctx, ClusterConfig{
-		Dir: t.TempDir(), Agents: agents,
+		Dir: t.TempDir(), Agents: agents, Shim: shim,
 		Hook: filepath.Join(repoRoot(t), "testdata", "hooks", "install.sh"),
 		// A capped origin makes the agents serve each other, as in a fleet.
 		OriginUploadRate: 4 << 20,

@@ -49,9 +49,22 @@ func swarmBinary(t *testing.T) string {
 	return built.path
 }
 
+// testShim is the hook shim for in-process agents (ClusterConfig.Shim):
+// the swarm binary, built once without the race detector, since every hook
+// and health check run starts the shim and a race-built test binary costs
+// tens of milliseconds of CPU per start. Empty (this test binary, see
+// TestMain) when there is no go command to build it.
+func testShim(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		return ""
+	}
+	return swarmBinary(t)
+}
+
 func TestMain(m *testing.M) {
-	// In-process agents run their hooks under this test binary as the
-	// shim.
+	// In-process agents whose cluster sets no Shim run their hooks under
+	// this test binary as the shim.
 	installer.MaybeRunShim()
 	code := m.Run()
 	if built.path != "" {

@@ -29,10 +29,11 @@ func countLines(t *testing.T, path string) int {
 
 // A restarted agent neither downloads nor installs again what it has.
 func TestAgentRestartKeepsState(t *testing.T) {
+	shim := testShim(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	hook, runs := countingHook(t)
-	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), Agents: 2, Hook: hook}, zaptest.NewLogger(t))
+	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), Agents: 2, Hook: hook, Shim: shim}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ func TestRollbackRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg.Dir = t.TempDir()
+			tt.cfg.Shim = testShim(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			res, err := RunRollback(ctx, tt.cfg, zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)), nil)

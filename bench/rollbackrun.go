@@ -41,6 +41,9 @@ type RollbackRunConfig struct {
 	// ControlInterval is the seeder's controller period; zero = its
 	// default (500ms).
 	ControlInterval time.Duration
+	// Shim is the agents' hook shim (ClusterConfig.Shim); empty = the
+	// running executable.
+	Shim string
 }
 
 // rollbackPayload is the size of each release's payload file: the rollback
@@ -140,7 +143,7 @@ func RunRollback(ctx context.Context, cfg RollbackRunConfig, log *zap.Logger, pr
 	c, err := NewCluster(ctx, ClusterConfig{
 		Dir: filepath.Join(cfg.Dir, "cluster"), Hook: hook, HealthCheck: health,
 		SharedStorage: true, Gossip: cfg.Gossip, ControlInterval: cfg.ControlInterval,
-		HealthInterval: cfg.HealthInterval, HealthFailures: 2,
+		HealthInterval: cfg.HealthInterval, HealthFailures: 2, Shim: cfg.Shim,
 	}, log)
 	if err != nil {
 		return r, fmt.Errorf("rollback: start cluster: %w", err)

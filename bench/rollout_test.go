@@ -70,7 +70,7 @@ func newRolloutFixture(t *testing.T) *rolloutFixture {
 	ctx := context.Background()
 	c, err := NewCluster(ctx, ClusterConfig{
 		Dir: filepath.Join(dir, "cluster"), Agents: rolloutAgents, Hook: hook, HealthCheck: health,
-		SharedStorage: true, HealthInterval: time.Second, HealthFailures: 2,
+		Shim: testShim(t), SharedStorage: true, HealthInterval: 2 * time.Second, HealthFailures: 2,
 		ControlInterval: 50 * time.Millisecond, Settle: 300 * time.Millisecond,
 	}, zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)))
 	if err != nil {

@@ -136,10 +136,11 @@ func TestSlowUnpackDoesNotHoldOtherApps(t *testing.T) {
 // the installer's state and its own persisted state as they were and no
 // half-unpacked tree, and once restarted installs the release cleanly.
 func TestAgentStopMidUnpack(t *testing.T) {
+	shim := testShim(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	hook, runs := countingHook(t)
-	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), Hook: hook}, zaptest.NewLogger(t))
+	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), Hook: hook, Shim: shim}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,8 @@ type Config struct {
 	// Dir is the installer's root. Releases live in
 	// Dir/releases/<app>/<version>-<short id>/ and the active one is named by
 	// the relative symlink Dir/releases/<app>/current. Hook logs go to
-	// Dir/logs/<app>/. A relative Dir is made absolute by New.
+	// Dir/logs/<app>/, and the per-app hook locks to Dir/locks/. A relative
+	// Dir is made absolute by New.
 	Dir string
 	// Hook, when set, is an executable run as [Hook, "install"] in the new
 	// release's directory before it becomes current, and as [Hook, "rollback"]

@@ -13,6 +13,7 @@
 //	releases/<app>/current -> <version>-<short id>   relative symlink: what runs
 //	releases/<app>/state.json                         current and previous manifests
 //	releases/<app>/.meta/<version>-<short id>.json    each release's manifest
+//	locks/<app>.hook.lock                             flocked while a hook may run
 //	logs/<app>/<version>-<short id>.hook.log          hook and health check output
 //
 // Names starting with ".tmp-", and symlinks named "current.tmp-*", are work
@@ -49,7 +50,11 @@
 // shim gets SIGTERM and passes it to every one of them; Config.KillGrace
 // later whatever is left gets SIGKILL. A run that fails in any way has its
 // processes stopped the same way; a hook that succeeds may leave processes
-// running on purpose (it may start the service). A program that uses an
+// running on purpose (it may start the service). Runs for one app never
+// overlap, even across a crash of the process: Install and Rollback hold
+// the app's hook lock, and so does each of their shims, which also gets
+// SIGTERM when the process dies; a later Install or Rollback kills an
+// orphaned run's tree before it goes on (hooklock.go). A program that uses an
 // Installer with a hook calls MaybeRunShim first in main (cmd/swarm does)
 // or TestMain.
 //

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type run struct {
 	prevDir string // SWARM_PREVIOUS_DIR
 	timeout time.Duration
 	logPath string
+	lock    *os.File // the app's locked hook lock, shared with the shim; nil for a periodic health check
 }
 
 // errTimeout reports a run killed at its timeout; callers turn it into
@@ -88,7 +90,18 @@ func (i *Installer) exec(ctx context.Context, r run) (err error) {
 	cmd.Env = append(HookEnvironment(r.m, r.dir, r.prevDir, i.cfg.HookEnv), shimGuard+"=1")
 	cmd.Stdin = nil // /dev/null
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if r.lock != nil {
+		cmd.ExtraFiles = []*os.File{r.lock} // shimLockFD
+		cmd.Args = slices.Insert(cmd.Args, 2, "--lock-fd", strconv.Itoa(shimLockFD))
+	}
+	// Pdeathsig: should the agent die, the shim stops the run and its tree
+	// as for a timeout, so that an orphaned run ends soon (and releases
+	// the hook lock). Linux sends it when the thread that forked the shim
+	// exits, not the process; the Go runtime ends a thread only when a
+	// goroutine locked to it (runtime.LockOSThread) exits still locked,
+	// which nothing in swarm does. Were it to happen, the run would fail
+	// like one that was cancelled, and be retried.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = i.cfg.KillGrace + shimSlack
 

@@ -18,9 +18,13 @@ import (
 )
 
 // TestMain also serves as the hook shim: the Installer starts the running
-// executable, this test binary, as the shim.
+// executable, this test binary, as the shim; and as an agent-like driver
+// process that tests kill (see runDriver).
 func TestMain(m *testing.M) {
 	MaybeRunShim()
+	if spec := os.Getenv(driverEnv); spec != "" {
+		os.Exit(runDriver(spec))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -37,7 +37,8 @@ type app struct {
 	logDir string // Dir/logs/<name>
 	log    *zap.Logger
 
-	op chan struct{} // held for a whole Install or Rollback
+	op       chan struct{} // held for a whole Install or Rollback
+	hookLock *os.File      // the locked hook lock (hooklock.go) while op is held
 
 	mu        sync.Mutex // guards the fields below
 	loaded    bool
@@ -109,16 +110,36 @@ func (i *Installer) app(name string) (*app, error) {
 	return a, nil
 }
 
-func (a *app) lock(ctx context.Context) error {
+// lockApp starts an Install or Rollback of a: it waits for the app's other
+// operations in this process, then takes the app's hook lock, which shuts
+// out hook runs of other processes (an earlier life of this agent's
+// included) until unlock. Unless create, an app that has no directory yet
+// gets none, and no hook lock: it has no release a hook could run in.
+func (i *Installer) lockApp(ctx context.Context, a *app, create bool) error {
 	select {
 	case a.op <- struct{}{}:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if !create && !isDir(a.dir) {
+		return nil
+	}
+	f, err := i.lockHooks(ctx, a)
+	if err != nil {
+		<-a.op
+		return err
+	}
+	a.hookLock = f
+	return nil
 }
 
-func (a *app) unlock() { <-a.op }
+func (a *app) unlock() {
+	if a.hookLock != nil {
+		a.hookLock.Close()
+		a.hookLock = nil
+	}
+	<-a.op
+}
 
 // ensureLoaded loads and repairs the app's state from disk the first time
 // the app is used.
@@ -264,7 +285,7 @@ func (i *Installer) Install(ctx context.Context, m release.Manifest, bundlePath 
 	if err != nil {
 		return Result{}, err
 	}
-	if err := a.lock(ctx); err != nil {
+	if err := i.lockApp(ctx, a, true); err != nil {
 		return Result{}, fmt.Errorf("install %s %s: %w", m.App, m.Version, err)
 	}
 	defer a.unlock()
@@ -326,7 +347,7 @@ func (i *Installer) install(ctx context.Context, a *app, m release.Manifest, bun
 	if i.cfg.Hook != "" {
 		res.HookLog = logPath
 		err := i.exec(ctx, run{path: i.cfg.Hook, verb: "install", m: m, dir: dir,
-			prevDir: a.abs(prev), timeout: i.cfg.HookTimeout, logPath: logPath})
+			prevDir: a.abs(prev), timeout: i.cfg.HookTimeout, logPath: logPath, lock: a.hookLock})
 		if err != nil {
 			discard()
 			log.Warn("hook failed; previous release stays active", zap.Error(err), zap.String("log", logPath))
@@ -360,7 +381,7 @@ func (i *Installer) checkHealth(ctx context.Context, a *app, m release.Manifest,
 	logPath := filepath.Join(a.logDir, m.Dir()+".hook.log")
 	res.HookLog = logPath
 	err := i.exec(ctx, run{path: i.cfg.HealthCheck, verb: "health", m: m, dir: a.abs(&m),
-		prevDir: a.abs(res.Previous), timeout: i.cfg.HealthTimeout, logPath: logPath})
+		prevDir: a.abs(res.Previous), timeout: i.cfg.HealthTimeout, logPath: logPath, lock: a.hookLock})
 	if err == nil {
 		a.checked()
 		return nil
@@ -414,7 +435,7 @@ func (i *Installer) Rollback(ctx context.Context, appName string) (release.Manif
 	if err != nil {
 		return release.Manifest{}, err
 	}
-	if err := a.lock(ctx); err != nil {
+	if err := i.lockApp(ctx, a, false); err != nil {
 		return release.Manifest{}, fmt.Errorf("rollback %s: %w", appName, err)
 	}
 	defer a.unlock()
@@ -443,7 +464,7 @@ func (i *Installer) Rollback(ctx context.Context, appName string) (release.Manif
 func (i *Installer) rollbackHook(ctx context.Context, a *app, m release.Manifest, from *release.Manifest) error {
 	logPath := filepath.Join(a.logDir, m.Dir()+".hook.log")
 	err := i.exec(ctx, run{path: i.cfg.Hook, verb: "rollback", m: m, dir: a.abs(&m),
-		prevDir: a.abs(from), timeout: i.cfg.HookTimeout, logPath: logPath})
+		prevDir: a.abs(from), timeout: i.cfg.HookTimeout, logPath: logPath, lock: a.hookLock})
 	if err != nil {
 		a.log.Warn("rollback hook failed", zap.String("dir", m.Dir()), zap.Error(err), zap.String("log", logPath))
 		return hookError(err, logPath)

@@ -94,7 +94,10 @@ func MaybeRunShim() {
 // ShimMain runs the shim with the arguments after ShimCommand and returns
 // its exit status:
 //
-//	--grace D --log-cap N -- HOOK ARG…   run HOOK, as the package doc says
+//	--grace D --log-cap N [--lock-fd N] -- HOOK ARG…
+//	                                     run HOOK, as the package doc says,
+//	                                     holding the hook lock on fd N
+//	                                     (hooklock.go)
 //	--drain --log-cap N [--written N] [--dropped N]
 //	                                     copy stdin to stdout within the cap
 func ShimMain(args []string) int {
@@ -109,6 +112,12 @@ func ShimMain(args []string) int {
 		out.note()
 		return 0
 	}
+	if o.lockFD >= 0 {
+		if err := holdLock(o.lockFD); err != nil {
+			fmt.Fprintf(os.Stderr, "swarm %s: %v\n", ShimCommand, err)
+			return shimExitError
+		}
+	}
 	return (&shim{grace: o.grace, argv: argv, out: out, self: os.Getpid()}).run()
 }
 
@@ -116,6 +125,7 @@ type shimOptions struct {
 	grace                    time.Duration
 	logCap, written, dropped int64
 	drain                    bool
+	lockFD                   int
 }
 
 func parseShimArgs(args []string) (shimOptions, []string, error) {
@@ -127,12 +137,15 @@ func parseShimArgs(args []string) (shimOptions, []string, error) {
 	fs.Int64Var(&o.written, "written", 0, "bytes of output already kept")
 	fs.Int64Var(&o.dropped, "dropped", 0, "bytes of output already dropped")
 	fs.BoolVar(&o.drain, "drain", false, "copy stdin to stdout within the cap")
+	fs.IntVar(&o.lockFD, "lock-fd", -1, "descriptor of the locked hook lock file")
 	if err := fs.Parse(args); err != nil {
 		return o, nil, err
 	}
 	switch {
 	case o.grace < 0 || o.logCap < 0 || o.written < 0 || o.dropped < 0:
 		return o, nil, errors.New("negative --grace, --log-cap, --written or --dropped")
+	case o.lockFD < -1 || o.lockFD >= 0 && o.lockFD <= 2:
+		return o, nil, errors.New("--lock-fd must be a descriptor above 2")
 	case o.drain && fs.NArg() > 0:
 		return o, nil, errors.New("--drain takes no command")
 	case !o.drain && fs.NArg() == 0:
