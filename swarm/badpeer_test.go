@@ -3,7 +3,11 @@ package swarm
 import (
 	"context"
 	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // A peer whose data fails the piece hashes is dropped and banned, the
@@ -68,4 +72,89 @@ func corruptSeeder(t *testing.T, b bundle) *Client {
 		t.Fatal(err)
 	}
 	return bad
+}
+
+// A fetch that banned a peer stops taking a busy swarm as a reason to stay
+// off the origin: what it lacks may be what only the banned peer offered.
+// Here the banned peer is its only one and the swarm always looks busy;
+// before, the fetch waited starveLimit fallbacks (30 s) before it asked the
+// origin, now one fallback (5 s).
+func TestBanEndsWaitOnBusySwarm(t *testing.T) {
+	b := newBundle(t, 2<<20)
+	origin := newOrigin(t, b, Config{})
+	bad := corruptSeeder(t, b)
+	c, logs := newWatchedClient(t, Config{DisablePEX: true})
+
+	const fallback = 5 * time.Second
+	var busy atomic.Int64
+	use := OriginUse{Fallback: fallback, SwarmProgress: func() float64 { return float64(busy.Add(1)) }}
+	// Well before starveLimit fallbacks, generous after one.
+	ctx, cancel := context.WithTimeout(context.Background(), starveLimit*fallback*2/3)
+	defer cancel()
+	err := c.FetchWith(ctx, b.m, Sources{Origins: []string{origin.Addr()}, Peers: []string{bad.Addr()}}, use)
+	if err != nil {
+		t.Fatalf("fetch after a ban, with the swarm busy: %v", err)
+	}
+	checkFetched(t, c, b)
+	if s := c.Stats(); s.PeersBanned != 1 || s.BytesFromOrigin == 0 {
+		t.Errorf("stats %+v: want the corrupt peer banned and the bundle from the origin", s)
+	}
+	asked := logs.FilterMessageSnippet("asking the origin").All()
+	if len(asked) == 0 || asked[0].ContextMap()["banned_a_peer"] != true {
+		t.Errorf("fallback log lines %v: want one that says the fetch banned a peer", asked)
+	}
+}
+
+// A fetch told by OriginUse.Reassign, after it banned a feeder, to take that
+// feeder's share becomes a feeder mid-way: it fetches the share from the
+// origin, and the rest from the other feeder. Nobody waits for the
+// fallback (ten minutes here), and the origin sends each share once.
+func TestReassignTakesABannedFeedersShare(t *testing.T) {
+	b := newBundle(t, 8<<20)
+	origin := newOrigin(t, b, Config{})
+	bad := corruptSeeder(t, b) // share 1 of 2, which it never sends
+	feeder := newClient(t, Config{DisablePEX: true})
+	c := newClient(t, Config{DisablePEX: true})
+
+	var mu sync.Mutex
+	var asked [][]string
+	use := OriginUse{Fallback: 10 * time.Minute, Reassign: func(banned []string) (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, banned)
+		if slices.Contains(banned, "127.0.0.2") {
+			return 1, 2
+		}
+		return 0, 0
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	src := Sources{Origins: []string{origin.Addr()}, Peers: []string{bad.Addr(), feeder.Addr(), c.Addr()}}
+	var wg sync.WaitGroup
+	var feederErr error
+	wg.Go(func() {
+		feederErr = feeder.FetchWith(ctx, b.m, src, OriginUse{Share: 0, Of: 2, Fallback: 10 * time.Minute})
+	})
+	err := c.FetchWith(ctx, b.m, src, use)
+	wg.Wait()
+	if err != nil || feederErr != nil {
+		t.Fatalf("fetches: reassigned %v, feeder %v", err, feederErr)
+	}
+	checkFetched(t, c, b)
+	checkFetched(t, feeder, b)
+	mu.Lock()
+	t.Logf("Reassign asked with %v", asked)
+	if len(asked) == 0 || !slices.Contains(asked[0], "127.0.0.2") {
+		t.Errorf("Reassign asked with %v: want the corrupt peer's IP", asked)
+	}
+	mu.Unlock()
+	half := b.m.BundleSize/2 + 2*b.m.PieceLength
+	if s := c.Stats(); s.BytesFromOrigin == 0 || s.BytesFromOrigin > half {
+		t.Errorf("the reassigned fetch got %d bytes from the origin, want its share (about %d)", s.BytesFromOrigin, b.m.BundleSize/2)
+	}
+	sent := origin.Stats().BytesSent
+	t.Logf("origin sent %.3f copies", float64(sent)/float64(b.m.BundleSize))
+	if sent > b.m.BundleSize+b.m.BundleSize/10 {
+		t.Errorf("origin sent %d bytes for a %d-byte bundle: more than 1.1 copies", sent, b.m.BundleSize)
+	}
 }
