@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"math/rand/v2"
+	"net"
+	"net/netip"
 	"slices"
 
 	"go.uber.org/zap"
@@ -17,30 +19,102 @@ import (
 // originUse is this node's part in fetching m from the origin: a feeder's
 // share, or peers first with the origin as a fallback (Config.OriginFeeders).
 // Feeders are the OriginFeeders agents whose names, hashed with the release
-// id, rank first; every node ranks the members it knows the same way.
+// id, rank first; every node ranks the members it knows the same way. A
+// feeder whose torrent address' IP this node has banned sends it nothing:
+// its slot goes to the next agent in rank (see feederShare), and a fetch
+// asks again whenever it bans a peer (swarm.OriginUse.Reassign).
 func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
 	if a.cfg.OriginFeeders <= 0 {
 		return swarm.OriginUse{}
 	}
-	var names []string
+	use := swarm.OriginUse{Fallback: a.cfg.OriginFallback, SwarmProgress: func() float64 { return a.view.ReleaseProgress(m.ReleaseID) }}
+	use.Share, use.Of = a.feederRole(m, a.torrent.BannedIPs(), log, true)
+	use.Reassign = func(banned []string) (int, int) { return a.feederRole(m, banned, log, false) }
+	return use
+}
+
+// feederRole is this node's share of m's pieces from the origin, and of how
+// many (0: not a feeder), among the members it knows now, a member whose
+// torrent address' IP is in banned counting as a feeder no more. It logs
+// the share when the node is a feeder (if always) or when it took a banned
+// feeder's.
+func (a *Agent) feederRole(m release.Manifest, banned []string, log *zap.Logger, always bool) (share, of int) {
+	var names, out []string
 	for _, mbr := range a.view.Members() {
 		// Only this environment's agents fetch this release: feeders
 		// elsewhere would never take their share.
-		if mbr.Role != gossip.RoleSeeder && mbr.Env == a.cfg.Env {
-			names = append(names, mbr.Name)
+		if mbr.Role == gossip.RoleSeeder || mbr.Env != a.cfg.Env {
+			continue
+		}
+		names = append(names, mbr.Name)
+		if mbr.Name != a.cfg.Name && addrBanned(mbr.TorrentAddr, banned) {
+			out = append(out, mbr.Name)
 		}
 	}
 	if !slices.Contains(names, a.cfg.Name) {
 		names = append(names, a.cfg.Name)
 	}
-	rank := feederRank(m.ReleaseID, names)
-	k := min(a.cfg.OriginFeeders, len(names))
-	use := swarm.OriginUse{Fallback: a.cfg.OriginFallback, SwarmProgress: func() float64 { return a.view.ReleaseProgress(m.ReleaseID) }}
-	if i := slices.Index(rank, a.cfg.Name); i < k {
-		log.Info("origin feeder for this release", zap.Int("share", i), zap.Int("of", k), zap.Int("members", len(names)))
-		use.Share, use.Of = i, k
+	share, of, replaced := feederShare(m.ReleaseID, names, a.cfg.OriginFeeders, a.cfg.Name, out)
+	fields := []zap.Field{zap.Int("share", share), zap.Int("of", of), zap.Int("members", len(names))}
+	switch {
+	case of > 0 && replaced != "":
+		log.Info("origin feeder for this release in place of a member whose address this node banned",
+			append(fields, zap.String("in_place_of", replaced), zap.Strings("banned_ips", banned))...)
+	case of > 0 && always:
+		log.Info("origin feeder for this release", fields...)
 	}
-	return use
+	return share, of
+}
+
+// feederShare is self's share of a release's origin pieces among names:
+// the first k = min(feeders, len(names)) names by feederRank hold shares 0
+// to k-1, except those in banned (by this node), whose shares go, in
+// share order, to the names ranked after the first k that are not banned,
+// in rank order. A feeder's share stays where it was, so nodes that have
+// and have not banned a feeder agree on everyone else's: only the
+// replacements differ, and they agree on those too while they banned the
+// same feeders (or the same first ones in share order). of is 0 if self
+// has no share; replaced names the banned feeder whose share self took.
+func feederShare(id release.ID, names []string, feeders int, self string, banned []string) (share, of int, replaced string) {
+	rank := feederRank(id, names)
+	k := min(feeders, len(rank))
+	next := k
+	for i, n := range rank[:k] {
+		holder := n
+		if slices.Contains(banned, n) {
+			for next < len(rank) && slices.Contains(banned, rank[next]) {
+				next++
+			}
+			if next == len(rank) {
+				continue // nobody left to take it
+			}
+			holder = rank[next]
+			next++
+		}
+		if holder == self {
+			if holder != n {
+				replaced = n
+			}
+			return i, k, replaced
+		}
+	}
+	return 0, 0, ""
+}
+
+// addrBanned reports whether the host of a "host:port" torrent address is
+// one of the IPs in banned (swarm.Client.BannedIPs).
+func addrBanned(addr string, banned []string) bool {
+	if len(banned) == 0 || addr == "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	}
+	return slices.Contains(banned, host)
 }
 
 // feederRank orders names by the hash of id and name: a different order
