@@ -82,31 +82,31 @@ func TestFeederShareReplacesBannedFeeders(t *testing.T) {
 	}
 	id := release.IDOf([]byte("release"))
 	r := feederRank(id, names)
-	type role struct{ share, of int }
-	roles := func(banned []string) map[string]role {
-		out := map[string]role{}
+	type slot struct{ share, of int }
+	roles := func(banned []string) map[string]slot {
+		out := map[string]slot{}
 		for _, n := range names {
 			if slices.Contains(banned, n) {
 				continue // a node never bans itself
 			}
 			if s, of, _ := feederShare(id, names, 4, n, banned); of > 0 {
-				out[n] = role{s, of}
+				out[n] = slot{s, of}
 			}
 		}
 		return out
 	}
-	want := map[string]role{r[0]: {0, 4}, r[1]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}
+	want := map[string]slot{r[0]: {0, 4}, r[1]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}
 	if got := roles(nil); !maps.Equal(got, want) {
 		t.Fatalf("no bans: %v, want %v", got, want)
 	}
 	for _, tc := range []struct {
 		name   string
 		banned []string
-		want   map[string]role
+		want   map[string]slot
 	}{
-		{"one feeder", []string{r[1]}, map[string]role{r[0]: {0, 4}, r[4]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}},
-		{"a feeder and its replacement", []string{r[1], r[4]}, map[string]role{r[0]: {0, 4}, r[5]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}},
-		{"two feeders, in share order", []string{r[3], r[0]}, map[string]role{r[4]: {0, 4}, r[1]: {1, 4}, r[2]: {2, 4}, r[5]: {3, 4}}},
+		{"one feeder", []string{r[1]}, map[string]slot{r[0]: {0, 4}, r[4]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}},
+		{"a feeder and its replacement", []string{r[1], r[4]}, map[string]slot{r[0]: {0, 4}, r[5]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}},
+		{"two feeders, in share order", []string{r[3], r[0]}, map[string]slot{r[4]: {0, 4}, r[1]: {1, 4}, r[2]: {2, 4}, r[5]: {3, 4}}},
 		{"no feeder", []string{r[6]}, want},
 	} {
 		if got := roles(tc.banned); !maps.Equal(got, tc.want) {

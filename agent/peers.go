@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -22,23 +23,53 @@ import (
 // id, rank first; every node ranks the members it knows the same way. A
 // feeder whose torrent address' IP this node has banned sends it nothing:
 // its slot goes to the next agent in rank (see feederShare), and a fetch
-// asks again whenever it bans a peer (swarm.OriginUse.Reassign).
+// asks again after a ban (swarm.OriginUse.Reassign).
 func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
 	if a.cfg.OriginFeeders <= 0 {
 		return swarm.OriginUse{}
 	}
 	use := swarm.OriginUse{Fallback: a.cfg.OriginFallback, SwarmProgress: func() float64 { return a.view.ReleaseProgress(m.ReleaseID) }}
-	use.Share, use.Of = a.feederRole(m, a.torrent.BannedIPs(), log, true)
-	use.Reassign = func(banned []string) (int, int) { return a.feederRole(m, banned, log, false) }
+	banned := a.torrent.BannedIPs()
+	r := a.feederRole(m, banned)
+	if r.of > 0 {
+		log.Info("origin feeder for this release", r.fields(banned)...)
+	}
+	use.Share, use.Of = r.share, r.of
+	// Asked again every few seconds while a peer is banned: log changes.
+	var mu sync.Mutex
+	last := r
+	use.Reassign = func(banned []string) (int, int) {
+		r := a.feederRole(m, banned)
+		mu.Lock()
+		defer mu.Unlock()
+		if r.of > 0 && (r.share != last.share || r.of != last.of || r.replaced != last.replaced) {
+			log.Info("origin feeder for this release after a ban", r.fields(banned)...)
+			last = r
+		}
+		return r.share, r.of
+	}
 	return use
 }
 
-// feederRole is this node's share of m's pieces from the origin, and of how
-// many (0: not a feeder), among the members it knows now, a member whose
-// torrent address' IP is in banned counting as a feeder no more. It logs
-// the share when the node is a feeder (if always) or when it took a banned
-// feeder's.
-func (a *Agent) feederRole(m release.Manifest, banned []string, log *zap.Logger, always bool) (share, of int) {
+// role is a node's part in fetching a release from the origin.
+type role struct {
+	share, of int    // of 0: no share
+	members   int    // agents ranked
+	replaced  string // the banned feeder whose share this is, if any
+}
+
+func (r role) fields(banned []string) []zap.Field {
+	f := []zap.Field{zap.Int("share", r.share), zap.Int("of", r.of), zap.Int("members", r.members)}
+	if r.replaced != "" {
+		f = append(f, zap.String("in_place_of", r.replaced), zap.Strings("banned_ips", banned))
+	}
+	return f
+}
+
+// feederRole is this node's share of m's pieces from the origin among the
+// members it knows now, a member whose torrent address' IP is in banned
+// counting as a feeder no more.
+func (a *Agent) feederRole(m release.Manifest, banned []string) role {
 	var names, out []string
 	for _, mbr := range a.view.Members() {
 		// Only this environment's agents fetch this release: feeders
@@ -55,15 +86,7 @@ func (a *Agent) feederRole(m release.Manifest, banned []string, log *zap.Logger,
 		names = append(names, a.cfg.Name)
 	}
 	share, of, replaced := feederShare(m.ReleaseID, names, a.cfg.OriginFeeders, a.cfg.Name, out)
-	fields := []zap.Field{zap.Int("share", share), zap.Int("of", of), zap.Int("members", len(names))}
-	switch {
-	case of > 0 && replaced != "":
-		log.Info("origin feeder for this release in place of a member whose address this node banned",
-			append(fields, zap.String("in_place_of", replaced), zap.Strings("banned_ips", banned))...)
-	case of > 0 && always:
-		log.Info("origin feeder for this release", fields...)
-	}
-	return share, of
+	return role{share: share, of: of, members: len(names), replaced: replaced}
 }
 
 // feederShare is self's share of a release's origin pieces among names:

@@ -108,7 +108,9 @@ func TestBanEndsWaitOnBusySwarm(t *testing.T) {
 // A fetch told by OriginUse.Reassign, after it banned a feeder, to take that
 // feeder's share becomes a feeder mid-way: it fetches the share from the
 // origin, and the rest from the other feeder. Nobody waits for the
-// fallback (ten minutes here), and the origin sends each share once.
+// fallback (ten minutes here), and the origin sends each share once. The
+// first answer is no share, as from a node whose view of the fleet was
+// still partial when the ban came: the fetch asks again.
 func TestReassignTakesABannedFeedersShare(t *testing.T) {
 	b := newBundle(t, 8<<20)
 	origin := newOrigin(t, b, Config{})
@@ -122,7 +124,7 @@ func TestReassignTakesABannedFeedersShare(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		asked = append(asked, banned)
-		if slices.Contains(banned, "127.0.0.2") {
+		if len(asked) > 1 && slices.Contains(banned, "127.0.0.2") {
 			return 1, 2
 		}
 		return 0, 0
@@ -144,8 +146,8 @@ func TestReassignTakesABannedFeedersShare(t *testing.T) {
 	checkFetched(t, feeder, b)
 	mu.Lock()
 	t.Logf("Reassign asked with %v", asked)
-	if len(asked) == 0 || !slices.Contains(asked[0], "127.0.0.2") {
-		t.Errorf("Reassign asked with %v: want the corrupt peer's IP", asked)
+	if len(asked) < 2 || !slices.Contains(asked[0], "127.0.0.2") {
+		t.Errorf("Reassign asked with %v: want the corrupt peer's IP, twice at least", asked)
 	}
 	mu.Unlock()
 	half := b.m.BundleSize/2 + 2*b.m.PieceLength

@@ -214,8 +214,11 @@ type OriginUse struct {
 	// client has banned a peer (for sending data that fails a piece hash)
 	// since the fetch last asked, with every IP it has banned (BannedIPs):
 	// a feeder whose peers have banned it sends them nothing, so its share
-	// must come from another node. It returns the share this node holds
-	// now, as Share and Of above (of 0: none). A share other than the
+	// must come from another node. While any peer is banned it is asked
+	// again every reassignInterval too: the node's view of the fleet may
+	// have been partial when the ban came (a node that has just joined).
+	// It returns the share this node holds now, as Share and Of above (of
+	// 0: none). A share other than the
 	// fetch's own makes it a feeder of that share from then on, as if it
 	// had started so: it asks for only that share's pieces, from the
 	// origins too, until it holds them, then fetches the rest from peers.
@@ -731,6 +734,10 @@ const (
 // OriginUse.Fallback periods.
 const starveLimit = 6
 
+// reassignInterval is how often a fetch asks OriginUse.Reassign again while
+// the client has banned a peer.
+const reassignInterval = 3 * time.Second
+
 // swarmSample is how often the policy loop asks OriginUse.SwarmProgress (or
 // four times per Fallback, if that is more often).
 const swarmSample = time.Second
@@ -784,6 +791,7 @@ type watch struct {
 	swarmRose  time.Time     // when it, or peerPieces, last rose
 	peerPieces uint64        // pieces connected peers held when last asked
 	bans       int           // banned IPs when Reassign was last asked; 0 at first
+	reassignAt time.Time     // when Reassign was last asked
 	banned     bool          // the client banned a peer since the fetch started
 }
 
@@ -836,12 +844,10 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 		if len(banned) > e.bansAtStart {
 			w.banned = true
 		}
-		if len(banned) > w.bans {
-			w.bans = len(banned)
-			if e.use.Reassign != nil {
-				share, of = e.use.Reassign(banned)
-				reassign = of > 0 && (share != e.use.Share || of != e.use.Of)
-			}
+		if e.use.Reassign != nil && (len(banned) > w.bans || (w.bans > 0 && now.Sub(w.reassignAt) >= reassignInterval)) {
+			w.bans, w.reassignAt = len(banned), now
+			share, of = e.use.Reassign(banned)
+			reassign = of > 0 && (share != e.use.Share || of != e.use.Of)
 		}
 	}
 	hasInfo := t.Info() != nil
