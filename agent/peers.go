@@ -44,8 +44,8 @@ func (a *Agent) originUse(m release.Manifest, log *zap.Logger) swarm.OriginUse {
 		defer mu.Unlock()
 		if r.of > 0 && (r.share != last.share || r.of != last.of || r.replaced != last.replaced) {
 			log.Info("origin feeder for this release after a ban", r.fields(banned)...)
-			last = r
 		}
+		last = r
 		return r.share, r.of
 	}
 	return use

@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // A peer whose data fails the piece hashes is dropped and banned, the
@@ -158,5 +161,52 @@ func TestReassignTakesABannedFeedersShare(t *testing.T) {
 	t.Logf("origin sent %.3f copies", float64(sent)/float64(b.m.BundleSize))
 	if sent > b.m.BundleSize+b.m.BundleSize/10 {
 		t.Errorf("origin sent %d bytes for a %d-byte bundle: more than 1.1 copies", sent, b.m.BundleSize)
+	}
+}
+
+// A share that Reassign gave ends when it answers no share (a node ranked
+// before this one in a fuller view took it): the fetch leaves the origins
+// and fetches the rest from peers. The origin sends slowly here, so that the
+// second answer comes before the share is complete.
+func TestReassignEndsTheShareItGave(t *testing.T) {
+	b := newBundle(t, 8<<20)
+	origin := newOrigin(t, b, Config{UploadRate: 512 << 10})
+	bad := corruptSeeder(t, b)
+	good := newClient(t, Config{DisablePEX: true})
+	store(t, good.cfg.Dir, b)
+	if err := good.Seed(b.m); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	c := newClientLogging(t, Config{DisablePEX: true}, zap.New(core))
+
+	var calls atomic.Int64
+	use := OriginUse{Fallback: 10 * time.Minute, Reassign: func([]string) (int, int) {
+		if calls.Add(1) == 1 {
+			return 1, 2
+		}
+		return 0, 0
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- c.FetchWith(ctx, b.m, Sources{Origins: []string{origin.Addr()}, Peers: []string{bad.Addr()}}, use)
+	}()
+	waitFor(t, "the share to end", func() bool { return logs.FilterMessageSnippet("no longer an origin feeder").Len() > 0 })
+	c.AddSources(b.m.ReleaseID, Sources{Peers: []string{good.Addr()}})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, c, b)
+	took := logs.FilterMessageSnippet("origin feeder in place of a banned peer").Len()
+	left := logs.FilterMessageSnippet("no longer an origin feeder").Len()
+	if took != 1 || left != 1 {
+		t.Errorf("the fetch took a share %d times and left it %d times, want once each", took, left)
+	}
+	s := c.Stats()
+	t.Logf("%d bytes from the origin, %d from peers; Reassign asked %d times", s.BytesFromOrigin, s.BytesFromPeers, calls.Load())
+	if s.BytesFromOrigin == 0 || s.BytesFromOrigin > b.m.BundleSize/2+2*b.m.PieceLength {
+		t.Errorf("%d bytes from the origin: want part of one share", s.BytesFromOrigin)
 	}
 }

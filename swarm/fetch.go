@@ -222,8 +222,11 @@ type OriginUse struct {
 	// fetch's own makes it a feeder of that share from then on, as if it
 	// had started so: it asks for only that share's pieces, from the
 	// origins too, until it holds them, then fetches the rest from peers.
-	// An answer of no share changes nothing: a feeder keeps its share. It
-	// is called from the fetch's policy loop and must not block.
+	// An answer of no share ends a share an earlier answer gave (another
+	// node, ranked before this one in a fuller view, took it): the fetch
+	// leaves the origins and fetches the rest from peers. A share the
+	// fetch started with stays. It is called from the fetch's policy loop
+	// and must not block.
 	Reassign func(banned []string) (share, of int)
 }
 
@@ -792,6 +795,7 @@ type watch struct {
 	peerPieces uint64        // pieces connected peers held when last asked
 	bans       int           // banned IPs when Reassign was last asked; 0 at first
 	reassignAt time.Time     // when Reassign was last asked
+	reassigned bool          // the fetch's share is one Reassign gave
 	banned     bool          // the client banned a peer since the fetch started
 }
 
@@ -837,7 +841,7 @@ func peersPieces(t *torrent.Torrent) (n uint64) {
 // reports banned peers and, after a ban, asks OriginUse.Reassign for the
 // node's share.
 func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Time) {
-	reassign, share, of := false, 0, 0
+	reassign, unassign, share, of := false, false, 0, 0
 	if now.Sub(w.lastBans) >= banCheckInterval {
 		w.lastBans = now
 		banned := c.noteBans(e.m)
@@ -848,6 +852,7 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 			w.bans, w.reassignAt = len(banned), now
 			share, of = e.use.Reassign(banned)
 			reassign = of > 0 && (share != e.use.Share || of != e.use.Of)
+			unassign = of <= 0 && w.reassigned
 		}
 	}
 	hasInfo := t.Info() != nil
@@ -881,8 +886,11 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 	if e.t != t {
 		return // removed meanwhile
 	}
-	if reassign {
+	switch {
+	case reassign:
 		c.feedLocked(e, t, w, share, of, hasInfo)
+	case unassign:
+		c.unfeedLocked(e, t, w, hasInfo, now)
 	}
 	if w.feeding && hasInfo && shareComplete(t, e.use) {
 		w.feeding = false
@@ -953,7 +961,7 @@ func (c *Client) feedLocked(e *entry, t *torrent.Torrent, w *watch, share, of in
 		zap.String("release_id", string(e.m.ReleaseID)), zap.Int("share", share), zap.Int("of", of),
 		zap.Int("was_share", e.use.Share), zap.Int("was_of", e.use.Of))
 	e.use.Share, e.use.Of = share, of
-	w.feeding = true
+	w.feeding, w.reassigned = true, true
 	w.pulseAt = time.Time{}
 	if hasInfo {
 		t.CancelPieces(0, t.NumPieces())
@@ -962,6 +970,25 @@ func (c *Client) feedLocked(e *entry, t *torrent.Torrent, w *watch, share, of in
 		}
 	}
 	c.openOriginsLocked(e)
+}
+
+// unfeedLocked ends the share Reassign gave e's fetch: it leaves the origins
+// and wants every piece again, from peers.
+func (c *Client) unfeedLocked(e *entry, t *torrent.Torrent, w *watch, hasInfo bool, now time.Time) {
+	c.log.Info("no longer an origin feeder: a node ranked before this one took the share",
+		zap.String("release_id", string(e.m.ReleaseID)), zap.Int("share", e.use.Share), zap.Int("of", e.use.Of),
+		zap.Bool("held_it", !w.feeding))
+	e.use.Share, e.use.Of = 0, 0
+	w.reassigned = false
+	if !w.feeding {
+		return
+	}
+	w.feeding = false
+	w.leftAt, w.lastAt = now, now
+	c.leaveOriginsLocked(e)
+	if hasInfo {
+		t.DownloadAll()
+	}
 }
 
 // fallbackPulse is how long a starved fetch keeps the origin open: long
