@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 
@@ -67,6 +68,71 @@ func TestPickPeers(t *testing.T) {
 			if len(slices.Compact(sorted)) != len(got) {
 				t.Fatalf("%+v: picked a peer twice: %v", tc, got)
 			}
+		}
+	}
+}
+
+// A banned feeder's share goes to the next agent in rank, once, and every
+// other feeder keeps its own: nodes that have banned it and nodes that have
+// not agree on everyone else's shares.
+func TestFeederShareReplacesBannedFeeders(t *testing.T) {
+	var names []string
+	for i := range 8 {
+		names = append(names, fmt.Sprintf("node-%02d", i))
+	}
+	id := release.IDOf([]byte("release"))
+	r := feederRank(id, names)
+	type slot struct{ share, of int }
+	roles := func(banned []string) map[string]slot {
+		out := map[string]slot{}
+		for _, n := range names {
+			if slices.Contains(banned, n) {
+				continue // a node never bans itself
+			}
+			if s, of, _ := feederShare(id, names, 4, n, banned); of > 0 {
+				out[n] = slot{s, of}
+			}
+		}
+		return out
+	}
+	want := map[string]slot{r[0]: {0, 4}, r[1]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}
+	if got := roles(nil); !maps.Equal(got, want) {
+		t.Fatalf("no bans: %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		name   string
+		banned []string
+		want   map[string]slot
+	}{
+		{"one feeder", []string{r[1]}, map[string]slot{r[0]: {0, 4}, r[4]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}},
+		{"a feeder and its replacement", []string{r[1], r[4]}, map[string]slot{r[0]: {0, 4}, r[5]: {1, 4}, r[2]: {2, 4}, r[3]: {3, 4}}},
+		{"two feeders, in share order", []string{r[3], r[0]}, map[string]slot{r[4]: {0, 4}, r[1]: {1, 4}, r[2]: {2, 4}, r[5]: {3, 4}}},
+		{"no feeder", []string{r[6]}, want},
+	} {
+		if got := roles(tc.banned); !maps.Equal(got, tc.want) {
+			t.Errorf("%s banned: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if _, _, replaced := feederShare(id, names, 4, r[4], []string{r[2]}); replaced != r[2] {
+		t.Errorf("replacement names %q as the banned feeder, want %q", replaced, r[2])
+	}
+	// Every agent a feeder: nobody is left to take a banned one's share.
+	few := r[:3]
+	for _, n := range few[1:] {
+		if s, of, _ := feederShare(id, few, 4, n, []string{r[0]}); of != 3 || s != slices.Index(feederRank(id, few), n) {
+			t.Errorf("%s with every agent a feeder: share %d of %d", n, s, of)
+		}
+	}
+}
+
+func TestAddrBanned(t *testing.T) {
+	banned := []string{"127.0.0.2", "fd00::1"}
+	for addr, want := range map[string]bool{
+		"127.0.0.2:6881": true, "[::ffff:127.0.0.2]:1": true, "[fd00::1]:6881": true,
+		"127.0.0.1:6881": false, "": false, "garbage": false, "127.0.0.20:1": false,
+	} {
+		if got := addrBanned(addr, banned); got != want {
+			t.Errorf("addrBanned(%q) = %v, want %v", addr, got, want)
 		}
 	}
 }

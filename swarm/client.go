@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -307,14 +308,15 @@ const banCheckInterval = time.Second
 
 // noteBans logs, once each, the peers anacrolix banned since the last call:
 // it drops and bans the IP of a peer whose data fails a piece hash, and the
-// download goes on from the others.
-func (c *Client) noteBans(m release.Manifest) {
+// download goes on from the others. It returns every IP banned so far.
+func (c *Client) noteBans(m release.Manifest) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cl == nil || c.closed {
-		return
+		return nil
 	}
-	for _, ip := range bannedIPs(c.cl) {
+	ips := bannedIPs(c.cl)
+	for _, ip := range ips {
 		if c.banned[ip] {
 			continue
 		}
@@ -327,6 +329,21 @@ func (c *Client) noteBans(m release.Manifest) {
 			zap.String("peer_ip", ip), zap.String("app", m.App), zap.String("version", m.Version),
 			zap.String("release_id", string(m.ReleaseID)))
 	}
+	return ips
+}
+
+// BannedIPs lists the peer IPs this client has banned for sending data that
+// failed a piece hash, sorted, each once (IPv4 in dotted form, also for a
+// peer reached over IPv6 as an IPv4-mapped address). anacrolix bans an IP
+// for every release until the client restarts: no connection to or from
+// it is made again, whatever its port.
+func (c *Client) BannedIPs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cl == nil || c.closed {
+		return nil
+	}
+	return bannedIPs(c.cl)
 }
 
 // bannedIPs lists the IPs cl has banned, once each: anacrolix keeps an IPv4
@@ -345,6 +362,7 @@ func bannedIPs(cl *torrent.Client) []string {
 			out = append(out, ip.String())
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 

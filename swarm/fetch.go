@@ -57,7 +57,8 @@ type entry struct {
 	regive   map[string]time.Duration // how long after that it may be handed again
 
 	freshPart   bool      // the part file is new (reservePart): no piece to check
-	use         OriginUse // how this fetch uses the origins
+	use         OriginUse // how this fetch uses the origins; its share changes on the fetch's goroutine only
+	bansAtStart int       // peer IPs the client had banned when the fetch started
 	originsOpen bool      // origins may be handed to anacrolix now
 	origins     []string  // the origins' addresses, as last given
 	peers       []string  // the peers' addresses, as last given
@@ -204,7 +205,30 @@ type OriginUse struct {
 	// verified piece of its own. The policy loop calls it about once a
 	// second (four times per Fallback if that is shorter); it must not
 	// block.
+	//
+	// Once the fetch has seen the client ban a peer, a swarm that works no
+	// longer holds it off the origin: the pieces it lacks may be the
+	// banned peer's share, which the rest of the swarm is not fetching. It
+	// then waits only while a connected peer holds a piece it lacks.
 	SwarmProgress func() float64
+	// Reassign, when set, is asked for this node's share again when the
+	// client has banned a peer (for sending data that fails a piece hash)
+	// since the fetch last asked, with every IP it has banned (BannedIPs):
+	// a feeder whose peers have banned it sends them nothing, so its share
+	// must come from another node. While any peer is banned it is asked
+	// again every reassignInterval too: the node's view of the fleet may
+	// have been partial when the ban came (a node that has just joined).
+	// It returns the share this node holds now, as Share and Of above (of
+	// 0: none). A share other than the
+	// fetch's own makes it a feeder of that share from then on, as if it
+	// had started so: it asks for only that share's pieces, from the
+	// origins too, until it holds them, then fetches the rest from peers.
+	// An answer of no share ends a share an earlier answer gave (another
+	// node, ranked before this one in a fuller view, took it): the fetch
+	// leaves the origins and fetches the rest from peers. A share the
+	// fetch started with stays. It is called from the fetch's policy loop
+	// and must not block.
+	Reassign func(banned []string) (share, of int)
 }
 
 func (u OriginUse) validate() error {
@@ -215,7 +239,7 @@ func (u OriginUse) validate() error {
 }
 
 // FetchWith is Fetch with an origin policy; the first call for a release
-// sets it for the whole download.
+// sets it for the whole download (OriginUse.Reassign may change its share).
 func (c *Client) FetchWith(ctx context.Context, m release.Manifest, src Sources, use OriginUse) error {
 	short := m.ReleaseID.Short()
 	if err := use.validate(); err != nil {
@@ -264,6 +288,7 @@ func (c *Client) startFetchLocked(m release.Manifest, use OriginUse) *entry {
 	e := newEntry(m, cancel)
 	e.use = use
 	e.originsOpen = use.Of > 0 || use.Fallback == 0
+	e.bansAtStart = len(bannedIPs(c.cl))
 	c.entries[m.ReleaseID] = e
 	c.log.Info("fetch started",
 		zap.String("release_id", string(m.ReleaseID)),
@@ -735,6 +760,10 @@ const (
 // OriginUse.Fallback periods.
 const starveLimit = 6
 
+// reassignInterval is how often a fetch asks OriginUse.Reassign again while
+// the client has banned a peer.
+const reassignInterval = 3 * time.Second
+
 // swarmSample is how often the policy loop asks OriginUse.SwarmProgress (or
 // four times per Fallback, if that is more often).
 const swarmSample = time.Second
@@ -787,6 +816,10 @@ type watch struct {
 	swarmAt    time.Time     // when SwarmProgress was last asked
 	swarmRose  time.Time     // when it, or peerPieces, last rose
 	peerPieces uint64        // pieces connected peers held when last asked
+	bans       int           // banned IPs when Reassign was last asked; 0 at first
+	reassignAt time.Time     // when Reassign was last asked
+	reassigned bool          // the fetch's share is one Reassign gave
+	banned     bool          // the client banned a peer since the fetch started
 }
 
 // swarmWorking asks use.SwarmProgress and counts the pieces connected peers
@@ -827,15 +860,30 @@ func peersPieces(t *torrent.Torrent) (n uint64) {
 }
 
 // applyPolicy moves a feeder off the origins once it holds its share, opens
-// the origins to a fetch that made no progress for OriginUse.Fallback, and
-// reports banned peers.
+// the origins to a fetch that made no progress for OriginUse.Fallback,
+// reports banned peers and, after a ban, asks OriginUse.Reassign for the
+// node's share.
 func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Time) {
+	reassign, unassign, share, of := false, false, 0, 0
 	if now.Sub(w.lastBans) >= banCheckInterval {
 		w.lastBans = now
-		c.noteBans(e.m)
+		banned := c.noteBans(e.m)
+		if len(banned) > e.bansAtStart {
+			w.banned = true
+		}
+		if e.use.Reassign != nil && (len(banned) > w.bans || (w.bans > 0 && now.Sub(w.reassignAt) >= reassignInterval)) {
+			w.bans, w.reassignAt = len(banned), now
+			share, of = e.use.Reassign(banned)
+			reassign = of > 0 && (share != e.use.Share || of != e.use.Of)
+			unassign = of <= 0 && w.reassigned
+		}
 	}
 	hasInfo := t.Info() != nil
 	working := w.swarmWorking(t, e.use, now)
+	// After a ban the swarm may work on everything but the banned peer's
+	// share: only peers that hold what this node lacks are worth waiting
+	// for (see OriginUse.SwarmProgress).
+	waitSwarm := working && !w.banned
 	if hasInfo {
 		// Progress counts chunks written, not only verified pieces: on a
 		// busy host a piece's last chunk and its hash check can lag far
@@ -843,7 +891,7 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 		// Stats or PieceStateRuns, and this runs four times a second.)
 		if have := t.BytesCompleted(); have > w.have {
 			w.have, w.lastAt, w.progressAt = have, now, now
-		} else if (working || peerHasWanted(t)) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
+		} else if (waitSwarm || peerHasWanted(t)) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
 			// Slow is not stalled: a connected peer holds a piece this node
 			// lacks, or the rest of the swarm is progressing (on a busy host
 			// everyone is slow), so waiting costs the origin nothing.
@@ -851,7 +899,7 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 			// pieces it does not send.)
 			w.lastAt = now
 		}
-	} else if (working || hasPeerConn(t)) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
+	} else if (waitSwarm || hasPeerConn(t)) && now.Sub(w.progressAt) < starveLimit*e.use.Fallback {
 		// Still waiting for the info dictionary from connected peers
 		// (redialled with backoff below): not starved yet.
 		w.lastAt = now
@@ -860,6 +908,12 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 	defer c.mu.Unlock()
 	if e.t != t {
 		return // removed meanwhile
+	}
+	switch {
+	case reassign:
+		c.feedLocked(e, t, w, share, of, hasInfo)
+	case unassign:
+		c.unfeedLocked(e, t, w, hasInfo, now)
 	}
 	if w.feeding && hasInfo && shareComplete(t, e.use) {
 		w.feeding = false
@@ -909,9 +963,54 @@ func (c *Client) applyPolicy(e *entry, t *torrent.Torrent, w *watch, now time.Ti
 			zap.String("release_id", string(e.m.ReleaseID)), zap.Duration("stalled", now.Sub(w.lastAt)),
 			zap.Duration("since_data", now.Sub(w.progressAt)), zap.Int64("have_bytes", w.have),
 			zap.Bool("has_info", hasInfo), zap.Int("peers", len(t.PeerConns())), zap.Bool("swarm_working", working),
+			zap.Bool("banned_a_peer", w.banned),
 			zap.Duration("for", fallbackPulse(e.use)))
 		w.pulseAt = now
 		c.openOriginsLocked(e)
+	}
+}
+
+// feedLocked makes e's fetch the feeder of share of of, as OriginUse.Reassign
+// asked: it wants only that share's pieces (with the info dictionary; until
+// then downloadAll reads e.use) and opens the origins until it holds them.
+// A fallback pulse under way becomes part of it.
+func (c *Client) feedLocked(e *entry, t *torrent.Torrent, w *watch, share, of int, hasInfo bool) {
+	if share < 0 || share >= of {
+		c.log.Warn("ignored an origin share out of range",
+			zap.String("release_id", string(e.m.ReleaseID)), zap.Int("share", share), zap.Int("of", of))
+		return
+	}
+	c.log.Info("origin feeder in place of a banned peer; fetching its share from the origin",
+		zap.String("release_id", string(e.m.ReleaseID)), zap.Int("share", share), zap.Int("of", of),
+		zap.Int("was_share", e.use.Share), zap.Int("was_of", e.use.Of))
+	e.use.Share, e.use.Of = share, of
+	w.feeding, w.reassigned = true, true
+	w.pulseAt = time.Time{}
+	if hasInfo {
+		t.CancelPieces(0, t.NumPieces())
+		for i := share; i < t.NumPieces(); i += of {
+			t.Piece(i).SetPriority(types.PiecePriorityNormal)
+		}
+	}
+	c.openOriginsLocked(e)
+}
+
+// unfeedLocked ends the share Reassign gave e's fetch: it leaves the origins
+// and wants every piece again, from peers.
+func (c *Client) unfeedLocked(e *entry, t *torrent.Torrent, w *watch, hasInfo bool, now time.Time) {
+	c.log.Info("no longer an origin feeder: a node ranked before this one took the share",
+		zap.String("release_id", string(e.m.ReleaseID)), zap.Int("share", e.use.Share), zap.Int("of", e.use.Of),
+		zap.Bool("held_it", !w.feeding))
+	e.use.Share, e.use.Of = 0, 0
+	w.reassigned = false
+	if !w.feeding {
+		return
+	}
+	w.feeding = false
+	w.leftAt, w.lastAt = now, now
+	c.leaveOriginsLocked(e)
+	if hasInfo {
+		t.DownloadAll()
 	}
 }
 
