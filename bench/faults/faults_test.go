@@ -23,6 +23,9 @@ func TestSuiteSubset(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault suite skipped in -short mode")
 	}
+	if err := Probe(context.Background(), zaptest.NewLogger(t)); err != nil {
+		t.Skipf("fault suite skipped: this machine cannot build its network lab: %v", err)
+	}
 	bin := buildSwarm(t)
 	cfg := DefaultConfig(bin)
 	cfg.Agents, cfg.SizeBytes, cfg.Rate = 4, 16<<20, "100mbit"

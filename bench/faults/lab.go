@@ -332,3 +332,18 @@ func Check() error {
 	}
 	return nil
 }
+
+// Probe builds and removes a lab of one node: where root lacks what the
+// lab needs (a container without CAP_NET_ADMIN, a kernel without veth or
+// tbf), it says what failed.
+func Probe(ctx context.Context, log *zap.Logger) error {
+	l, err := NewLab(ctx, "100mbit", log)
+	if err != nil {
+		return err
+	}
+	_, err = l.AddNode(ctx, "probe", 2)
+	if cerr := l.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
