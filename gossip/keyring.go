@@ -9,14 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/internal/secretfile"
 )
 
 // KeySize is the size of a key GenerateKey makes: AES-256.
@@ -73,19 +73,9 @@ func ParseKeys(b []byte) ([][]byte, error) {
 // be readable or writable by group or others: whoever holds the key is a
 // member.
 func LoadKeyFile(path string) ([][]byte, error) {
-	st, err := os.Stat(path)
+	b, err := secretfile.Read(path, "create one with 'swarm gossip-key generate --out "+path+"'")
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w %s does not exist; create one with 'swarm gossip-key generate --out %s'", ErrKeyFile, path, path)
-		}
-		return nil, fmt.Errorf("%w %s: %w", ErrKeyFile, path, err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w %s has mode %04o; group and others must have no access: chmod 600 %s", ErrKeyFile, path, st.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w %w", ErrKeyFile, err)
 	}
 	keys, err := ParseKeys(b)
 	if err != nil {

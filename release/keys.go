@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/swarmdeploy/swarm/internal/secretfile"
 )
 
 // ErrKeyFile reports a key file that is missing, malformed or too open.
@@ -194,19 +196,9 @@ func writeNew(path string, b []byte, mode os.FileMode) error {
 // others can read or write, as ssh does: a signing key that leaked is a fleet
 // that can be made to run anything.
 func LoadPrivateKey(path string) (*PrivateKey, error) {
-	st, err := os.Stat(path)
+	b, err := secretfile.Read(path, "create one with 'swarm keygen --role release|rollout --out DIR'")
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w %s does not exist; create one with 'swarm keygen --role release|rollout --out DIR'", ErrKeyFile, path)
-		}
-		return nil, fmt.Errorf("%w %s: %w", ErrKeyFile, path, err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w %s has mode %04o; group and others must have no access: chmod 600 %s", ErrKeyFile, path, st.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrKeyFile, path, err)
+		return nil, fmt.Errorf("%w %w", ErrKeyFile, err)
 	}
 	k, err := ParsePrivateKeyPEM(b)
 	if err != nil {

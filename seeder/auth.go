@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/swarmdeploy/swarm/internal/secretfile"
 )
 
 // Who may use the API: every path but PathHealth needs a bearer token
@@ -62,17 +64,7 @@ func ValidateToken(s string) error {
 // whitespace ignored. Like private keys, a token file readable by group or
 // others is refused. Errors name the file, never the token.
 func ReadTokenFile(path string) (string, error) {
-	st, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("%s does not exist; make one with 'swarm api-token generate --out %s'", path, path)
-	}
-	if err != nil {
-		return "", err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s has mode %04o: group or others can read it; chmod 600 %s", path, st.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path, "make one with 'swarm api-token generate --out "+path+"'")
 	if err != nil {
 		return "", err
 	}
