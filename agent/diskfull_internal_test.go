@@ -69,7 +69,7 @@ func TestInstallOutOfDiskWaitsForRoom(t *testing.T) {
 	if len(full) != 1 || !strings.HasPrefix(full[0].Message, "disk full: need ") {
 		t.Fatalf("error lines %v: want one that says disk full", full)
 	}
-	if st.Error != "" || st.DiskFull {
+	if st.Error != "" || st.diskFull() {
 		t.Errorf("state after the install: %+v; want the failure cleared", st)
 	}
 }

@@ -37,7 +37,7 @@ func TestNext(t *testing.T) {
 		{"rollback to the running release", release.DesiredState{Published: 8, Sequence: 8, Rollback: true}, local{installed: true, working: y}, actActive},
 		{"failed since published: a new step does not retry", release.DesiredState{Published: 5, Sequence: 9}, state(x, gossip.PhaseFailed, 5), actNone},
 		{"health rolled back since published", release.DesiredState{Published: 5, Sequence: 9}, state(x, gossip.PhaseRolledBack, 6), actNone},
-		{"disk full since published: retry", release.DesiredState{Published: 5, Sequence: 9}, local{known: true, st: appState{App: "web", ReleaseID: x, Phase: gossip.PhaseFailed, Seq: 5, DiskFull: true}}, actWork},
+		{"disk full since published: retry", release.DesiredState{Published: 5, Sequence: 9}, local{known: true, st: appState{App: "web", ReleaseID: x, Phase: gossip.PhaseFailed, Seq: 5, Error: "disk full: need 65 MiB, 21 MiB free on /d (--min-free 0)"}}, actWork},
 		{"failed before a new publish: retry", release.DesiredState{Published: 9, Sequence: 9}, state(x, gossip.PhaseFailed, 5), actWork},
 		{"failed another release", release.DesiredState{Published: 5, Sequence: 9}, state(y, gossip.PhaseFailed, 5), actWork},
 		{"bad target", withBad, local{}, actNone},

@@ -205,7 +205,7 @@ func next(d release.DesiredState, target release.ID, l local) action {
 	if d.IsBad(target) {
 		return actNone
 	}
-	if l.known && l.st.ReleaseID == target && (l.st.Phase == gossip.PhaseFailed || l.st.Phase == gossip.PhaseRolledBack) && l.st.Seq >= d.Published && !l.st.DiskFull {
+	if l.known && l.st.ReleaseID == target && (l.st.Phase == gossip.PhaseFailed || l.st.Phase == gossip.PhaseRolledBack) && l.st.Seq >= d.Published && !l.st.diskFull() {
 		return actNone
 	}
 	return actWork

@@ -10,6 +10,7 @@ import (
 	"github.com/swarmdeploy/swarm/atomicfile"
 	"github.com/swarmdeploy/swarm/gossip"
 	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/swarm"
 )
 
 // appState is the agent's persisted view of one app: the release it is
@@ -24,9 +25,13 @@ type appState struct {
 	// Seq is the desired-state sequence this state answers; a failure is
 	// retried only when a newer desired state arrives.
 	Seq uint64 `json:"seq"`
-	// DiskFull marks a failure for want of disk space: the agent retries
-	// it by itself once there is room, across restarts too.
-	DiskFull bool `json:"disk_full,omitempty"`
+}
+
+// diskFull reports a failure for want of disk space (its Error is a
+// swarm.DiskFullError's text, as the seeder reads it too): the agent
+// retries it by itself once there is room, across restarts too.
+func (s appState) diskFull() bool {
+	return s.Phase == gossip.PhaseFailed && swarm.IsDiskFull(s.Error)
 }
 
 // stateFile persists app states as one JSON file, replaced atomically.

@@ -220,7 +220,7 @@ func (a *Agent) waitForRoom(ctx context.Context, st *appState, m release.Manifes
 	log.Error(text+"; free space there or lower --min-free: the release is fetched and installed by itself once it fits",
 		zap.Int64("need_bytes", full.Need), zap.Int64("free_bytes", full.Free), zap.Int64("min_free_bytes", a.cfg.MinFreeBytes),
 		zap.Duration("check_every", a.cfg.DiskRetry))
-	st.Phase, st.Error, st.DiskFull = gossip.PhaseFailed, text, true
+	st.Phase, st.Error = gossip.PhaseFailed, text
 	a.setState(*st)
 	for {
 		select {
@@ -240,7 +240,7 @@ func (a *Agent) waitForRoom(ctx context.Context, st *appState, m release.Manifes
 		}
 	}
 	log.Info("the disk has room for the release again; trying again")
-	st.Error, st.DiskFull = "", false
+	st.Error = ""
 	return true
 }
 
