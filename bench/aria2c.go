@@ -61,11 +61,11 @@ func (run *procsRun) aria2c(ctx context.Context, r *ProcsResult) (ClientRun, err
 	busy0 := machineBusySeconds()
 	run.progress(ProcsProgress{Stage: "aria2c", Total: 1})
 	start := time.Now()
-	c, err := startChild("aria2c", filepath.Join(run.logs, "aria2c.log"), run.cfg.Aria2c, aria2cArgs(out, filepath.Join(run.logs, "aria2c-info.log"), run.cfg.Params, magnet)...)
+	c, err := StartChild("aria2c", filepath.Join(run.logs, "aria2c.log"), run.cfg.Aria2c, aria2cArgs(out, filepath.Join(run.logs, "aria2c-info.log"), run.cfg.Params, magnet)...)
 	if err != nil {
 		return cr, err
 	}
-	defer c.stop(stopGrace)
+	defer c.Stop(stopGrace)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastSize, grewAt := int64(-1), time.Now()
@@ -77,8 +77,8 @@ wait:
 		case <-ctx.Done():
 			return cr, fmt.Errorf("did not finish after %.0fs: %w", time.Since(start).Seconds(), ctx.Err())
 		case <-tick.C:
-			if run.seeder.exited() {
-				return cr, run.seeder.failure()
+			if run.seeder.Exited() {
+				return cr, run.seeder.Failure()
 			}
 			n := dirBytes(out)
 			if n != lastSize {

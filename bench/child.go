@@ -14,10 +14,10 @@ import (
 	"time"
 )
 
-// child is one OS process a process-level run started: a seeder, an agent
-// or aria2c. It runs in its own process group, so that stopping it also
+// Child is one OS process a process-level run started: a seeder, an agent
+// or aria2c (and the fault suite's daemons, bench/faults). It runs in its own process group, so that stopping it also
 // stops anything it started, and dies with this process (Pdeathsig).
-type child struct {
+type Child struct {
 	name string
 	cmd  *exec.Cmd
 	log  string // stderr and stdout go here
@@ -25,20 +25,29 @@ type child struct {
 	err  error // the exit status, once done is closed
 }
 
-// startChild starts bin with args, its output appended to logPath.
-func startChild(name, logPath, bin string, args ...string) (*child, error) {
+// StartChild starts bin with args, its output appended to logPath.
+func StartChild(name, logPath, bin string, args ...string) (*Child, error) {
+	return StartChildEnv(name, logPath, nil, bin, args...)
+}
+
+// StartChildEnv is StartChild with env added to this process's
+// environment.
+func StartChildEnv(name, logPath string, env []string, bin string, args ...string) (*Child, error) {
 	out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	c := &child{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	c := &Child{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		c.err = cmd.Wait()
 		out.Close()
@@ -48,7 +57,7 @@ func startChild(name, logPath, bin string, args ...string) (*child, error) {
 }
 
 // exited reports whether the process has ended.
-func (c *child) exited() bool {
+func (c *Child) Exited() bool {
 	select {
 	case <-c.done:
 		return true
@@ -59,14 +68,14 @@ func (c *child) exited() bool {
 
 // failure describes a process that ended before it was told to: its exit
 // status and the last line it logged.
-func (c *child) failure() error {
+func (c *Child) Failure() error {
 	return fmt.Errorf("%s exited early (%v): %s", c.name, c.err, lastLogLine(c.log))
 }
 
 // stop asks the process group to end (SIGTERM), kills it after grace, and
 // waits. Safe to call more than once and after the process ended.
-func (c *child) stop(grace time.Duration) {
-	if c.exited() {
+func (c *Child) Stop(grace time.Duration) {
+	if c.Exited() {
 		return
 	}
 	pgid := c.cmd.Process.Pid
@@ -102,7 +111,7 @@ func lastLogLine(path string) string {
 
 // readAddrFile waits, bounded by ctx and timeout, for the --addr-file of c
 // and parses its key=value lines. It fails at once when c exits.
-func readAddrFile(ctx context.Context, c *child, path string, timeout time.Duration) (map[string]string, error) {
+func readAddrFile(ctx context.Context, c *Child, path string, timeout time.Duration) (map[string]string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -117,8 +126,8 @@ func readAddrFile(ctx context.Context, c *child, path string, timeout time.Durat
 			}
 			return m, nil
 		}
-		if c.exited() {
-			return nil, c.failure()
+		if c.Exited() {
+			return nil, c.Failure()
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%s wrote no %s within %s: %s", c.name, path, timeout, lastLogLine(c.log))
@@ -182,3 +191,14 @@ func procField(path, field string, unit int64) (int64, error) {
 	}
 	return 0, fmt.Errorf("%s: no %s", path, field)
 }
+
+// Kill sends SIGKILL to the process alone, not its group (what it started,
+// such as a running hook, is left as a crash leaves it), and waits for it
+// to end.
+func (c *Child) Kill() {
+	_ = syscall.Kill(c.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.done
+}
+
+// Log is the file its output goes to.
+func (c *Child) Log() string { return c.log }

@@ -202,7 +202,7 @@ func RunProcs(ctx context.Context, cfg ProcsConfig, log *zap.Logger, progress fu
 	}
 	if cfg.Aria2c != "" {
 		for _, a := range run.agents {
-			a.stop(stopGrace)
+			a.Stop(stopGrace)
 		}
 		cr, err := run.aria2c(ctx, &r)
 		r.Aria2c = &cr
@@ -221,11 +221,11 @@ type procsRun struct {
 	logs     string
 
 	key    *release.PrivateKey
-	seeder *child
+	seeder *Child
 	client *seeder.Client // the seeder's API
 	// seederTorrent is the seeder's BitTorrent listen address.
 	seederTorrent string
-	agents        []*child
+	agents        []*Child
 	agentDirs     []string
 	magnet        string
 	releaseID     release.ID
@@ -234,10 +234,10 @@ type procsRun struct {
 // stopAll stops every process still running.
 func (run *procsRun) stopAll() {
 	for _, a := range run.agents {
-		a.stop(stopGrace)
+		a.Stop(stopGrace)
 	}
 	if run.seeder != nil {
-		run.seeder.stop(stopGrace)
+		run.seeder.Stop(stopGrace)
 	}
 }
 
@@ -247,21 +247,21 @@ func (run *procsRun) start(ctx context.Context) error {
 	dir, p := run.cfg.Dir, run.cfg.Params
 	keys := filepath.Join(dir, "keys")
 	for _, role := range []string{"release", "rollout"} {
-		kg, err := startChild("keygen", filepath.Join(run.logs, "keygen-"+role+".log"), run.cfg.Binary, "keygen", "--role", role, "--out", keys)
+		kg, err := StartChild("keygen", filepath.Join(run.logs, "keygen-"+role+".log"), run.cfg.Binary, "keygen", "--role", role, "--out", keys)
 		if err != nil {
 			return err
 		}
 		select {
 		case <-kg.done:
 		case <-ctx.Done():
-			kg.stop(0)
+			kg.Stop(0)
 			return fmt.Errorf("keygen: %w", ctx.Err())
 		case <-time.After(startTimeout):
-			kg.stop(0)
+			kg.Stop(0)
 			return errors.New("keygen did not finish within a minute")
 		}
 		if kg.err != nil {
-			return kg.failure()
+			return kg.Failure()
 		}
 	}
 	var err error
@@ -293,7 +293,7 @@ func (run *procsRun) start(ctx context.Context) error {
 	if p.MaxConns > 0 {
 		args = append(args, "--max-conns", strconv.Itoa(p.MaxConns))
 	}
-	if run.seeder, err = startChild("seeder", filepath.Join(run.logs, "seeder.log"), run.cfg.Binary, args...); err != nil {
+	if run.seeder, err = StartChild("seeder", filepath.Join(run.logs, "seeder.log"), run.cfg.Binary, args...); err != nil {
 		return err
 	}
 	addrs, err := readAddrFile(ctx, run.seeder, filepath.Join(dir, "seeder.addrs"), startTimeout)
@@ -321,7 +321,7 @@ func (run *procsRun) start(ctx context.Context) error {
 		if p.MaxConns > 0 {
 			args = append(args, "--max-conns", strconv.Itoa(p.MaxConns))
 		}
-		a, err := startChild(name, filepath.Join(run.logs, name+".log"), run.cfg.Binary, args...)
+		a, err := StartChild(name, filepath.Join(run.logs, name+".log"), run.cfg.Binary, args...)
 		if err != nil {
 			return err
 		}
@@ -377,12 +377,12 @@ func (run *procsRun) waitJoined(ctx context.Context) error {
 
 // checkAlive fails when the seeder or an agent has exited.
 func (run *procsRun) checkAlive() error {
-	if run.seeder.exited() {
-		return run.seeder.failure()
+	if run.seeder.Exited() {
+		return run.seeder.Failure()
 	}
 	for _, a := range run.agents {
-		if a.exited() {
-			return a.failure()
+		if a.Exited() {
+			return a.Failure()
 		}
 	}
 	return nil

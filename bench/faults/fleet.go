@@ -173,7 +173,7 @@ func (f *fleet) startSeeder(ctx context.Context, join ...string) error {
 		if err == nil {
 			return nil
 		}
-		if p.exited() {
+		if p.Exited() {
 			return p.failure()
 		}
 		if time.Now().After(deadline) {
@@ -256,11 +256,11 @@ func (f *fleet) waitMembers(ctx context.Context, which []*agentProc) error {
 
 // checkAlive fails when a daemon the harness did not kill has exited.
 func (f *fleet) checkAlive() error {
-	if f.seeder != nil && f.seeder.exited() && !f.seeder.killed {
+	if f.seeder != nil && f.seeder.Exited() && !f.seeder.killed {
 		return f.seeder.failure()
 	}
 	for _, a := range f.agents {
-		if a.proc != nil && a.proc.exited() && !a.proc.killed {
+		if a.proc != nil && a.proc.Exited() && !a.proc.killed {
 			return a.proc.failure()
 		}
 	}
@@ -338,7 +338,7 @@ func waitFile(ctx context.Context, p *proc, path string) error {
 		if _, err := os.Stat(path); err == nil {
 			return nil
 		}
-		if p.exited() {
+		if p.Exited() {
 			return p.failure()
 		}
 		if time.Now().After(deadline) {
