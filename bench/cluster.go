@@ -63,6 +63,8 @@ type ClusterConfig struct {
 	// ControlInterval and Settle are the seeder's rollout controller timing
 	// (seeder.Config); zero = its defaults.
 	ControlInterval, Settle time.Duration
+	// RefusalGrace is the seeder's (seeder.Config); 0 = its default.
+	RefusalGrace time.Duration
 	// DesiredTTL is the seeder's (seeder.Config); 0 = states never expire.
 	DesiredTTL time.Duration
 	// HealthInterval and HealthFailures are the agents' periodic health
@@ -208,7 +210,7 @@ func (c *Cluster) startSeeder(gossipAddr string, join []string) error {
 		StoreDir: c.seederDir(), Key: c.Key, Trust: release.Trust{Release: c.Trust().Release, ReleaseThreshold: c.cfg.ReleaseThreshold}, Name: "seeder",
 		GossipAddr: gossipAddr, TorrentAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
 		UploadRate: c.cfg.OriginUploadRate, Gossip: c.cfg.Gossip, Join: join,
-		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle, APIToken: c.APIToken,
+		ControlInterval: c.cfg.ControlInterval, Settle: c.cfg.Settle, RefusalGrace: c.cfg.RefusalGrace, APIToken: c.APIToken,
 		DesiredTTL: c.cfg.DesiredTTL,
 	}, c.log)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/swarmdeploy/swarm/gossip"
 	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/rollout"
 	"github.com/swarmdeploy/swarm/seeder"
 )
 
@@ -88,7 +90,7 @@ func TestClusterStatusShowsRunningAfterRollback(t *testing.T) {
 func TestClusterStatusSaysRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir()}, zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)))
+	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), RefusalGrace: 2 * time.Second}, zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +125,16 @@ func TestClusterStatusSaysRefused(t *testing.T) {
 	})
 	if d.Error != "refused by 3 nodes: untrusted key" || d.Active != 0 || d.Nodes != agents {
 		t.Fatalf("desired state status: %+v", d)
+	}
+	// The rollout does not wait on them for ever: it stalls, saying why,
+	// so publish --wait ends.
+	var r rollout.Status
+	waitFor(ctx, t, "the rollout to stall on the refusals", func() bool {
+		r, err = c.Client.Rollout(ctx, "hello", "")
+		return err == nil && r.State == release.RolloutStalled
+	})
+	if !strings.Contains(r.Reason, "refused the desired state: untrusted key") {
+		t.Fatalf("stalled rollout's reason %q does not say the nodes refused it", r.Reason)
 	}
 }
 

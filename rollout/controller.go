@@ -42,6 +42,11 @@ type Node struct {
 	// deadline) until the operator frees the host and the node, retrying on
 	// its own, goes active.
 	HostFault string
+	// Refused is why the node refused the app's newest desired state
+	// ("untrusted key"), empty when it did not. A node that refuses never
+	// takes the target; a step whose every waiting node refuses stalls
+	// after Memory.RefusalGrace instead of waiting for ever.
+	Refused string
 }
 
 // Failure is a node counted against a rollout's failure budget.
@@ -72,6 +77,13 @@ type Memory struct {
 	BakeStart time.Time
 	BakeStep  int
 	BakeAdmit float64
+
+	// RefusedSince is when every admitted node still waiting was first
+	// seen refusing the state; zero while some is not.
+	RefusedSince time.Time
+	// RefusalGrace is how long those refusals may hold before the rollout
+	// stalls; zero is DefaultRefusalGrace. It outlives a reset.
+	RefusalGrace time.Duration
 
 	failed map[string]bool // index of Failures by node
 	// seen is when each node of the environment was last among the nodes
@@ -110,7 +122,7 @@ func (m *Memory) roster(now time.Time, nodes []Node) []string {
 // sync resets m when d is another rollout than the one m remembers.
 func (m *Memory) sync(d *release.DesiredState, id release.ID) {
 	if m.Target != id || m.Published != d.Published {
-		*m = Memory{Target: id, Published: d.Published, seen: m.seen} // the roster outlives a rollout
+		*m = Memory{Target: id, Published: d.Published, RefusalGrace: m.RefusalGrace, seen: m.seen} // the roster outlives a rollout
 	}
 }
 
@@ -145,6 +157,37 @@ func (m *Memory) Forgive() {
 }
 
 func (m *Memory) stopBake() { m.BakeStart = time.Time{} }
+
+// DefaultRefusalGrace is how long every admitted node still waiting on a
+// step may refuse the desired state before the rollout stalls
+// (Memory.RefusalGrace). A refusal can be of a state the controller has
+// since replaced, for the gossip round it takes the replacement to arrive,
+// so one sighting is not enough.
+const DefaultRefusalGrace = 30 * time.Second
+
+func (m *Memory) refusalGrace() time.Duration {
+	if m.RefusalGrace > 0 {
+		return m.RefusalGrace
+	}
+	return DefaultRefusalGrace
+}
+
+// refusedFor reports whether every node in waiting refuses now, and for how
+// long they all have; the clock restarts when some does not (or none waits).
+func (m *Memory) refusedFor(now time.Time, waiting []Node) (time.Duration, bool) {
+	all := len(waiting) > 0
+	for _, n := range waiting {
+		all = all && n.Refused != ""
+	}
+	if !all {
+		m.RefusedSince = time.Time{}
+		return 0, false
+	}
+	if m.RefusedSince.IsZero() {
+		m.RefusedSince = now
+	}
+	return now.Sub(m.RefusedSince), true
+}
 
 // bakeSince starts the bake clock for d's step if it is not running, and
 // returns when it started.
@@ -206,6 +249,7 @@ func Decide(now time.Time, d release.DesiredState, nodes []Node, settled bool, m
 		return Decision{Why: "rollout " + string(d.State)}
 	case d.Paused || d.State == release.RolloutPaused || d.State == release.RolloutStalled:
 		mem.stopBake()
+		mem.RefusedSince = time.Time{} // a resume gives the nodes another grace
 		return Decision{Why: "rollout paused"}
 	}
 	fleet := len(nodes)
@@ -240,6 +284,13 @@ func Decide(now time.Time, d release.DesiredState, nodes []Node, settled bool, m
 	}
 	if !o.done() {
 		mem.stopBake()
+		if refused, all := mem.refusedFor(now, o.notDone); all {
+			why := refusedReason(&d, o.notDone)
+			if refused >= mem.refusalGrace() {
+				return stall(d, why)
+			}
+			return Decision{Why: why}
+		}
 		if dl := d.Plan.ProgressDeadline; dl > 0 && now.Sub(d.Issued) > dl {
 			return stall(d, o.waiting(&d, dl))
 		}
@@ -383,8 +434,8 @@ func stall(d release.DesiredState, reason string) Decision {
 // are not yet active and healthy on the target.
 type observation struct {
 	admitted int
-	healthy  int      // nodes active and healthy on the target, admitted or not
-	notDone  []string // admitted nodes not active and healthy (or suspect)
+	healthy  int    // nodes active and healthy on the target, admitted or not
+	notDone  []Node // admitted nodes not active and healthy (or suspect)
 }
 
 func observe(d *release.DesiredState, id release.ID, nodes []Node) observation {
@@ -399,7 +450,7 @@ func observe(d *release.DesiredState, id release.ID, nodes []Node) observation {
 		}
 		o.admitted++
 		if !ok {
-			o.notDone = append(o.notDone, n.Name)
+			o.notDone = append(o.notDone, n)
 		}
 	}
 	return o
@@ -423,9 +474,33 @@ func (o observation) waiting(d *release.DesiredState, after time.Duration) strin
 		fmt.Fprintf(&b, " after %s", after)
 	}
 	if len(o.notDone) > 0 {
-		b.WriteString(": " + list(o.notDone, 5))
+		b.WriteString(": " + list(names(o.notDone), 5))
 	}
 	return b.String()
+}
+
+// refusedReason says why a step waits on nodes that all refused its
+// desired state, reason by reason: "step 1 of 3: 3 nodes refused the
+// desired state: untrusted key (a, b, c); fix their trust and resume".
+func refusedReason(d *release.DesiredState, waiting []Node) string {
+	byReason := map[string][]string{}
+	for _, n := range waiting {
+		byReason[n.Refused] = append(byReason[n.Refused], n.Name)
+	}
+	reasons := make([]string, 0, len(byReason))
+	for r := range byReason {
+		reasons = append(reasons, r)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		a, b := byReason[reasons[i]], byReason[reasons[j]]
+		return len(a) > len(b) || len(a) == len(b) && reasons[i] < reasons[j]
+	})
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		parts[i] = fmt.Sprintf("%s (%s)", r, list(byReason[r], 3))
+	}
+	return fmt.Sprintf("step %d of %d: %d %s refused the desired state: %s; fix their trust and resume",
+		d.Step+1, d.Plan.NumSteps(), len(waiting), plural(len(waiting), "node", "nodes"), strings.Join(parts, "; "))
 }
 
 func countAdmitted(admit float64, id release.ID, nodes []Node) int {
@@ -471,6 +546,13 @@ func names(nodes []Node) []string {
 		out[i] = n.Name
 	}
 	return out
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // list joins up to n names, with "…" when there are more.

@@ -749,3 +749,65 @@ func TestDecideAdmitsCountDespiteAnAbsentNode(t *testing.T) {
 		t.Fatalf("after %s left for good, %d present nodes admitted, want 2", away, got)
 	}
 }
+
+// A step whose every waiting node refused the desired state (a key the
+// agents do not trust) stalls once the refusals have held for
+// DefaultRefusalGrace, saying why, instead of waiting for ever; one node still
+// on its way keeps the step waiting, and a resume gives the nodes another
+// grace.
+func TestDecideStallsWhenEveryWaitingNodeRefuses(t *testing.T) {
+	f := newFix(t)
+	d := f.state(1, 2)
+	d.Plan.ProgressDeadline = 0 // without refusals, this step would wait for ever
+	a, b := f.order[0], f.order[1]
+	refuses := func(n *Node) { n.ReleaseID, n.Phase, n.Healthy, n.Refused = f.id1, PhaseActive, true, "untrusted key" }
+	downloading := func(n *Node) { n.Phase, n.Healthy = PhaseDownloading, false }
+	bothRefuse := set(set(f.fleet(d), a, refuses), b, refuses)
+	mem := &Memory{}
+
+	// One refuses, one still downloads: the step waits, however long.
+	for _, after := range []time.Duration{0, DefaultRefusalGrace, time.Hour} {
+		got := Decide(t0.Add(after), d, set(set(f.fleet(d), a, refuses), b, downloading), true, mem)
+		if got.Next != nil || strings.Contains(got.Why, "refused") {
+			t.Fatalf("after %v with one node still downloading: %+v %q", after, got.Next, got.Why)
+		}
+	}
+	// Both refuse: the grace starts now, not when the first one did.
+	now := t0.Add(2 * time.Hour)
+	got := Decide(now, d, bothRefuse, true, mem)
+	want := fmt.Sprintf("step 2 of 4: 2 nodes refused the desired state: untrusted key (%s); fix their trust and resume", strings.Join(sortedPair(a, b), ", "))
+	if got.Next != nil || got.Why != want {
+		t.Fatalf("first sight of the refusals: %+v %q, want no decision and %q", got.Next, got.Why, want)
+	}
+	if got := Decide(now.Add(DefaultRefusalGrace-time.Second), d, bothRefuse, true, mem); got.Next != nil {
+		t.Fatalf("stalled before the grace ran out: %+v", got.Next)
+	}
+	got = Decide(now.Add(DefaultRefusalGrace), d, bothRefuse, true, mem)
+	if got.Next == nil || got.Next.State != release.RolloutStalled || !got.Next.Paused || got.Next.Reason != want {
+		t.Fatalf("after the grace: %+v %q, want stalled with %q", got.Next, got.Why, want)
+	}
+	if err := validSigned(*got.Next); err != nil {
+		t.Fatalf("the stalled state cannot be signed: %v", err)
+	}
+	if len(mem.Failures) != 0 {
+		t.Fatalf("refusing nodes counted as failures: %v", mem.Failures)
+	}
+
+	// Paused, then resumed while the nodes still refuse: another full grace.
+	stalledState := *got.Next
+	Decide(now.Add(DefaultRefusalGrace+time.Second), stalledState, bothRefuse, true, mem)
+	later := now.Add(time.Hour)
+	if got := Decide(later, d, bothRefuse, true, mem); got.Next != nil {
+		t.Fatalf("a resumed rollout stalled at once: %+v", got.Next)
+	}
+	if got := Decide(later.Add(DefaultRefusalGrace), d, bothRefuse, true, mem); got.Next == nil || got.Next.State != release.RolloutStalled {
+		t.Fatalf("a resumed rollout whose nodes still refuse did not stall again: %+v", got.Next)
+	}
+}
+
+func sortedPair(a, b string) []string {
+	if b < a {
+		a, b = b, a
+	}
+	return []string{a, b}
+}

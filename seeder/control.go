@@ -23,6 +23,7 @@ type controller struct {
 	mems    map[string]*rollout.Memory // by state key
 	members map[string]membership      // by environment
 	errs    map[string]string          // last signing error by state key, logged once
+	grace   time.Duration              // rollout.Memory.RefusalGrace
 }
 
 // membership is an environment's agents as last seen, and since when.
@@ -31,14 +32,14 @@ type membership struct {
 	since time.Time
 }
 
-func newController() controller {
-	return controller{mems: map[string]*rollout.Memory{}, members: map[string]membership{}, errs: map[string]string{}}
+func newController(refusalGrace time.Duration) controller {
+	return controller{mems: map[string]*rollout.Memory{}, members: map[string]membership{}, errs: map[string]string{}, grace: refusalGrace}
 }
 
 func (c *controller) memory(key string) *rollout.Memory {
 	m, ok := c.mems[key]
 	if !ok {
-		m = &rollout.Memory{}
+		m = &rollout.Memory{RefusalGrace: c.grace}
 		c.mems[key] = m
 	}
 	return m
@@ -91,7 +92,7 @@ func rolloutNodes(agents []gossip.NodeState, app string) []rollout.Node {
 		n := rollout.Node{Name: a.Name}
 		for _, as := range a.Apps {
 			if as.App == app {
-				n.ReleaseID, n.Phase, n.Healthy = as.ReleaseID, rollout.Phase(as.Phase), as.Healthy
+				n.ReleaseID, n.Phase, n.Healthy, n.Refused = as.ReleaseID, rollout.Phase(as.Phase), as.Healthy, as.Refused
 				if as.Phase == gossip.PhaseFailed && swarm.IsDiskFull(as.Error) {
 					n.HostFault = as.Error
 				}

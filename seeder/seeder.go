@@ -86,6 +86,10 @@ type Config struct {
 	// before the controller counts it as settled and admits a step of an
 	// exact node count; default 2s.
 	Settle time.Duration
+	// RefusalGrace is how long every node a rollout step waits on may
+	// refuse its desired state (a key they do not trust) before the
+	// rollout stalls with why; default rollout.DefaultRefusalGrace (30s).
+	RefusalGrace time.Duration
 	// DefaultPlan is the rollout plan of a publish or promotion that names
 	// none. The zero Plan moves every node at once, as soon as it can.
 	DefaultPlan release.Plan
@@ -156,8 +160,8 @@ func (c *Config) Validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.ControlInterval < 0 || c.Settle < 0 {
-		return fmt.Errorf("seeder: control interval %s and settle %s must not be negative", c.ControlInterval, c.Settle)
+	if c.ControlInterval < 0 || c.Settle < 0 || c.RefusalGrace < 0 {
+		return fmt.Errorf("seeder: control interval %s, settle %s and refusal grace %s must not be negative", c.ControlInterval, c.Settle, c.RefusalGrace)
 	}
 	if c.ControlInterval == 0 {
 		c.ControlInterval = 500 * time.Millisecond
@@ -264,7 +268,7 @@ func New(cfg Config, log *zap.Logger) (*Seeder, error) {
 	}
 	return &Seeder{
 		cfg: cfg, log: log.Named("seeder"), trust: cfg.trust(), store: newStore(cfg.StoreDir),
-		ctl: newController(), stop: make(chan struct{}), limits: defaultAPILimits(),
+		ctl: newController(cfg.RefusalGrace), stop: make(chan struct{}), limits: defaultAPILimits(),
 	}, nil
 }
 

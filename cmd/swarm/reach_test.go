@@ -46,3 +46,27 @@ func TestPublishReachesNobody(t *testing.T) {
 		t.Fatalf("publish with an agent joined: exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 }
+
+// TestWaitEndsWhenEveryNodeRefuses: agents that trust another rollout key
+// refuse every desired state the seeder signs. publish --wait and status
+// --wait do not wait out their timeouts on them: the rollout stalls after
+// --refusal-grace and both exit 1 saying the nodes refused it and why.
+func TestWaitEndsWhenEveryNodeRefuses(t *testing.T) {
+	c := startSeeder(t, "--refusal-grace", "1s")
+	other := filepath.Join(c.dir, "other")
+	if r := run(t, 10*time.Second, "keygen", "--role", "rollout", "--out", other); r.code != 0 {
+		t.Fatalf("keygen: %d %s", r.code, r.stderr)
+	}
+	name := "agent-1"
+	d := startDaemon(t, "agent", "--data", filepath.Join(c.dir, name), "--name", name, "--join", c.gossip,
+		"--trust-release", c.pub, "--trust-rollout", filepath.Join(other, "rollout.pub"), "--gossip-key-file", c.gkey,
+		"--gossip", "127.0.0.1:0", "--torrent", "127.0.0.1:0", "--addr-file", filepath.Join(c.dir, name+".addrs"))
+	readAddrs(t, d, filepath.Join(c.dir, name+".addrs"))
+
+	r := run(t, 2*time.Minute, "publish", repo(t, "testdata", "apps", "hello", "v1"), "--app", "hello", "--version", "1.0.0",
+		"--key", c.key, "--seeder", c.api, "--wait", "--wait-timeout", "90s")
+	// The timeout's message would say "not finished after 90s".
+	errLine(t, r, exitFailure, "stalled", "refused the desired state: untrusted key", name)
+	errLine(t, run(t, time.Minute, "status", "--seeder", c.api, "--wait", "--timeout", "50s"), exitFailure,
+		"stalled", "refused the desired state: untrusted key", "swarm rollout resume hello")
+}

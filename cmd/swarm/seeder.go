@@ -18,6 +18,7 @@ type seederOptions struct {
 	maxConns             int
 	desiredTTL           time.Duration
 	joinTimeout          time.Duration
+	refusalGrace         time.Duration
 
 	tokenFile                    string
 	tlsCert, tlsKey, tlsClientCA string
@@ -79,6 +80,7 @@ neither, and refuses an --api address that is not loopback without
 	f.StringVar(&o.maxBundleSize, "max-bundle-size", "64GiB", "largest bundle a publish may send; larger ones are refused (413)")
 	o.gossipKey.addFlags(f)
 	f.DurationVar(&o.desiredTTL, "desired-ttl", 24*time.Hour, "how long a signed desired state stays valid; the seeder re-signs each once half of it is left, and agents holding an expired one report stale and take no new target")
+	f.DurationVar(&o.refusalGrace, "refusal-grace", 30*time.Second, "how long every node a rollout step waits on may refuse its desired state (a key they do not trust) before the rollout stalls, saying why")
 	return cmd
 }
 
@@ -137,6 +139,9 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 	if err != nil {
 		return err
 	}
+	if o.refusalGrace <= 0 {
+		return usageErrorf("seeder: --refusal-grace %s: must be positive", o.refusalGrace)
+	}
 	if o.maxConns <= 0 {
 		return usageErrorf("seeder: --max-conns %d: need at least 1", o.maxConns)
 	}
@@ -156,7 +161,7 @@ func seederRun(cmd *cobra.Command, ios streams, g *globalOptions, o *seederOptio
 		StoreDir: o.store, Key: key, Trust: trust, Name: o.name,
 		GossipAddr: o.gossip, TorrentAddr: o.torrent, APIAddr: o.api,
 		Join: join, JoinTimeout: o.joinTimeout, UploadRate: up, MaxConns: o.maxConns, GossipKeyFile: keyFile,
-		DesiredTTL: o.desiredTTL,
+		DesiredTTL: o.desiredTTL, RefusalGrace: o.refusalGrace,
 	}
 	if err := o.apiSecurity(&cfg); err != nil {
 		return err

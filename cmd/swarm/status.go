@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/swarmdeploy/swarm/release"
+	"github.com/swarmdeploy/swarm/rollout"
 	"github.com/swarmdeploy/swarm/seeder"
 )
 
@@ -39,7 +41,9 @@ release it works towards, "running_version" and "running_release_id" of
 the release it runs, "healthy" for the running release, and "refused" when
 it refused the app's desired state); each of "desired" says with "refused"
 and "error" how many nodes refused it and why.
-With --wait it refreshes until every node is active on every desired release.`,
+With --wait it refreshes until every node is active on every desired release,
+and exits 1 at once when a rollout stalls (budget, deadline, or every node it
+waits on refusing its desired state), since that waits for an operator.`,
 		Example: `  swarm status --seeder http://127.0.0.1:7700
   swarm status --seeder http://127.0.0.1:7700 --json | jq '.nodes[].apps[].phase'
   swarm status --seeder http://127.0.0.1:7700 --wait --timeout 10m`,
@@ -48,7 +52,7 @@ With --wait it refreshes until every node is active on every desired release.`,
 	f := cmd.Flags()
 	o.api.add(f)
 	f.BoolVar(&o.json, "json", false, "print JSON instead of a table")
-	f.BoolVar(&o.wait, "wait", false, "refresh until every node is active on every desired release")
+	f.BoolVar(&o.wait, "wait", false, "refresh until every node is active on every desired release; exit 1 if a rollout stalls")
 	f.BoolVar(&o.watch, "watch", false, "live view of every app's rollout (step, nodes per phase, progress) until Ctrl-C")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: give up after this long")
 	f.IntVar(&o.minNodes, "min-nodes", 1, "with --wait: also wait until at least this many nodes report")
@@ -85,19 +89,26 @@ func statusRun(ctx context.Context, ios streams, o *statusOptions) error {
 			return fmt.Errorf("status: %w; check --seeder and that 'swarm seeder' is running", err)
 		}
 		done := converged(st, o.minNodes)
-		if !o.wait || done {
-			if o.json {
+		stuck := stalled(st)
+		if !o.wait || done || stuck != nil {
+			switch {
+			case o.json:
 				enc := json.NewEncoder(ios.Out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			if prev > 0 { // replace the last refresh on the terminal
+				if err := enc.Encode(st); err != nil {
+					return err
+				}
+			case prev > 0: // replace the last refresh on the terminal
 				var b strings.Builder
 				printStatus(&b, st)
 				redraw(ios.Out, b.String(), prev)
-				return nil
+			default:
+				printStatus(ios.Out, st)
 			}
-			printStatus(ios.Out, st)
+			if o.wait && !done && stuck != nil {
+				return fmt.Errorf("status: rollout of %s in %s stalled, so it will not converge: %s; fix that, then 'swarm rollout resume %s --env %s'",
+					stuck.App, stuck.Env, stuck.Reason, stuck.App, stuck.Env)
+			}
 			return nil
 		}
 		if !o.json {
@@ -128,6 +139,18 @@ func converged(st seeder.Status, minNodes int) bool {
 		}
 	}
 	return true
+}
+
+// stalled is a rollout that waits on an operator (stalled on its budget,
+// its deadline or refusals), or nil: status --wait cannot end well while
+// one does.
+func stalled(st seeder.Status) *rollout.Status {
+	for i, r := range st.Rollouts {
+		if r.State == release.RolloutStalled {
+			return &st.Rollouts[i]
+		}
+	}
+	return nil
 }
 
 func printStatus(w io.Writer, st seeder.Status) {
