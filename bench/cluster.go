@@ -284,6 +284,9 @@ type AgentOptions struct {
 	// OpenBundle is the agent's agent.Config.OpenBundle: tests make its
 	// unpacks slow with it.
 	OpenBundle func(path string) (io.ReadCloser, error)
+	// HealthInterval is the agent's periodic health check; zero = the
+	// cluster's.
+	HealthInterval time.Duration
 }
 
 // AddAgent starts one more agent named name that joins the seeder. Its data
@@ -296,6 +299,10 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 	}
 	if o.HealthCheck != nil {
 		health = *o.HealthCheck
+	}
+	healthEvery := c.cfg.HealthInterval
+	if o.HealthInterval != 0 {
+		healthEvery = o.HealthInterval
 	}
 	trust := c.Trust()
 	if o.Trust != nil {
@@ -320,7 +327,7 @@ func (c *Cluster) AddAgent(name string, o AgentOptions) (*Node, error) {
 		RetryBackoff: 200 * time.Millisecond,
 		Keep:         o.Keep, MinFreeBytes: o.MinFreeBytes,
 		OriginFeeders: c.cfg.OriginFeeders, OriginFallback: c.cfg.OriginFallback,
-		HealthInterval: c.cfg.HealthInterval, HealthFailures: c.cfg.HealthFailures,
+		HealthInterval: healthEvery, HealthFailures: c.cfg.HealthFailures,
 		OpenBundle: o.OpenBundle,
 	}, c.log)
 	if err != nil {
