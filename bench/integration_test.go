@@ -265,10 +265,14 @@ func signedState(t *testing.T, rel, key *release.PrivateKey, m release.Manifest,
 }
 
 func TestClusterRefusesBadStates(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	log := zaptest.NewLogger(t)
-	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), Agents: 4}, log)
+	// Every agent fetches from the origins itself (no feeders): an agent
+	// that refuses the tampered bundle never serves its feeder share, and
+	// the others would each wait out the origin fallback (20 s a round,
+	// 80 s in all) before they reach the tampered origin themselves.
+	c, err := NewCluster(ctx, ClusterConfig{Dir: t.TempDir(), Agents: 4, OriginFeeders: -1}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
