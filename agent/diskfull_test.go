@@ -21,6 +21,7 @@ import (
 
 	"github.com/swarmdeploy/swarm/bench"
 	"github.com/swarmdeploy/swarm/gossip"
+	"github.com/swarmdeploy/swarm/internal/disktest"
 	"github.com/swarmdeploy/swarm/release"
 	"github.com/swarmdeploy/swarm/seeder"
 	"github.com/swarmdeploy/swarm/swarm"
@@ -50,33 +51,6 @@ func diskCluster(t *testing.T, cfg bench.ClusterConfig) (*bench.Cluster, *observ
 func agentDir(t *testing.T, c *bench.Cluster, name string) string {
 	t.Helper()
 	return filepath.Join(filepath.Dir(c.OriginBundlesDir()), "..", name)
-}
-
-// mountSmall mounts a tmpfs of size bytes at dir, or skips the test where
-// it cannot (not root, no tmpfs). resize changes its size.
-func mountSmall(t *testing.T, dir string, size int64) (resize func(int64)) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Skipf("mount a %d-byte tmpfs: %v", size, err)
-	}
-	// Registered before the cluster's Close (in the caller) runs, so it
-	// runs after: the agent has let go of its files.
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return func(size int64) {
-		if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT, fmt.Sprintf("size=%d", size)); err != nil {
-			t.Fatalf("resize the tmpfs to %d bytes: %v", size, err)
-		}
-	}
 }
 
 // appTree writes an app of size bytes of incompressible data.
@@ -209,7 +183,7 @@ func checkIntact(t *testing.T, n *bench.Node, dir string, id release.ID) {
 func TestReleaseBiggerThanTheDisk(t *testing.T) {
 	c, _ := diskCluster(t, bench.ClusterConfig{})
 	dir := agentDir(t, c, "small")
-	resize := mountSmall(t, dir, 24<<20)
+	resize := disktest.MountSmall(t, dir, 24<<20)
 	n, err := c.AddAgent("small", bench.AgentOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +211,7 @@ func TestReleaseBiggerThanTheDisk(t *testing.T) {
 func TestRestartWithPartFileOnAFullDisk(t *testing.T) {
 	c, logs := diskCluster(t, bench.ClusterConfig{})
 	dir := agentDir(t, c, "node")
-	mountSmall(t, dir, 48<<20)
+	disktest.MountSmall(t, dir, 48<<20)
 	n, err := c.AddAgent("node", bench.AgentOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +222,7 @@ func TestRestartWithPartFileOnAFullDisk(t *testing.T) {
 	// v2 comes to a full disk; the agent is killed; its part file holds the
 	// first half of v2, as a fetch killed half way leaves it.
 	filler := filepath.Join(dir, "filler")
-	fill(t, filler)
+	disktest.Fill(t, filler)
 	v2 := publishTolerant(t, c, "2.0.0", 16<<20)
 	bundle, err := os.ReadFile(swarm.BundlePath(c.OriginBundlesDir(), v2))
 	if err != nil {
@@ -269,7 +243,7 @@ func TestRestartWithPartFileOnAFullDisk(t *testing.T) {
 	if err := os.WriteFile(part, bundle[:half], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fill(t, filler)
+	disktest.Fill(t, filler)
 	var st syscall.Stat_t
 	if err := syscall.Stat(part, &st); err != nil {
 		t.Fatal(err)
@@ -297,19 +271,6 @@ func TestRestartWithPartFileOnAFullDisk(t *testing.T) {
 	}
 	if got, most := fetched(n), int64(len(bundle))-kept; got > most {
 		t.Errorf("fetched %d bytes after the restart; only %d were missing", got, most)
-	}
-}
-
-// fill writes path until its file system has 1 MiB left: room for the
-// agent's state files, none for a release.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	free, err := swarm.FreeBytes(filepath.Dir(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, make([]byte, max(free-1<<20, 0)), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -384,7 +345,7 @@ func TestRetentionMakesRoomForADownload(t *testing.T) {
 	dir := agentDir(t, c, "node")
 	// Each release takes 8 MiB (4 MiB bundle, 4 MiB unpacked): the fourth
 	// fits only without the first one's bundle.
-	mountSmall(t, dir, 30<<20)
+	disktest.MountSmall(t, dir, 30<<20)
 	n, err := c.AddAgent("node", bench.AgentOptions{Keep: 10})
 	if err != nil {
 		t.Fatal(err)

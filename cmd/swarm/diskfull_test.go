@@ -3,14 +3,13 @@ package main
 import (
 	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/swarmdeploy/swarm/internal/disktest"
 	"github.com/swarmdeploy/swarm/release"
 	"github.com/swarmdeploy/swarm/swarm"
 )
@@ -22,22 +21,9 @@ import (
 // full, stays up and says the same; once space is freed it resumes the
 // part file by itself and the release becomes active.
 func TestAgentRestartOnFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
 	c := startSeeder(t)
 	data := filepath.Join(c.dir, "agent")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, fmt.Sprintf("size=%d", 48<<20)); err != nil {
-		t.Skipf("mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { // runs after the agent's cleanup stopped it
-		if err := syscall.Unmount(data, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", data, err)
-		}
-	})
+	disktest.MountSmall(t, data, 48<<20) // unmounted after the agent's cleanup stopped it
 	startAgent := func() *daemon {
 		addrs := filepath.Join(c.dir, "agent.addrs")
 		os.Remove(addrs)
@@ -57,7 +43,7 @@ func TestAgentRestartOnFullDisk(t *testing.T) {
 	// 2.0.0 (16 MiB) comes to a disk with 1 MiB free; its rollout tolerates
 	// the one failed node.
 	filler := filepath.Join(data, "filler")
-	fillDisk(t, filler)
+	disktest.Fill(t, filler)
 	src := filepath.Join(t.TempDir(), "v2")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
@@ -105,7 +91,7 @@ func TestAgentRestartOnFullDisk(t *testing.T) {
 	if err := os.WriteFile(part, bundle[:len(bundle)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fillDisk(t, filler)
+	disktest.Fill(t, filler)
 
 	d = startAgent()
 	first := a.Error
@@ -163,17 +149,5 @@ func waitApp(t *testing.T, c cluster, ok func(appStatus) bool) appStatus {
 			t.Fatalf("after 90s, status:\n%s%s", r.stdout, r.stderr)
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// fillDisk writes path until its file system has 1 MiB left.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	free, err := swarm.FreeBytes(filepath.Dir(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, make([]byte, max(free-1<<20, 0)), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
