@@ -6,8 +6,9 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # What `make test` runs: every package with the race detector. The slow,
-# large cases live behind `make test-long` and the benchmarks.
-TESTFLAGS   ?= -race -count=1 -timeout 25m
+# large cases live behind `make test-long` and the benchmarks. The longest
+# package, bench, takes about 5 min on 2 cores; the timeout catches a hang.
+TESTFLAGS   ?= -race -count=1 -timeout 15m
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME    ?= 30s
 
